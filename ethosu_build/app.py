@@ -1,0 +1,103 @@
+"""`ethosu-build`: a plain @hydra.main app (so --help, --cfg, -m and every launcher work).
+
+The console script wraps it only to turn errors into exit codes: 2 for a config that cannot
+be composed or validated, 1 for a failed build (see errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import EXIT_CONFIG_ERROR, BuildError, ConfigError
+
+log = logging.getLogger("ethosu_build")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def build_app(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from .build import build
+
+    hc = HydraConfig.get()
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except Exception as exc:  # an interpolation that cannot be resolved
+        raise ConfigError(_omegaconf_issue(exc)) from exc
+    result = build(container, recipe=hc.runtime.choices.get("recipe"), cli_overrides=list(hc.overrides.task))
+    a = result.artifact
+    if result.up_to_date:
+        log.info("up to date: %s (build key %s), no stage ran [%.2f s]", a.id, a.manifest()["build_key"][:12], result.seconds)
+    elif not result.created:
+        log.info("identical to %s, reused [%.1f s]", a.id, result.seconds)
+    else:
+        m = a.manifest()
+        d = m["delegation"]
+        log.info(
+            "built %s -> %s (%d bytes; %d NPU partition(s), %d CPU op(s)) [%.1f s]",
+            a.id, a.path / "model.pte", m["files"]["model.pte"]["size"], d["npu_partitions"], d["cpu_op_count"], result.seconds,
+        )
+
+
+def _omegaconf_issue(exc: BaseException):
+    from .errors import ConfigIssue
+
+    key = getattr(exc, "full_key", None) or "config"
+    msg = str(exc).splitlines()[0]
+    return ConfigIssue(str(key), msg)
+
+
+def _config_error_types() -> tuple[type, ...]:
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+        SearchPathException,
+    )
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (ConfigCompositionException, MissingConfigException, OverrideParseException, SearchPathException, OmegaConfBaseException)
+
+
+def _hydra_error_message(exc: BaseException) -> str:
+    """Hydra's own message, plus the keys the schema accepts where a key was misspelled."""
+    from .validate import accepted_keys
+    from .errors import did_you_mean
+
+    text = str(exc).strip()
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text += "\n" + str(cause).strip().splitlines()[0]
+    if key:
+        keys = accepted_keys(str(key))
+        if keys:
+            bad = str(key).rsplit(".", 1)[-1]
+            text += f"\naccepted keys here: {', '.join(keys)}{did_you_mean(bad, keys)}"
+    return text
+
+
+def main() -> None:
+    # Let exceptions reach us instead of Hydra printing them and exiting 1, so that config
+    # errors exit 2. (Hydra reads this variable at the moment of the error.)
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        build_app()
+    except ConfigError as exc:
+        print(f"ethosu-build: {exc.render()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except BuildError as exc:
+        print(f"ethosu-build: build failed, nothing was stored: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except _config_error_types() as exc:
+        print(f"ethosu-build: config error, nothing was built:\n{_hydra_error_message(exc)}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
+
+
+if __name__ == "__main__":
+    main()

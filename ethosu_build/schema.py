@@ -1,0 +1,127 @@
+"""Typed schema of every config group.
+
+The dataclasses here are the single description of what a composed config may contain:
+`validate.py` walks them to report every unknown key, wrong type and bad value at once,
+and the build stages receive instances of them, never raw dicts. They import nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# All Ethos-U configurations Vela accepts for `--accelerator-config`.
+TARGETS: tuple[str, ...] = (
+    "ethos-u55-32",
+    "ethos-u55-64",
+    "ethos-u55-128",
+    "ethos-u55-256",
+    "ethos-u65-256",
+    "ethos-u65-512",
+    "ethos-u85-128",
+    "ethos-u85-256",
+    "ethos-u85-512",
+    "ethos-u85-1024",
+    "ethos-u85-2048",
+)
+SCHEMES: tuple[str, ...] = ("int8", "a16w8")
+OVERRIDE_SCHEMES: tuple[str, ...] = ("int8", "a16w8", "float")
+IO_DTYPES: tuple[Optional[str], ...] = (None, "uint8")
+# The CPU side of the program: keep the boundary (de)quantize ops as portable quantized
+# kernels, or turn them into cortex_m:: ops as ExecuTorch's own aot_arm_compiler does.
+CPU_QDQ_KERNELS: tuple[str, ...] = ("cortex_m", "portable")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "model"
+    factory: dict[str, Any] = field(default_factory=dict)  # Hydra `_target_` + kwargs
+    checkpoint: Optional[str] = None  # state_dict file loaded into the factory's module
+    input_shape: list[int] = field(default_factory=list)  # example input, batch 1
+
+
+@dataclass
+class TargetConfig:
+    accelerator: str = "ethos-u55-128"
+    system_config: Optional[str] = None  # null: ExecuTorch's default for the family
+    memory_mode: Optional[str] = None
+    config_ini: Optional[str] = None  # null: Vela's bundled Arm/vela.ini
+    vela_flags: list[str] = field(default_factory=list)
+    cpu_qdq_kernels: str = "cortex_m"
+
+
+@dataclass
+class QuantizationConfig:
+    scheme: str = "int8"
+    per_channel: bool = True
+    io: Optional[str] = None
+
+
+@dataclass
+class OverrideEntry:
+    """One per-module override; exactly one selector is set."""
+
+    module_name: Optional[str] = None
+    module_type: Optional[str] = None  # dotted class path, e.g. torch.nn.Linear
+    io: Optional[bool] = None  # true: the model inputs and outputs
+    scheme: str = "int8"
+
+    SELECTORS = ("module_name", "module_type", "io")
+
+    def selector(self) -> tuple[str, Any]:
+        for key in self.SELECTORS:
+            value = getattr(self, key)
+            if value is not None and value is not False:
+                return key, value
+        raise AssertionError("validated entries always have a selector")
+
+    def describe(self) -> str:
+        key, value = self.selector()
+        return f"{key}={value}" if key != "io" else "io"
+
+
+@dataclass
+class DatasetConfig:
+    """Where samples come from: `dataset` is a Hydra `_target_` call (see data.py)."""
+
+    dataset: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 128
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class BudgetConfig:
+    max_cpu_ops: Optional[int] = None
+    max_sram_kib: Optional[float] = None
+    max_flash_kib: Optional[float] = None
+    max_accuracy_drop: Optional[float] = None
+    max_inference_ms: Optional[float] = None
+
+
+@dataclass
+class StoreConfig:
+    root: str = "outputs"
+
+
+@dataclass
+class BuildConfig:
+    name: Optional[str] = None  # null: the recipe name, else the model name
+    model: ModelConfig = field(default_factory=ModelConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    overrides: dict[str, OverrideEntry] = field(default_factory=dict)
+    calibration: DatasetConfig = field(default_factory=DatasetConfig)
+    evaluation: DatasetConfig = field(default_factory=DatasetConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+
+# Values a key may take, where the set is closed. validate.py reports these as "accepted".
+CHOICES: dict[str, tuple] = {
+    "target.accelerator": TARGETS,
+    "target.cpu_qdq_kernels": CPU_QDQ_KERNELS,
+    "quantization.scheme": SCHEMES,
+    "quantization.io": IO_DTYPES,
+    "overrides.*.scheme": OVERRIDE_SCHEMES,
+}

@@ -1,0 +1,197 @@
+"""The build stages (export -> quantize -> lower+package) and their cache keys.
+
+Each stage key is the sha256 of canonical JSON of the stage name and version, the config
+fields that change its output, the keys of the stages it consumes and the tool versions.
+Paths, logging and launcher settings never enter a key. Keys are computed without importing
+torch; the `run_*` functions import what they need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import data, targets
+from .errors import BuildError
+from .fingerprint import file_sha256, key_of, source_fingerprint, tool_versions_for_key
+from .schema import BuildConfig
+
+log = logging.getLogger(__name__)
+
+# Bump a stage's version when its code changes what it produces.
+STAGE_VERSIONS = {"export": 1, "quantize": 1, "lower": 1, "build": 1}
+BATCH_DIM_MAX = 4096
+
+
+@dataclass(frozen=True)
+class StageKeys:
+    export: str
+    quantize: str
+    lower: str
+    build: str  # the artifact's identity: same key, same version
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+def _dataset_key(ds) -> dict[str, Any]:
+    return {"data": data.fingerprint(ds.dataset), "num_samples": ds.num_samples, "batch_size": ds.batch_size, "seed": ds.seed}
+
+
+def stage_keys(cfg: BuildConfig) -> StageKeys:
+    m, t = cfg.model, cfg.target
+    export = key_of({
+        "stage": "export", "v": STAGE_VERSIONS["export"], "tools": tool_versions_for_key(),
+        "factory": m.factory, "source": source_fingerprint(m.factory["_target_"]),
+        "checkpoint": file_sha256(m.checkpoint) if m.checkpoint else None, "input_shape": m.input_shape,
+    })
+    quantize = key_of({
+        "stage": "quantize", "v": STAGE_VERSIONS["quantize"], "export": export,
+        # The quantizer's passes depend on the target only through its TOSA specification,
+        # so targets that share one share the calibrated model.
+        "tosa_spec": targets.tosa_spec_string(t.accelerator),
+        "quantization": dataclasses.asdict(cfg.quantization),
+        # Order matters (a later override wins); the entries' names do not.
+        "overrides": [dataclasses.asdict(e) for e in cfg.overrides.values()],
+        "calibration": _dataset_key(cfg.calibration),
+    })
+    lower = key_of({
+        "stage": "lower", "v": STAGE_VERSIONS["lower"], "quantize": quantize,
+        "accelerator": t.accelerator,
+        "system_config": targets.resolved_system_config(t), "memory_mode": targets.resolved_memory_mode(t),
+        "config_ini": t.config_ini, "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
+        "vela_flags": t.vela_flags, "cpu_qdq_kernels": t.cpu_qdq_kernels,
+    })
+    build = key_of({
+        "stage": "build", "v": STAGE_VERSIONS["build"], "lower": lower,
+        "evaluation": _dataset_key(cfg.evaluation), "budget": dataclasses.asdict(cfg.budget),
+    })
+    return StageKeys(export, quantize, lower, build)
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def run_export(model, input_shape: list[int]):
+    """torch.export with a dynamic batch dimension, so calibration can run in batches; falls
+    back to the static batch-1 program for models whose code fixes the batch size.
+    Returns (ExportedProgram, batch_dynamic)."""
+    import torch
+
+    example = torch.zeros([2] + list(input_shape[1:]))
+    try:
+        batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), True
+    except Exception as exc:  # torch raises several types for a batch it cannot keep symbolic
+        log.info("export: batch dimension cannot be dynamic (%s); calibrating one sample at a time", str(exc).splitlines()[0])
+        return torch.export.export(model, (torch.zeros(input_shape),)), False
+
+
+def save_program(program, path: Path) -> None:
+    import torch
+
+    torch.export.save(program, str(path))
+
+
+def load_program(path: Path):
+    import torch
+
+    return torch.export.load(str(path))
+
+
+# --- quantize -------------------------------------------------------------------------------
+
+
+def run_quantize(cfg: BuildConfig, exported, batch_dynamic: bool, samples) -> tuple[Any, dict[str, Any]]:
+    """prepare_pt2e -> calibrate -> convert_pt2e, then a static batch-1 export for lowering.
+    Returns (quantized ExportedProgram, info for the manifest)."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from . import quantize
+
+    # torch 2.13 inserts a guards node in .module() that the Arm quantizer passes reject.
+    graph = exported.module(check_guards=False)
+    quantizer = quantize.make_quantizer(cfg.quantization, cfg.overrides, targets.compile_spec(cfg.target))
+    prepared = prepare_pt2e(graph, quantizer)
+    calls = quantize.calibrate(prepared, samples.x, cfg.calibration.batch_size, batch_dynamic)
+    converted = convert_pt2e(prepared)
+    applied = quantize.applied_schemes(converted)
+    quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))
+    info = {
+        "calibration": {"samples": len(samples), "batch_size": cfg.calibration.batch_size if batch_dynamic else 1, "calls": calls, "batched": batch_dynamic},
+        "applied": applied,
+    }
+    return quantized, info
+
+
+# --- lower + package ----------------------------------------------------------------------------
+
+
+def _op_name(node) -> str:
+    return str(getattr(node.target, "__name__", node.target)).replace("::", ".")
+
+
+def delegation_report(graph_module) -> dict[str, Any]:
+    """Which ops the partitioner delegated (NPU) and which stay on the CPU."""
+    from . import quantize
+
+    partitions, cpu_ops = 0, []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = _op_name(node)
+        if name == "executorch_call_delegate":
+            partitions += 1
+        elif name != "getitem":
+            cpu_ops.append({"op": name, "node": node.name, "module": quantize.module_path(node)})
+    delegated = sum(
+        1 for _, sub in graph_module.named_children() if hasattr(sub, "original_module")
+        for n in sub.original_module.graph.nodes if n.op == "call_function"
+    )
+    counts: dict[str, int] = {}
+    for op in cpu_ops:
+        counts[op["op"]] = counts.get(op["op"], 0) + 1
+    return {"npu_partitions": partitions, "npu_ops": delegated, "cpu_op_count": len(cpu_ops), "cpu_op_counts": counts, "cpu_ops": cpu_ops}
+
+
+def run_lower(cfg: BuildConfig, quantized) -> tuple[bytes, dict[str, Any], str]:
+    """EthosUPartitioner + Vela (in process) -> .pte bytes. Returns (pte, delegation, vela log).
+    A graph Vela or the partitioner rejects raises BuildError naming the configuration."""
+    from executorch.backends.arm.ethosu import EthosUPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    t = cfg.target
+    console = io.StringIO()
+    try:
+        # Vela prints its report to stdout; keep it for the job log instead of the terminal.
+        # The lowering passes warn about torch APIs they use; those are not the user's concern.
+        with contextlib.redirect_stdout(console), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            edge = to_edge_transform_and_lower(
+                quantized,
+                partitioner=[EthosUPartitioner(targets.compile_spec(t))],
+                compile_config=EdgeCompileConfig(_check_ir_validity=False),
+            )
+            if t.cpu_qdq_kernels == "cortex_m":
+                # As ExecuTorch's aot_arm_compiler: boundary (de)quantize -> cortex_m:: kernels.
+                from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
+
+                edge = edge.transform([ReplaceQuantNodesPass()])
+            delegation = delegation_report(edge.exported_program().graph_module)
+            program = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False))
+    except Exception as exc:
+        overrides = ", ".join(f"{e.describe()}:{e.scheme}" for e in cfg.overrides.values()) or "none"
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise BuildError(
+            f"lowering failed for target {t.accelerator} with quantization {cfg.quantization.scheme}"
+            f"{' (io ' + cfg.quantization.io + ')' if cfg.quantization.io else ''}, overrides {overrides}: "
+            f"{type(exc).__name__}: {first}"
+        ) from exc
+    return program.buffer, delegation, console.getvalue()

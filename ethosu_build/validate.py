@@ -1,0 +1,312 @@
+"""Config checks that need no heavy import: every problem is collected, then reported at once.
+
+`validate(container)` turns a resolved config (plain dicts/lists) into a typed
+`schema.BuildConfig` or raises `ConfigError` listing each bad key, its value and what is
+accepted. Checks that need the model itself (module names, input shape, dataset sizes) run
+later, in `model_checks.py`, still before any build stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+from . import data, targets
+from .errors import ConfigError, ConfigIssue, accepted, did_you_mean
+from .schema import CHOICES, BuildConfig, DatasetConfig, OverrideEntry
+
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+
+
+def validate(container: dict[str, Any], default_name: Optional[str] = None) -> BuildConfig:
+    """`default_name` names the artifact when `name` is null (the recipe); else model.name."""
+    issues: list[ConfigIssue] = []
+    cfg = _convert(BuildConfig, container, "", issues)
+    if not issues:
+        if cfg.name is None:
+            cfg.name = default_name or cfg.model.name
+        _check_values(cfg, issues)
+    if issues:
+        raise ConfigError(issues)
+    return cfg
+
+
+# --- structure and types, driven by the dataclasses in schema.py -----------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key, issues)
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, value, key, issues)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            issues.append(ConfigIssue(key, f"{value!r} is not a list; accepted: {_type_name(tp)}"))
+            return []
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item_tp, v, f"{key}.{i}", issues) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            issues.append(ConfigIssue(key, f"{value!r} is not a mapping; accepted: {_type_name(tp)}"))
+            return {}
+        _, val_tp = typing.get_args(tp)
+        if val_tp is Any:
+            return dict(value)
+        return {k: _convert(val_tp, v, f"{key}.{k}", issues) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    issues.append(ConfigIssue(key, f"{value!r} is not {_type_name(tp)}"))
+    return None
+
+
+def _convert_dataclass(tp: type, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
+    where = key or "the config"
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        issues.append(ConfigIssue(where, f"{value!r} is not a mapping of {tp.__name__} keys"))
+        return tp()
+    hints = typing.get_type_hints(tp)
+    names = [f.name for f in dataclasses.fields(tp)]
+    for k in value:
+        if k not in names:
+            sub = f"{key}.{k}" if key else str(k)
+            issues.append(ConfigIssue(sub, f"unknown key; accepted keys{' under ' + key if key else ''}: {', '.join(names)}{did_you_mean(str(k), names)}"))
+    kwargs = {}
+    for name in names:
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], f"{key}.{name}" if key else name, issues)
+    return tp(**kwargs)
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def _choice(issues: list[ConfigIssue], key: str, value: Any, choices_key: str | None = None) -> bool:
+    choices = CHOICES[choices_key or key]
+    if value not in choices:
+        issues.append(ConfigIssue(key, f"{value!r} is not supported; {accepted(choices, value)}"))
+        return False
+    return True
+
+
+def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
+    if cfg.name is not None and not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", cfg.name):
+        issues.append(ConfigIssue("name", f"{cfg.name!r} cannot name an artifact folder; accepted: letters, digits, '_', '-', '.'"))
+    _check_model(cfg, issues)
+    _check_target(cfg, issues)
+    _choice(issues, "quantization.scheme", cfg.quantization.scheme)
+    _choice(issues, "quantization.io", cfg.quantization.io)
+    for name, entry in cfg.overrides.items():
+        _check_override(f"overrides.{name}", entry, issues)
+    for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
+        _check_dataset(key, ds, issues)
+    for f in dataclasses.fields(cfg.budget):
+        limit = getattr(cfg.budget, f.name)
+        if limit is not None and limit < 0:
+            issues.append(ConfigIssue(f"budget.{f.name}", f"{limit!r} is negative; accepted: null or a number >= 0"))
+
+
+def _check_model(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
+    m = cfg.model
+    target = m.factory.get("_target_")
+    if not isinstance(target, str) or not _DOTTED.match(target):
+        issues.append(ConfigIssue("model.factory._target_", f"{target!r} is not a dotted path to a callable; accepted: e.g. ethosu_build.models.digits_cnn or mypkg.models.build"))
+    if m.checkpoint is not None and not Path(m.checkpoint).is_file():
+        issues.append(ConfigIssue("model.checkpoint", f"file {m.checkpoint!r} does not exist; accepted: null or an existing state_dict file (torch.save)"))
+    shape = m.input_shape
+    if not shape or any(d is None or d <= 0 for d in shape):
+        issues.append(ConfigIssue("model.input_shape", f"{shape!r} is not a shape; accepted: a list of positive integers, batch first, e.g. [1, 3, 32, 32]"))
+    elif shape[0] != 1:
+        issues.append(ConfigIssue("model.input_shape", f"{shape!r} has batch {shape[0]}; accepted: batch 1 (the deployed program runs one sample at a time)"))
+
+
+def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
+    t = cfg.target
+    if not _choice(issues, "target.accelerator", t.accelerator):
+        return
+    _choice(issues, "target.cpu_qdq_kernels", t.cpu_qdq_kernels)
+    ini = targets.resolve_config_ini(t.config_ini)
+    if t.config_ini is not None and (not ini.is_file() or ini.suffix != ".ini"):
+        issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not an existing .ini file; accepted: null (Vela's Arm/vela.ini) or a path to a Vela .ini (use ./ for a file in the current folder)"))
+        return
+    systems, modes = targets.ini_choices(t.config_ini)
+    if targets.resolved_system_config(t) not in systems:
+        issues.append(ConfigIssue("target.system_config", f"{t.system_config!r} is not in {ini.name}; {accepted(sorted(systems), t.system_config)}"))
+    if targets.resolved_memory_mode(t) not in modes:
+        issues.append(ConfigIssue("target.memory_mode", f"{t.memory_mode!r} is not in {ini.name}; {accepted(sorted(modes), t.memory_mode)}"))
+    for i, flag in enumerate(t.vela_flags):
+        name = flag.split("=", 1)[0]
+        if not flag.startswith("--"):
+            issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} is not a Vela option; accepted: options like --optimise=Size (see `vela --help`)"))
+        elif name in targets.RESERVED_VELA_FLAGS:
+            issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} is set by ethosu-build; use {targets.RESERVED_VELA_FLAGS[name]} instead"))
+        elif " " in flag:
+            issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} contains a space; accepted: one option per list item, --name=value"))
+
+
+def _check_override(key: str, entry: OverrideEntry, issues: list[ConfigIssue]) -> None:
+    selectors = [s for s in OverrideEntry.SELECTORS if getattr(entry, s) not in (None, False)]
+    if len(selectors) != 1:
+        found = ", ".join(f"{s}={getattr(entry, s)!r}" for s in selectors) or "none"
+        issues.append(ConfigIssue(key, f"needs exactly one selector, found {found}; accepted: one of module_name, module_type, io: true"))
+    _choice(issues, f"{key}.scheme", entry.scheme, "overrides.*.scheme")
+    if entry.module_type is not None and not _DOTTED.match(entry.module_type):
+        issues.append(ConfigIssue(f"{key}.module_type", f"{entry.module_type!r} is not a dotted class path; accepted: e.g. torch.nn.Linear"))
+    if entry.io is not None and entry.scheme == "a16w8":
+        issues.append(ConfigIssue(f"{key}.scheme", "'a16w8' is not an IO scheme; accepted for io: int8, float (or quantization.io=uint8)"))
+
+
+def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> None:
+    if ds.num_samples <= 0:
+        issues.append(ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is not positive; accepted: 1 up to the size of the dataset"))
+    if ds.batch_size <= 0:
+        issues.append(ConfigIssue(f"{key}.batch_size", f"{ds.batch_size} is not positive; accepted: an integer >= 1"))
+    issues.extend(data.static_issues(f"{key}.dataset", ds.dataset))
+
+
+def accepted_keys(dotted: str) -> Optional[list[str]]:
+    """The keys the schema accepts at the parent of `dotted` (for Hydra's override errors)."""
+    tp: Any = BuildConfig
+    for part in dotted.split(".")[:-1]:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else None
+
+
+# --- checks against the model and the data (import torch; run only when a stage must) -------
+
+
+def load_model(cfg: BuildConfig):
+    """Instantiate `model.factory` and load `model.checkpoint`; a factory that cannot be
+    found or called with the given arguments, or a checkpoint that does not fit, is a config
+    error."""
+    import torch
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    target = cfg.model.factory["_target_"]
+    try:
+        model = instantiate(cfg.model.factory, _convert_="all")
+    except InstantiationException as exc:
+        raise ConfigError(ConfigIssue("model.factory", f"{target!r} could not be called: {_first_line(exc)}; accepted: a callable returning a torch.nn.Module")) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(ConfigIssue("model.factory._target_", f"{target!r} returned {type(model).__name__}; accepted: a callable returning a torch.nn.Module"))
+    if cfg.model.checkpoint:
+        try:
+            state = torch.load(cfg.model.checkpoint, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+                state = state["state_dict"]
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise ConfigError(ConfigIssue("model.checkpoint", f"{cfg.model.checkpoint!r} does not load into {target}: {_first_line(exc)}; accepted: a state_dict saved from this model")) from exc
+    return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def check_model(cfg: BuildConfig, model) -> None:
+    """input_shape, override selectors and dataset sizes, against the real model and data."""
+    import torch
+
+    issues: list[ConfigIssue] = []
+    try:
+        with torch.no_grad():
+            model(torch.zeros(cfg.model.input_shape))
+    except Exception as exc:
+        issues.append(ConfigIssue("model.input_shape", f"{cfg.model.input_shape} is rejected by the model: {_first_line(exc)}; accepted: the shape the model's forward() takes, batch 1"))
+    names = [n for n, _ in model.named_modules() if n]
+    for name, entry in cfg.overrides.items():
+        key = f"overrides.{name}"
+        if entry.module_name is not None and entry.module_name not in names:
+            hint = did_you_mean(entry.module_name, names) or f"; modules include {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+            issues.append(ConfigIssue(f"{key}.module_name", f"{entry.module_name!r} not found in the model{hint}"))
+        if entry.module_type is not None:
+            issues.extend(_check_module_type(f"{key}.module_type", entry.module_type, model))
+    if not issues:  # datasets are only worth loading once the model itself is right
+        for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
+            issues.extend(_check_dataset_size(key, ds))
+    if issues:
+        raise ConfigError(issues)
+
+
+def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
+    import importlib
+
+    import torch
+
+    module, _, cls_name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError) as exc:
+        return [ConfigIssue(key, f"{dotted!r} cannot be imported ({_first_line(exc)}); accepted: a dotted path to a torch.nn.Module subclass, e.g. torch.nn.Linear")]
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        return [ConfigIssue(key, f"{dotted!r} is not a module class; accepted: a torch.nn.Module subclass, e.g. torch.nn.Linear")]
+    present = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()})
+    if not any(isinstance(m, cls) for m in model.modules()):
+        return [ConfigIssue(key, f"no module of type {dotted} in the model; types present: {', '.join(p for p in present if not p.startswith('torch.nn.modules.container'))}")]
+    return []
+
+
+def _check_dataset_size(key: str, ds: DatasetConfig) -> list[ConfigIssue]:
+    try:
+        dataset = data.instantiate(ds.dataset)
+        size = len(dataset)
+    except Exception as exc:
+        return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_first_line(exc)}")]
+    if ds.num_samples > size:
+        return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: 1..{size}")]
+    return []
+
+
+def check_override_matches(matches: dict[str, int], cfg: BuildConfig) -> None:
+    """An override that selects no node of the exported graph would be a silent no-op."""
+    issues = [
+        ConfigIssue(f"overrides.{name}", f"{cfg.overrides[name].describe()} selects no operator in the exported graph (the module is never called in forward()); accepted: a module that runs in forward()")
+        for name, n in matches.items() if n == 0
+    ]
+    if issues:
+        raise ConfigError(issues)
