@@ -86,6 +86,10 @@ def main() -> None:
     # Let exceptions reach us instead of Hydra printing them and exiting 1, so that config
     # errors exit 2. (Hydra reads this variable at the moment of the error.)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    # A user's own models (model.factory._target_) import from the launch folder, as they
+    # would under `python -m`; console scripts do not put it on sys.path themselves.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         build_app()
     except ConfigError as exc:

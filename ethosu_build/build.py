@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from . import data, stages
 from .cache import StageCache
+from .errors import BuildError, ConfigError
 from .fingerprint import file_sha256, source_fingerprint, tool_versions
 from .schema import BuildConfig
 from .store import MANIFEST_SCHEMA, Artifact, ArtifactStore
@@ -51,7 +52,14 @@ class _StageLog:
     def run(self, stage: str, fn: Callable[[], Any]) -> Any:
         log.info("%s: running", stage)
         t0 = time.perf_counter()
-        out = fn()
+        try:
+            out = fn()
+        except (ConfigError, BuildError):
+            raise
+        except Exception as exc:  # a crash inside torch/executorch: name the stage, keep the trace in the log
+            log.debug("%s failed", stage, exc_info=True)
+            text = str(exc).strip().splitlines()
+            raise BuildError(f"{stage} stage failed: {type(exc).__name__}: {text[0] if text else ''} (traceback in the run's build.log)") from exc
         seconds = round(time.perf_counter() - t0, 3)
         self.record[stage] = {"key": getattr(self.keys, stage), "status": "ran", "seconds": seconds}
         log.info("%s: done in %.1f s", stage, seconds)
@@ -119,18 +127,21 @@ def _quantize(cfg: BuildConfig, cache: StageCache, slog: _StageLog):
     entry = cache.get(keys.export)
     if entry is not None:
         slog.cached("export")
-        exported = stages.load_program(entry / "program.pt2")
-        batch_dynamic = _read_json(entry / "info.json")["batch_dynamic"]
+        programs = {
+            kind: stages.load_program(entry / f"{kind}.pt2") if (entry / f"{kind}.pt2").is_file() else None
+            for kind in ("static", "dynamic")
+        }
     else:
-        exported, batch_dynamic = slog.run("export", lambda: stages.run_export(model, cfg.model.input_shape))
+        programs = slog.run("export", lambda: stages.run_export(model, cfg.model.input_shape))
         with cache.put(keys.export, "export") as tmp:
-            stages.save_program(exported, tmp / "program.pt2")
-            _write_json(tmp / "info.json", {"batch_dynamic": batch_dynamic})
+            for kind, program in programs.items():
+                if program is not None:
+                    stages.save_program(program, tmp / f"{kind}.pt2")
 
-    matches = quantize.override_matches(exported.graph_module, cfg.overrides)
+    matches = quantize.override_matches(programs["static"].graph_module, cfg.overrides)
     check_override_matches(matches, cfg)
     samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
-    quantized, info = slog.run("quantize", lambda: stages.run_quantize(cfg, exported, batch_dynamic, samples))
+    quantized, info = slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
     info["override_matches"] = matches
     with cache.put(keys.quantize, "quantize") as tmp:
         stages.save_program(quantized, tmp / "program.pt2")

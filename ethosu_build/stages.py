@@ -25,7 +25,7 @@ from .schema import BuildConfig
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 1, "quantize": 1, "lower": 1, "build": 1}
+STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 1, "build": 1}
 BATCH_DIM_MAX = 4096
 
 
@@ -78,19 +78,21 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
 # --- export ---------------------------------------------------------------------------------
 
 
-def run_export(model, input_shape: list[int]):
-    """torch.export with a dynamic batch dimension, so calibration can run in batches; falls
-    back to the static batch-1 program for models whose code fixes the batch size.
-    Returns (ExportedProgram, batch_dynamic)."""
+def run_export(model, input_shape: list[int]) -> dict[str, Any]:
+    """torch.export of the model: always the static batch-1 program, and also one with a
+    dynamic batch dimension when torch can keep the batch symbolic, so calibration can run
+    in batches (observer cost is per call). Returns {"static": ep, "dynamic": ep or None}."""
     import torch
 
-    example = torch.zeros([2] + list(input_shape[1:]))
+    static = torch.export.export(model, (torch.zeros(input_shape),))
     try:
         batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
-        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), True
+        example = torch.zeros([2] + list(input_shape[1:]))
+        dynamic = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # torch raises several types for a batch it cannot keep symbolic
-        log.info("export: batch dimension cannot be dynamic (%s); calibrating one sample at a time", str(exc).splitlines()[0])
-        return torch.export.export(model, (torch.zeros(input_shape),)), False
+        log.info("export: batch dimension cannot be dynamic (%s)", str(exc).splitlines()[0])
+        dynamic = None
+    return {"static": static, "dynamic": dynamic}
 
 
 def save_program(program, path: Path) -> None:
@@ -108,24 +110,51 @@ def load_program(path: Path):
 # --- quantize -------------------------------------------------------------------------------
 
 
-def run_quantize(cfg: BuildConfig, exported, batch_dynamic: bool, samples) -> tuple[Any, dict[str, Any]]:
-    """prepare_pt2e -> calibrate -> convert_pt2e, then a static batch-1 export for lowering.
-    Returns (quantized ExportedProgram, info for the manifest)."""
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+def _prepare(cfg: BuildConfig, program):
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     from . import quantize
 
     # torch 2.13 inserts a guards node in .module() that the Arm quantizer passes reject.
-    graph = exported.module(check_guards=False)
     quantizer = quantize.make_quantizer(cfg.quantization, cfg.overrides, targets.compile_spec(cfg.target))
-    prepared = prepare_pt2e(graph, quantizer)
-    calls = quantize.calibrate(prepared, samples.x, cfg.calibration.batch_size, batch_dynamic)
+    return prepare_pt2e(program.module(check_guards=False), quantizer)
+
+
+def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[Any, dict[str, Any]]:
+    """prepare_pt2e -> calibrate -> convert_pt2e, then a static batch-1 export for lowering.
+
+    Calibrates in batches on the batch-dynamic program; if the quantizer's annotation passes
+    left shape code that only holds for the traced batch (seen with mean() decompositions),
+    the first batch fails and calibration restarts, one sample at a time, on the static
+    program. Returns (quantized ExportedProgram, info for the manifest)."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from . import quantize
+
+    batched, reason = programs["dynamic"] is not None, None
+    if batched:
+        prepared = _prepare(cfg, programs["dynamic"])
+        try:
+            with torch.no_grad():
+                prepared(samples.x[: min(2, len(samples))])
+            prepared = _prepare(cfg, programs["dynamic"])  # fresh observers: the probe saw data
+        except Exception as exc:
+            batched, reason = False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.info("quantize: batched calibration failed (%s); calibrating one sample at a time", reason)
+    else:
+        reason = "the batch dimension could not be exported as dynamic"
+    if not batched:
+        prepared = _prepare(cfg, programs["static"])
+    calls = quantize.calibrate(prepared, samples.x, cfg.calibration.batch_size, batched)
     converted = convert_pt2e(prepared)
     applied = quantize.applied_schemes(converted)
     quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))
     info = {
-        "calibration": {"samples": len(samples), "batch_size": cfg.calibration.batch_size if batch_dynamic else 1, "calls": calls, "batched": batch_dynamic},
+        "calibration": {
+            "samples": len(samples), "batch_size": cfg.calibration.batch_size if batched else 1,
+            "calls": calls, "batched": batched, "unbatched_reason": reason,
+        },
         "applied": applied,
     }
     return quantized, info
