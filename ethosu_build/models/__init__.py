@@ -23,7 +23,7 @@ MLPERF_TINY = {
 def digits_cnn(pretrained: bool = True):
     """A small CNN for scikit-learn's 8x8 digits; trained weights ship with the package
     (made by `python -m ethosu_build.models.train_digits_cnn`)."""
-    from .digits_cnn import DigitsCNN, load_state
+    from .digits_net import DigitsCNN, load_state
 
     model = DigitsCNN()
     if pretrained:

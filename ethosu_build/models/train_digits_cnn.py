@@ -14,7 +14,7 @@ from torch import nn
 
 from ethosu_build.data import digits
 from ethosu_build.models import DIGITS_CNN_WEIGHTS
-from ethosu_build.models.digits_cnn import DigitsCNN
+from ethosu_build.models.digits_net import DigitsCNN
 
 SEED, EPOCHS, BATCH, LR = 0, 30, 64, 3e-3
 

@@ -1,0 +1,114 @@
+"""Every bad input ends in exit code 2 with a message naming the key, the bad value and what
+is accepted, no traceback, and nothing in the store. A configuration Vela cannot compile
+exits 1, names the configuration, and stores nothing either."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+# (command-line overrides, fragments the message must contain)
+CONFIG_ONLY = [
+    (["target=ethos-u99-1"], ["target", "ethos-u99-1", "ethos-u55-128"]),
+    (["quantization=int4"], ["quantization", "int4", "a16w8"]),
+    (["target.accelerator=ethos-u99"], ["target.accelerator", "'ethos-u99'", "accepted", "ethos-u85-256"]),
+    (["quantization.scheme=int4"], ["quantization.scheme", "'int4'", "accepted: int8, a16w8"]),
+    (["calibration.num_sample=5"], ["calibration.num_sample", "num_samples"]),
+    (["+model.inptu_shape=[1]"], ["model.inptu_shape", "unknown key", "did you mean 'input_shape'"]),
+    (["+overrides.x={scheme: int8}"], ["overrides.x", "exactly one selector", "module_name, module_type, io"]),
+    (["+overrides.x={module_name: head, module_type: torch.nn.Linear, scheme: int8}"], ["overrides.x", "exactly one selector", "module_name='head'"]),
+    (["+overrides.x={module_name: head, scheme: int4}"], ["overrides.x.scheme", "'int4'", "int8, a16w8, float"]),
+    (["model.checkpoint=missing.pt"], ["model.checkpoint", "missing.pt", "does not exist"]),
+    (["calibration=tensors", "calibration.dataset.path=nope.npz"], ["calibration.dataset.path", "nope.npz", ".pt or .npz"]),
+    (["calibration=tensors"], ["calibration.dataset.path", "missing"]),
+    (["evaluation=folder", "evaluation.dataset.path=no_such_dir"], ["evaluation.dataset.path", "no_such_dir", "does not exist"]),
+    (["calibration.num_samples=0"], ["calibration.num_samples", "0", "not positive"]),
+    (["calibration.num_samples=abc"], ["calibration.num_samples", "'abc'", "integer"]),
+    (["target.system_config=Nope"], ["target.system_config", "'Nope'", "Ethos_U55_High_End_Embedded"]),
+    (["target.memory_mode=Shared_Sramm"], ["target.memory_mode", "did you mean 'Shared_Sram'"]),
+    (["target.vela_flags=['--accelerator-config=ethos-u55-64']"], ["target.vela_flags.0", "target.accelerator"]),
+    (["model.input_shape=[0,1]"], ["model.input_shape", "[0, 1]", "positive integers"]),
+    (["recipe=no_such_recipe"], ["recipe", "no_such_recipe", "digits_u55"]),
+    (["model.factory._target_=notdotted"], ["model.factory._target_", "notdotted", "dotted path"]),
+]
+
+# These need the model (torch) to be judged, still before any stage runs.
+MODEL_CHECKS = [
+    (["+overrides.x={module_name: blocks.9, scheme: a16w8}"], ["overrides.x.module_name", "'blocks.9'", "not found", "did you mean", "'blocks.0'"]),
+    (["+overrides.x={module_type: torch.Tensor, scheme: float}"], ["overrides.x.module_type", "torch.Tensor", "not a module class"]),
+    (["+overrides.x={module_type: torch.nn.Linearr, scheme: float}"], ["overrides.x.module_type", "torch.nn.Linearr", "cannot be imported"]),
+    (["+overrides.x={module_type: torch.nn.LSTM, scheme: float}"], ["overrides.x.module_type", "no module of type torch.nn.LSTM", "torch.nn.modules.conv.Conv2d"]),
+    (["model.input_shape=[1,3,8,8]"], ["model.input_shape", "[1, 3, 8, 8]", "rejected by the model"]),
+    (["calibration.num_samples=5000"], ["calibration.num_samples", "5000", "larger than the dataset", "1..1437"]),
+    (["evaluation.num_samples=361"], ["evaluation.num_samples", "361", "1..360"]),
+    (["model.factory._target_=ethosu_build.models.no_such_model"], ["model.factory", "no_such_model", "could not be called"]),
+]
+
+
+def assert_nothing_stored(root: Path) -> None:
+    artifacts = root / "artifacts"
+    leftovers = [p for p in artifacts.rglob("*") if p.name != ".lock"] if artifacts.exists() else []
+    assert not leftovers, leftovers
+
+
+def check_config_error(args: list[str], fragments: list[str], cwd: Path) -> None:
+    res = run_cli([*args, "store.root=store"], cwd)
+    assert res.returncode == 2, res.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in res.stderr, (fragment, res.stderr)
+    assert "Traceback" not in res.stderr
+    assert_nothing_stored(cwd / "store")
+
+
+@pytest.mark.parametrize("args,fragments", CONFIG_ONLY, ids=[" ".join(a) for a, _ in CONFIG_ONLY])
+def test_config_error(args, fragments, tmp_path):
+    check_config_error(args, fragments, tmp_path)
+
+
+@pytest.mark.parametrize("args,fragments", MODEL_CHECKS, ids=[" ".join(a) for a, _ in MODEL_CHECKS])
+def test_config_error_found_against_the_model(args, fragments, tmp_path):
+    check_config_error(args, fragments, tmp_path)
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    res = run_cli(["quantization.scheme=int4", "calibration.batch_size=0", "target.accelerator=u55", "store.root=store"], tmp_path)
+    assert res.returncode == 2
+    assert "config errors (3)" in res.stderr
+    for key in ("quantization.scheme", "calibration.batch_size", "target.accelerator"):
+        assert key in res.stderr
+
+
+def test_checkpoint_that_does_not_fit(tmp_path):
+    import torch
+
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
+    check_config_error(["model.checkpoint=other.pt"], ["model.checkpoint", "other.pt", "does not load", "state_dict"], tmp_path)
+
+
+def test_override_on_a_module_never_called(user_repo):
+    """`body.2` exists but the exported graph has no op of it... a pooling layer does have
+    ops, so use a module the forward never calls."""
+    nets = user_repo / "mymodels" / "nets.py"
+    nets.write_text(nets.read_text().replace("self.classifier = nn.Linear(width, 4)", "self.classifier = nn.Linear(width, 4)\n        self.unused = nn.Linear(4, 4)"))
+    check_config_error(
+        ["hydra.searchpath=[file://conf]", "model=tiny_net", "+overrides.u={module_name: unused, scheme: float}"],
+        ["overrides.u", "module_name=unused", "selects no operator"], user_repo,
+    )
+
+
+def test_vela_rejects_the_configuration(user_repo):
+    """A transposed convolution compiles int8 on Ethos-U55 but not with 16-bit activations."""
+    args = ["hydra.searchpath=[file://conf]", "model=upsampler", "target=ethos-u55-128", "store.root=store"]
+    res = run_cli([*args, "quantization=a16w8"], user_repo)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "build failed, nothing was stored" in res.stderr
+    assert "ethos-u55-128" in res.stderr and "a16w8" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert_nothing_stored(user_repo / "store")
+    # the same model and target build with int8: it is the pair that fails
+    ok = run_cli([*args, "quantization=int8"], user_repo)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (user_repo / "store" / "artifacts" / "upsampler" / "v1" / "model.pte").is_file()
