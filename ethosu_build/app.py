@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import EXIT_CONFIG_ERROR, BuildError, ConfigError
 
 log = logging.getLogger("ethosu_build")
+_task_started = False  # set once Hydra hands us a composed config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -24,6 +25,8 @@ def build_app(cfg: DictConfig) -> None:
 
     from .build import build
 
+    global _task_started
+    _task_started = True
     hc = HydraConfig.get()
     try:
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
@@ -101,6 +104,19 @@ def main() -> None:
     except _config_error_types() as exc:
         print(f"ethosu-build: config error, nothing was built:\n{_hydra_error_message(exc)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
+    except Exception as exc:
+        if _task_started or not _raised_by_hydra(exc):
+            raise  # a crash of ours: keep the traceback
+        # Hydra refused the command line itself (e.g. `-m` together with `--cfg`).
+        print(f"ethosu-build: usage error, nothing was built: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
+
+
+def _raised_by_hydra(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "/hydra/" in tb.tb_frame.f_code.co_filename
 
 
 if __name__ == "__main__":

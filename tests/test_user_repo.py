@@ -1,0 +1,35 @@
+"""A user's own repo: their config groups and recipes on Hydra's search path, their model
+code outside the package, and a store of their choosing."""
+
+from __future__ import annotations
+
+from conftest import manifest, run_cli
+
+
+def test_recipe_and_model_from_a_user_repo(user_repo, tmp_path):
+    store = tmp_path / "elsewhere"
+    res = run_cli(["hydra.searchpath=[file://conf]", "recipe=tiny_u85", f"store.root={store}"], user_repo)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = manifest(store / "artifacts" / "tiny_u85" / "v1")
+    assert m["recipe"] == "tiny_u85"
+    assert m["config"]["target"]["accelerator"] == "ethos-u85-256"
+    assert m["config"]["model"]["factory"] == {"_target_": "mymodels.nets.tiny_net", "width": 12}
+    assert m["fingerprints"]["model_source"]["target"] == "mymodels.nets.tiny_net"
+    assert m["quantization"]["applied"]["modules"]["stem.0"] == "a16w8"
+    assert m["quantization"]["applied"]["modules"]["body.0"] == "int8"
+    assert not (user_repo / "outputs" / "artifacts").exists()
+
+    # The user's model code is part of the build's identity: editing it makes a new version.
+    nets = user_repo / "mymodels" / "nets.py"
+    nets.write_text(nets.read_text().replace("torch.manual_seed(seed)\n    return TinyNet", "torch.manual_seed(seed + 1)\n    return TinyNet"))
+    again = run_cli(["hydra.searchpath=[file://conf]", "recipe=tiny_u85", f"store.root={store}"], user_repo)
+    assert again.returncode == 0, again.stderr[-3000:]
+    v2 = manifest(store / "artifacts" / "tiny_u85" / "v2")
+    assert v2["fingerprints"]["model_source"] != m["fingerprints"]["model_source"]
+    assert v2["files"]["model.pte"]["sha256"] != m["files"]["model.pte"]["sha256"]
+
+
+def test_user_recipe_lists_among_builtin_ones(user_repo):
+    res = run_cli(["hydra.searchpath=[file://conf]", "recipe=nope"], user_repo)
+    assert res.returncode == 2
+    assert "tiny_u85" in res.stderr and "digits_u55" in res.stderr
