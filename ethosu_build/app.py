@@ -13,6 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from .budgets import BudgetBreached
 from .errors import EXIT_CONFIG_ERROR, BuildError, ConfigError
 
 log = logging.getLogger("ethosu_build")
@@ -100,6 +101,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except BuildError as exc:
         print(f"ethosu-build: build failed, nothing was stored: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except BudgetBreached as exc:
+        print(f"ethosu-build: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except _config_error_types() as exc:
         print(f"ethosu-build: config error, nothing was built:\n{_hydra_error_message(exc)}", file=sys.stderr)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import data, stages
+from . import budgets, data, stages
 from .cache import StageCache
 from .errors import BuildError, ConfigError
 from .fingerprint import file_sha256, source_fingerprint, tool_versions
@@ -80,73 +81,113 @@ def build(
     if existing is not None:
         return BuildResult(existing, False, {}, time.perf_counter() - t0)
 
-    cache = StageCache(cfg.store.root)
-    slog = _StageLog(keys)
-    pte, lower_info, quant_info = _run_stages(cfg, cache, slog)
+    run = _Run(cfg, StageCache(cfg.store.root), _StageLog(keys))
+    lowered, lower_info = run.lowered()
+    evaluation = run.evaluation(lowered)
+    gates = budgets.check(cfg.budget, lower_info, evaluation)  # a breach raises: nothing stored
 
     staging = store.staging(cfg.name)
-    (staging / "model.pte").write_bytes(pte)
+    shutil.copyfile(lowered / "model.pte", staging / "model.pte")
+    (staging / "vela").mkdir()
+    for f in lowered.iterdir():
+        if f.name.endswith((".csv", ".tosa")):
+            shutil.copyfile(f, staging / "vela" / f.name)
     (staging / "config.yaml").write_text(_config_yaml(cfg))
-    manifest = _manifest_fn(cfg, keys, recipe, cli_overrides or [], slog.record, quant_info, lower_info)
+    manifest = _manifest_fn(cfg, keys, recipe, cli_overrides or [], run, lower_info, evaluation, gates)
     artifact, created = store.publish(cfg.name, keys.build, staging, manifest)
-    return BuildResult(artifact, created, slog.record, time.perf_counter() - t0)
+    return BuildResult(artifact, created, run.slog.record, time.perf_counter() - t0)
 
 
-def _run_stages(cfg: BuildConfig, cache: StageCache, slog: _StageLog) -> tuple[bytes, dict, dict]:
-    keys = slog.keys
-    entry = cache.get(keys.lower)
-    if entry is not None:
-        slog.cached("lower")
-        return (entry / "model.pte").read_bytes(), _read_json(entry / "info.json"), _read_json(entry / "quantize.json")
+class _Run:
+    """The stages of one build, each taken from the cache when its key is there. A cache hit
+    on a later stage skips the stages before it unless a later stage needs their output."""
 
-    entry = cache.get(keys.quantize)
-    if entry is not None:
-        slog.cached("quantize")
-        quantized = stages.load_program(entry / "program.pt2")
-        quant_info = _read_json(entry / "info.json")
-    else:
-        quantized, quant_info = _quantize(cfg, cache, slog)
+    def __init__(self, cfg: BuildConfig, cache: StageCache, slog: _StageLog):
+        self.cfg, self.cache, self.slog = cfg, cache, slog
+        self.keys = slog.keys
+        self._model = None
+        self._quantized = None
+        self.quant_info: dict[str, Any] = {}
 
-    pte, delegation, vela_console = slog.run("lower", lambda: stages.run_lower(cfg, quantized))
-    log.debug("Vela output:\n%s", vela_console)
-    lower_info = {"delegation": delegation}
-    with cache.put(keys.lower, "lower") as tmp:
-        (tmp / "model.pte").write_bytes(pte)
-        _write_json(tmp / "info.json", lower_info)
-        _write_json(tmp / "quantize.json", quant_info)
-    return pte, lower_info, quant_info
+    def model(self):
+        from .validate import check_model, load_model
 
+        if self._model is None:
+            self._model = load_model(self.cfg)
+            check_model(self.cfg, self._model)
+        return self._model
 
-def _quantize(cfg: BuildConfig, cache: StageCache, slog: _StageLog):
-    from . import quantize
-    from .validate import check_model, check_override_matches, load_model
+    def lowered(self) -> tuple[Path, dict[str, Any]]:
+        """The lower stage's cache entry (model.pte, Vela CSVs, TOSA files) and its info."""
+        entry = self.cache.get(self.keys.lower)
+        if entry is not None:
+            self.slog.cached("lower")
+            self.quant_info = _read_json(entry / "quantize.json")
+            return entry, _read_json(entry / "info.json")
+        quantized = self.quantized()
+        with self.cache.put(self.keys.lower, "lower") as tmp:
+            pte, info, vela_console = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp))
+            log.debug("Vela output:\n%s", vela_console)
+            (tmp / "model.pte").write_bytes(pte)
+            _write_json(tmp / "info.json", info)
+            _write_json(tmp / "quantize.json", self.quant_info)
+        return self.cache.get(self.keys.lower), info
 
-    keys = slog.keys
-    model = load_model(cfg)
-    check_model(cfg, model)
-    entry = cache.get(keys.export)
-    if entry is not None:
-        slog.cached("export")
-        programs = {
-            kind: stages.load_program(entry / f"{kind}.pt2") if (entry / f"{kind}.pt2").is_file() else None
-            for kind in ("static", "dynamic")
-        }
-    else:
-        programs = slog.run("export", lambda: stages.run_export(model, cfg.model.input_shape))
-        with cache.put(keys.export, "export") as tmp:
+    def quantized(self):
+        if self._quantized is not None:
+            return self._quantized
+        entry = self.cache.get(self.keys.quantize)
+        if entry is not None:
+            self.slog.cached("quantize")
+            self._quantized = stages.load_program(entry / "program.pt2")
+            self.quant_info = _read_json(entry / "info.json")
+            return self._quantized
+        from . import quantize
+        from .validate import check_override_matches
+
+        cfg = self.cfg
+        programs = self._exported()
+        matches = quantize.override_matches(programs["static"].graph_module, cfg.overrides)
+        check_override_matches(matches, cfg)
+        samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
+        self._quantized, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
+        info["override_matches"] = matches
+        with self.cache.put(self.keys.quantize, "quantize") as tmp:
+            stages.save_program(self._quantized, tmp / "program.pt2")
+            _write_json(tmp / "info.json", info)
+        self.quant_info = info
+        return self._quantized
+
+    def _exported(self) -> dict[str, Any]:
+        model = self.model()  # checks the model-dependent config first
+        entry = self.cache.get(self.keys.export)
+        if entry is not None:
+            self.slog.cached("export")
+            return {
+                kind: stages.load_program(entry / f"{kind}.pt2") if (entry / f"{kind}.pt2").is_file() else None
+                for kind in ("static", "dynamic")
+            }
+        programs = self.slog.run("export", lambda: stages.run_export(model, self.cfg.model.input_shape))
+        with self.cache.put(self.keys.export, "export") as tmp:
             for kind, program in programs.items():
                 if program is not None:
                     stages.save_program(program, tmp / f"{kind}.pt2")
+        return programs
 
-    matches = quantize.override_matches(programs["static"].graph_module, cfg.overrides)
-    check_override_matches(matches, cfg)
-    samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
-    quantized, info = slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
-    info["override_matches"] = matches
-    with cache.put(keys.quantize, "quantize") as tmp:
-        stages.save_program(quantized, tmp / "program.pt2")
-        _write_json(tmp / "info.json", info)
-    return quantized, info
+    def evaluation(self, lowered: Path) -> dict[str, Any]:
+        """Float vs quantized metrics and the TOSA check, cached under the evaluate key."""
+        entry = self.cache.get(self.keys.evaluate)
+        if entry is not None:
+            self.slog.cached("evaluate")
+            return _read_json(entry / "info.json")
+        cfg = self.cfg
+        model, quantized = self.model(), self.quantized()
+        samples = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_shape)
+        tosa_files = sorted(lowered.glob("part*.tosa"), key=lambda p: int(p.stem[4:]))
+        result = self.slog.run("evaluate", lambda: stages.run_evaluate(cfg, model, quantized, samples, tosa_files))
+        with self.cache.put(self.keys.evaluate, "evaluate") as tmp:
+            _write_json(tmp / "info.json", result)
+        return result
 
 
 def _config_yaml(cfg: BuildConfig) -> str:
@@ -165,7 +206,9 @@ def _fingerprints(cfg: BuildConfig) -> dict[str, Any]:
     }
 
 
-def _manifest_fn(cfg, keys, recipe, cli_overrides, stage_record, quant_info, lower_info):
+def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, gates):
+    quant_info = run.quant_info
+
     def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
         return {
             "schema_version": MANIFEST_SCHEMA,
@@ -179,7 +222,7 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, stage_record, quant_info, low
             "fingerprints": _fingerprints(cfg),
             "tools": tool_versions(),
             "files": files,
-            "stages": stage_record,
+            "stages": run.slog.record,
             "quantization": {
                 "scheme": cfg.quantization.scheme,
                 "per_channel": cfg.quantization.per_channel,
@@ -192,6 +235,8 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, stage_record, quant_info, low
                 "calibration": quant_info["calibration"],
             },
             "delegation": lower_info["delegation"],
+            "metrics": {"vela": lower_info["vela"], "accuracy": evaluation["accuracy"], "tosa_check": evaluation["tosa_check"]},
+            "budget": gates,
         }
 
     return manifest

@@ -91,6 +91,13 @@ class DatasetConfig:
 
 
 @dataclass
+class EvaluationConfig(DatasetConfig):
+    num_samples: int = 256
+    tosa_check: bool = True  # run the TOSA given to Vela on the TOSA reference model
+    tosa_samples: int = 16  # evaluation samples the TOSA check runs
+
+
+@dataclass
 class BudgetConfig:
     max_cpu_ops: Optional[int] = None
     max_sram_kib: Optional[float] = None
@@ -112,7 +119,7 @@ class BuildConfig:
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     overrides: dict[str, OverrideEntry] = field(default_factory=dict)
     calibration: DatasetConfig = field(default_factory=DatasetConfig)
-    evaluation: DatasetConfig = field(default_factory=DatasetConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
 

@@ -25,7 +25,7 @@ from .schema import BuildConfig
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 1, "build": 1}
+STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 2, "evaluate": 1, "build": 2}
 BATCH_DIM_MAX = 4096
 
 
@@ -34,6 +34,7 @@ class StageKeys:
     export: str
     quantize: str
     lower: str
+    evaluate: str
     build: str  # the artifact's identity: same key, same version
 
     def as_dict(self) -> dict[str, str]:
@@ -68,11 +69,13 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
         "config_ini": t.config_ini, "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
         "vela_flags": t.vela_flags, "cpu_qdq_kernels": t.cpu_qdq_kernels,
     })
-    build = key_of({
-        "stage": "build", "v": STAGE_VERSIONS["build"], "lower": lower,
-        "evaluation": _dataset_key(cfg.evaluation), "budget": dataclasses.asdict(cfg.budget),
+    evaluate = key_of({
+        "stage": "evaluate", "v": STAGE_VERSIONS["evaluate"], "lower": lower, "export": export,
+        "evaluation": _dataset_key(cfg.evaluation),
+        "tosa_check": cfg.evaluation.tosa_check, "tosa_samples": cfg.evaluation.tosa_samples,
     })
-    return StageKeys(export, quantize, lower, build)
+    build = key_of({"stage": "build", "v": STAGE_VERSIONS["build"], "evaluate": evaluate, "budget": dataclasses.asdict(cfg.budget)})
+    return StageKeys(export, quantize, lower, evaluate, build)
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -187,21 +190,34 @@ def delegation_report(graph_module) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for op in cpu_ops:
         counts[op["op"]] = counts.get(op["op"], 0) + 1
-    return {"npu_partitions": partitions, "npu_ops": delegated, "cpu_op_count": len(cpu_ops), "cpu_op_counts": counts, "cpu_ops": cpu_ops}
+    compute = [op for op in cpu_ops if "quantize_per" not in op["op"]]
+    return {
+        "npu_partitions": partitions, "npu_ops": delegated, "cpu_op_count": len(cpu_ops),
+        "cpu_compute_op_count": len(compute), "cpu_op_counts": counts, "cpu_ops": cpu_ops,
+    }
 
 
-def run_lower(cfg: BuildConfig, quantized) -> tuple[bytes, dict[str, Any], str]:
-    """EthosUPartitioner + Vela (in process) -> .pte bytes. Returns (pte, delegation, vela log).
-    A graph Vela or the partitioner rejects raises BuildError naming the configuration."""
+def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[str, Any], str]:
+    """EthosUPartitioner + Vela (in process) -> .pte bytes.
+
+    Vela's CSVs and the TOSA flatbuffer of each partition land in `out_dir` (see vela.py).
+    Returns (pte, info with delegation and Vela metrics, Vela's console text). A graph Vela
+    or the partitioner rejects raises BuildError naming the configuration."""
+    import tempfile
+
     from executorch.backends.arm.ethosu import EthosUPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    from . import vela
 
     t = cfg.target
     console = io.StringIO()
     try:
         # Vela prints its report to stdout; keep it for the job log instead of the terminal.
         # The lowering passes warn about torch APIs they use; those are not the user's concern.
-        with contextlib.redirect_stdout(console), warnings.catch_warnings():
+        with contextlib.redirect_stdout(console), warnings.catch_warnings(), \
+                tempfile.TemporaryDirectory(prefix="vela-", dir=out_dir) as workdir, \
+                vela.capture(Path(workdir)) as partitions:
             warnings.simplefilter("ignore", FutureWarning)
             edge = to_edge_transform_and_lower(
                 quantized,
@@ -215,6 +231,7 @@ def run_lower(cfg: BuildConfig, quantized) -> tuple[bytes, dict[str, Any], str]:
                 edge = edge.transform([ReplaceQuantNodesPass()])
             delegation = delegation_report(edge.exported_program().graph_module)
             program = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False))
+            metrics = vela.collect(partitions, out_dir)
     except Exception as exc:
         overrides = ", ".join(f"{e.describe()}:{e.scheme}" for e in cfg.overrides.values()) or "none"
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
@@ -223,4 +240,18 @@ def run_lower(cfg: BuildConfig, quantized) -> tuple[bytes, dict[str, Any], str]:
             f"{' (io ' + cfg.quantization.io + ')' if cfg.quantization.io else ''}, overrides {overrides}: "
             f"{type(exc).__name__}: {first}"
         ) from exc
-    return program.buffer, delegation, console.getvalue()
+    return program.buffer, {"delegation": delegation, "vela": metrics}, console.getvalue()
+
+
+# --- evaluate -------------------------------------------------------------------------------
+
+
+def run_evaluate(cfg: BuildConfig, model, quantized, samples, tosa_files: list[Path]) -> dict[str, Any]:
+    from . import evaluate
+
+    accuracy = evaluate.compare(model, quantized, samples)
+    if cfg.evaluation.tosa_check:
+        tosa = evaluate.tosa_check(quantized, tosa_files, samples, cfg.evaluation.tosa_samples)
+    else:
+        tosa = {"status": "off", "reason": "evaluation.tosa_check is false"}
+    return {"accuracy": accuracy, "tosa_check": tosa}

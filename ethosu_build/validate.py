@@ -135,6 +135,8 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         _check_override(f"overrides.{name}", entry, issues)
     for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
         _check_dataset(key, ds, issues)
+    if cfg.evaluation.tosa_samples <= 0:
+        issues.append(ConfigIssue("evaluation.tosa_samples", f"{cfg.evaluation.tosa_samples} is not positive; accepted: an integer >= 1"))
     for f in dataclasses.fields(cfg.budget):
         limit = getattr(cfg.budget, f.name)
         if limit is not None and limit < 0:

@@ -1,0 +1,148 @@
+"""Capture and read Vela's own reports, per NPU partition.
+
+The Ethos-U backend runs Vela once per partition in a temporary folder and throws the
+folder away. `capture()` wraps the backend's `vela_compile` so that each call runs in a
+folder of ours and also writes the per-layer CSV (`--verbose-performance`). Nothing goes
+into the compile spec, which is embedded in the .pte: the bytes stay those of a plain build
+(tests/test_metrics.py checks this). Metrics come from the CSV files, never from console text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SUMMARY_CSV = "summary.csv"
+PER_LAYER_CSV = "per_layer.csv"
+TOSA_FILE = "out.tosa"
+
+# Summary columns summed over partitions (memory too: each partition has its own arena and
+# command stream, so the sum is what the program needs when they are not shared).
+_SUM = {
+    "cycles_total": "cycles",
+    "cycles_npu": "npu_cycles",
+    "nn_macs": "macs",
+    "sram_memory_used": "sram_kib",
+    "dram_memory_used": "dram_kib",
+    "on_chip_flash_memory_used": "on_chip_flash_kib",
+    "off_chip_flash_memory_used": "off_chip_flash_kib",
+    "total_original_weights": "weights_bytes",
+    "total_npu_encoded_weights": "encoded_weights_bytes",
+}
+
+
+@dataclass
+class Partition:
+    index: int
+    folder: Path  # holds out.tosa and output/ (Vela's files)
+    processed_sha256: str = ""  # sha256 of the delegate payload Vela produced
+
+    def output_file(self, suffix: str) -> Path:
+        found = sorted((self.folder / "output").glob(f"*{suffix}"))
+        if not found:
+            raise FileNotFoundError(f"Vela wrote no *{suffix} in {self.folder / 'output'}")
+        return found[0]
+
+
+@contextlib.contextmanager
+def capture(workdir: Path) -> Iterator[list[Partition]]:
+    """Within the block, every Vela run of the Ethos-U backend leaves its files in
+    `workdir/part<i>/`; the yielded list fills with one Partition per run."""
+    import executorch.backends.arm.ethosu.backend as backend
+
+    original = backend.vela_compile
+    partitions: list[Partition] = []
+
+    def vela_compile(tosa_flatbuffer, args, verbose=False, intermediate_path=None, block_placements=None):
+        part = Partition(len(partitions), workdir / f"part{len(partitions)}")
+        part.folder.mkdir(parents=True, exist_ok=True)
+        # `args` is the spec's flag list, rebuilt for each partition; extending a copy leaves
+        # the serialized compile spec (and so the .pte) untouched.
+        result = original(
+            tosa_flatbuffer, list(args) + ["--verbose-performance"], verbose=verbose,
+            intermediate_path=str(part.folder), block_placements=block_placements,
+        )
+        part.processed_sha256 = hashlib.sha256(result.processed_bytes).hexdigest()
+        partitions.append(part)
+        return result
+
+    backend.vela_compile = vela_compile
+    try:
+        yield partitions
+    finally:
+        backend.vela_compile = original
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def collect(partitions: list[Partition], dest: Path) -> dict[str, Any]:
+    """Write `dest/summary.csv` and `dest/per_layer.csv` (Vela's rows with a `partition`
+    column in front) and `dest/part<i>.tosa`, and return the metrics for the manifest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    summaries, layers = [], []
+    for part in partitions:
+        (row,) = _read_rows(part.output_file("_summary_*.csv"))
+        summaries.append({"partition": str(part.index), **row})
+        layers.extend({"partition": str(part.index), **r} for r in _read_rows(part.output_file("_per-layer.csv")))
+        shutil.copyfile(part.folder / TOSA_FILE, dest / f"part{part.index}.tosa")
+    _write_rows(dest / SUMMARY_CSV, summaries)
+    _write_rows(dest / PER_LAYER_CSV, layers)
+    return metrics_from_csv(dest)
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    fields = list(rows[0])
+    for r in rows[1:]:
+        fields += [k for k in r if k not in fields]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def metrics_from_csv(folder: Path) -> dict[str, Any]:
+    """Per-partition and total figures from the stored CSVs (so anyone can recompute them)."""
+    summaries = _read_rows(folder / SUMMARY_CSV) if (folder / SUMMARY_CSV).stat().st_size else []
+    layers = _read_rows(folder / PER_LAYER_CSV) if (folder / PER_LAYER_CSV).stat().st_size else []
+    parts = []
+    for row in summaries:
+        clock = float(row["core_clock"])
+        p: dict[str, Any] = {"partition": int(row["partition"]), "core_clock_hz": _number(row["core_clock"])}
+        p.update({name: _number(row[col]) for col, name in _SUM.items()})
+        p["inference_ms"] = p["cycles"] / clock * 1000.0
+        p["npu_ops"] = sum(1 for r in layers if r["partition"] == row["partition"] and r.get("Target") == "NPU")
+        parts.append(p)
+    total: dict[str, Any] = {name: sum(p[name] for p in parts) for name in list(_SUM.values()) + ["inference_ms", "npu_ops"]}
+    total["partitions"] = len(parts)
+    total["flash_kib"] = total["on_chip_flash_kib"] + total["off_chip_flash_kib"]
+    if parts:
+        total["core_clock_hz"] = parts[0]["core_clock_hz"]
+    return {"total": total, "partitions": parts}
+
+
+def top_layers(folder: Path, n: int = 10) -> list[dict[str, Any]]:
+    """The n layers with the most cycles, from the stored per-layer CSV."""
+    path = folder / PER_LAYER_CSV
+    rows = _read_rows(path) if path.stat().st_size else []
+    rows.sort(key=lambda r: float(r["Op Cycles"]), reverse=True)
+    return [
+        {"partition": int(r["partition"]), "op": r["Original Operator"], "name": r["Name"],
+         "cycles": _number(r["Op Cycles"]), "network_pct": round(float(r["Network% (cycles)"]), 2), "macs": _number(r["MAC Count"])}
+        for r in rows[:n]
+    ]

@@ -1,0 +1,143 @@
+"""What a build measures: Vela figures from its CSVs, accuracy and error metrics, the TOSA
+reference check, budget gates. Relations are asserted, never hard-coded numbers."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from conftest import build_in_process, run_cli
+from ethosu_build.budgets import BudgetBreached
+from ethosu_build.fingerprint import file_sha256
+
+
+def test_digits_int8_is_accurate_and_matches_the_tosa_reference(shared_root):
+    m = build_in_process(["evaluation.tosa_samples=32"], shared_root).artifact.manifest()
+    acc, tosa = m["metrics"]["accuracy"], m["metrics"]["tosa_check"]
+    assert acc["samples"] == 360 and acc["float_top1"] > 90
+    assert acc["accuracy_drop"] <= 1.0
+    assert acc["accuracy_drop"] == pytest.approx(acc["float_top1"] - acc["quantized_top1"])
+    assert acc["sqnr_db"] > 20 and acc["cosine"] > 0.99
+    assert tosa["status"] == "done" and tosa["samples"] == 32
+    assert tosa["max_lsb_diff"] <= 1 and tosa["top1_agreement"] == 100.0
+
+
+def test_a16w8_has_higher_sqnr_and_more_cycles_than_int8(shared_root):
+    int8 = build_in_process(["quantization=int8"], shared_root).artifact.manifest()
+    a16w8 = build_in_process(["quantization=a16w8"], shared_root).artifact.manifest()
+    assert a16w8["metrics"]["accuracy"]["sqnr_db"] > int8["metrics"]["accuracy"]["sqnr_db"]
+    assert a16w8["metrics"]["vela"]["total"]["cycles"] > int8["metrics"]["vela"]["total"]["cycles"]
+
+
+def _csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["ds_cnn", "resnet8"])
+def test_vela_totals_are_the_sum_of_the_partition_csvs(model, shared_root):
+    """ds_cnn on U55 leaves its average pool on the CPU, which splits the NPU graph in two."""
+    r = build_in_process([f"model={model}", "target=ethos-u55-128", "calibration.num_samples=16"], shared_root)
+    m = r.artifact.manifest()
+    vela, rows = m["metrics"]["vela"], _csv_rows(r.artifact.path / "vela" / "summary.csv")
+    assert len(rows) == vela["total"]["partitions"] == m["delegation"]["npu_partitions"] == len(vela["partitions"])
+    assert vela["total"]["cycles"] == sum(int(float(row["cycles_total"])) for row in rows)
+    assert vela["total"]["sram_kib"] == pytest.approx(sum(float(row["sram_memory_used"]) for row in rows))
+    assert vela["total"]["off_chip_flash_kib"] == pytest.approx(sum(float(row["off_chip_flash_memory_used"]) for row in rows))
+    assert vela["total"]["macs"] == sum(int(float(row["nn_macs"])) for row in rows)
+    clock = float(rows[0]["core_clock"])
+    assert vela["total"]["inference_ms"] == pytest.approx(vela["total"]["cycles"] / clock * 1000)
+    layers = _csv_rows(r.artifact.path / "vela" / "per_layer.csv")
+    assert vela["total"]["npu_ops"] == len(layers) > 0
+    assert {row["partition"] for row in layers} == {str(i) for i in range(len(rows))}
+    if model == "ds_cnn":
+        assert len(rows) == 2 and any("avg_pool" in op["op"] for op in m["delegation"]["cpu_ops"])
+        assert m["metrics"]["tosa_check"]["status"] == "skipped"
+
+
+def test_capturing_vela_reports_leaves_the_bytes_of_a_plain_build(shared_root):
+    """The same quantized program lowered by plain ExecuTorch calls gives our model.pte."""
+    from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
+    from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    from ethosu_build.stages import load_program
+
+    from conftest import compose_config
+    from ethosu_build.stages import stage_keys
+    from ethosu_build.validate import validate
+
+    r = build_in_process([], shared_root)
+    key = stage_keys(validate(compose_config([f"store.root={shared_root}"])[0])).quantize
+    program = load_program(shared_root / "cache" / key[:2] / key / "program.pt2")
+    edge = to_edge_transform_and_lower(
+        program, partitioner=[EthosUPartitioner(EthosUCompileSpec("ethos-u55-128"))],
+        compile_config=EdgeCompileConfig(_check_ir_validity=False),
+    ).transform([ReplaceQuantNodesPass()])
+    plain = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False)).buffer
+    assert (r.artifact.path / "model.pte").read_bytes() == plain
+
+
+def _bad_calibration(tmp_path):
+    """Calibration samples at 1% of the real range: activations saturate, accuracy drops."""
+    from ethosu_build.data import digits
+
+    x = digits("train").x[:64].numpy() * 0.01
+    np.savez(tmp_path / "dim.npz", inputs=x)
+    return ["calibration=tensors", f"calibration.dataset.path={tmp_path / 'dim.npz'}", "calibration.num_samples=64"]
+
+
+BUDGETS = ["max_cpu_ops", "max_sram_kib", "max_flash_kib", "max_accuracy_drop", "max_inference_ms"]
+
+
+def _measured(m, budget):
+    from ethosu_build.budgets import measured
+
+    return measured({"delegation": m["delegation"], "vela": m["metrics"]["vela"]}, {"accuracy": m["metrics"]["accuracy"]})[budget][0]
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_budget_passes_at_its_measured_value_and_breaks_below_it(budget, shared_root, tmp_path):
+    # a configuration where the measured value is above zero, so a lower limit exists
+    base = {"max_cpu_ops": ["overrides=head_float"], "max_accuracy_drop": _bad_calibration(tmp_path)}.get(budget, [])
+    m = build_in_process(base, shared_root).artifact.manifest()
+    value = _measured(m, budget)
+    assert value > 0
+    ok = build_in_process([*base, f"budget.{budget}={value}"], shared_root).artifact.manifest()
+    assert ok["budget"][budget] == {"limit": value, "measured": value, "unit": ok["budget"][budget]["unit"], "passed": True}
+    before = sorted(p.name for p in (shared_root / "artifacts" / "digits_cnn").iterdir())
+    with pytest.raises(BudgetBreached) as breach:
+        build_in_process([*base, f"budget.{budget}={value / 2 if budget != 'max_cpu_ops' else 0}"], shared_root)
+    assert [b["budget"] for b in breach.value.breaches] == [budget]
+    assert breach.value.breaches[0]["measured"] == value
+    assert sorted(p.name for p in (shared_root / "artifacts" / "digits_cnn").iterdir()) == before
+
+
+def test_budget_breach_exits_3_naming_value_and_limit(tmp_path):
+    res = run_cli(["budget.max_inference_ms=0.000001", "budget.max_sram_kib=100000"], tmp_path)
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert "budget.max_inference_ms: measured" in res.stderr and "limit 1e-06 ms" in res.stderr
+    assert "budget.max_sram_kib:" not in res.stderr  # it passed
+    assert not list((tmp_path / "outputs" / "artifacts").rglob("v*"))
+
+
+def test_accuracy_budget_needs_labels(tmp_path):
+    res = run_cli(["model=deep_autoencoder", "budget.max_accuracy_drop=1", "calibration.num_samples=8", "evaluation.num_samples=8"], tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "budget.max_accuracy_drop" in res.stderr and "no labels" in res.stderr
+
+
+def test_error_metrics_relations():
+    import torch
+
+    from ethosu_build.evaluate import error_metrics
+
+    ref = torch.randn(100)
+    assert error_metrics(ref, ref)["sqnr_db"] == math.inf
+    small, large = error_metrics(ref, ref + 0.01), error_metrics(ref, ref + 0.1)
+    assert small["sqnr_db"] > large["sqnr_db"] and small["cosine"] > large["cosine"]
+    assert large["max_abs_error"] == pytest.approx(0.1, rel=1e-5)
