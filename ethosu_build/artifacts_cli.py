@@ -67,44 +67,16 @@ def cmd_show(store: ArtifactStore, args) -> int:
         names = sorted({x.id for x in store.all()})
         print(f"ethosu-artifacts: no artifact {args.id!r} in {store.dir}; known: {', '.join(names) or 'none'}", file=sys.stderr)
         return 2
-    m = a.manifest()
     if args.json:
-        print(json.dumps(m, indent=1))
+        print(json.dumps(a.manifest(), indent=1))
         return 0
-    console = Console()
-    cfg = m["config"]
-    t, q = cfg["target"], cfg["quantization"]
-    head = Table(show_header=False, title=f"{a.id}  ({a.path})", title_justify="left")
-    head.add_column(style="bold")
-    head.add_column()
-    head.add_row("created", m["created"])
-    head.add_row("recipe", str(m.get("recipe")))
-    head.add_row("build key", m["build_key"])
-    head.add_row("model", f"{cfg['model']['name']} {cfg['model']['input_shape']}")
-    head.add_row("target", f"{t['accelerator']} ({t['system_config']}, {t['memory_mode']})")
-    head.add_row("quantization", f"{q['scheme']}{' per-channel' if q['per_channel'] else ' per-tensor'}{', io ' + q['io'] if q['io'] else ''}")
-    cal = m["quantization"]["calibration"]
-    head.add_row("calibration", f"{cal['samples']} samples in {cal['calls']} call(s) of batch {cal['batch_size']}")
-    pte = m["files"]["model.pte"]
-    head.add_row("model.pte", f"{pte['size']} bytes, sha256 {pte['sha256']}")
-    d = m["delegation"]
-    head.add_row("delegation", f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s), {d['cpu_op_count']} CPU op(s)")
-    head.add_row("tools", ", ".join(f"{k} {v}" for k, v in m["tools"].items()))
-    console.print(head)
-    if m["quantization"]["overrides"]:
-        ov = Table(title="overrides (applied in order; a later one wins)", title_justify="left")
-        for col in ("name", "selector", "scheme", "ops selected"):
-            ov.add_column(col)
-        for o in m["quantization"]["overrides"]:
-            ov.add_row(o["name"], o["selector"], o["scheme"], str(o["ops_selected"]))
-        console.print(ov)
-    if d["cpu_op_counts"]:
-        cpu = Table(title="ops on the CPU", title_justify="left")
-        cpu.add_column("op")
-        cpu.add_column("count", justify="right")
-        for op, n in sorted(d["cpu_op_counts"].items()):
-            cpu.add_row(op, str(n))
-        console.print(cpu)
+    from rich.markdown import Markdown
+
+    from .report import render
+    from .store import REPORT
+
+    text = (a.path / REPORT).read_text() if (a.path / REPORT).is_file() else render(a.manifest(), a.path / "vela")
+    Console().print(Markdown(text))
     return 0
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import budgets, data, stages
+from . import budgets, data, report, stages
 from .cache import StageCache
 from .errors import BuildError, ConfigError
 from .fingerprint import file_sha256, source_fingerprint, tool_versions
@@ -83,7 +83,7 @@ def build(
 
     run = _Run(cfg, StageCache(cfg.store.root), _StageLog(keys))
     lowered, lower_info = run.lowered()
-    evaluation = run.evaluation(lowered)
+    evaluation = run.evaluation(lowered, lower_info["delegation"])
     gates = budgets.check(cfg.budget, lower_info, evaluation)  # a breach raises: nothing stored
 
     staging = store.staging(cfg.name)
@@ -94,7 +94,7 @@ def build(
             shutil.copyfile(f, staging / "vela" / f.name)
     (staging / "config.yaml").write_text(_config_yaml(cfg))
     manifest = _manifest_fn(cfg, keys, recipe, cli_overrides or [], run, lower_info, evaluation, gates)
-    artifact, created = store.publish(cfg.name, keys.build, staging, manifest)
+    artifact, created = store.publish(cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela"))
     return BuildResult(artifact, created, run.slog.record, time.perf_counter() - t0)
 
 
@@ -174,7 +174,7 @@ class _Run:
                     stages.save_program(program, tmp / f"{kind}.pt2")
         return programs
 
-    def evaluation(self, lowered: Path) -> dict[str, Any]:
+    def evaluation(self, lowered: Path, delegation: dict[str, Any]) -> dict[str, Any]:
         """Float vs quantized metrics and the TOSA check, cached under the evaluate key."""
         entry = self.cache.get(self.keys.evaluate)
         if entry is not None:
@@ -184,7 +184,7 @@ class _Run:
         model, quantized = self.model(), self.quantized()
         samples = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_shape)
         tosa_files = sorted(lowered.glob("part*.tosa"), key=lambda p: int(p.stem[4:]))
-        result = self.slog.run("evaluate", lambda: stages.run_evaluate(cfg, model, quantized, samples, tosa_files))
+        result = self.slog.run("evaluate", lambda: stages.run_evaluate(cfg, model, quantized, samples, tosa_files, delegation))
         with self.cache.put(self.keys.evaluate, "evaluate") as tmp:
             _write_json(tmp / "info.json", result)
         return result

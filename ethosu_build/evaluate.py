@@ -50,7 +50,7 @@ def compare(float_model, quantized_program, samples) -> dict[str, Any]:
     return result
 
 
-def _boundary_qparams(program) -> tuple[Optional[tuple], Optional[tuple]]:
+def boundary_qparams(program) -> tuple[Optional[tuple], Optional[tuple]]:
     """(scale, zero_point, dtype) of the quantize right after the input and of the dequantize
     right before the output, when the graph has that shape."""
     graph = program.graph_module.graph
@@ -80,7 +80,7 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def tosa_check(quantized_program, tosa_files: list[Path], samples, num: int) -> dict[str, Any]:
+def tosa_check(quantized_program, tosa_files: list[Path], samples, num: int, cpu_compute_ops: int = 0) -> dict[str, Any]:
     """Run the TOSA flatbuffer given to Vela on the reference model for `num` samples and
     compare with the PT2E quantized model: max difference in output LSBs, top-1 agreement."""
     import numpy as np
@@ -89,7 +89,9 @@ def tosa_check(quantized_program, tosa_files: list[Path], samples, num: int) -> 
 
     if len(tosa_files) != 1:
         return {"status": "skipped", "reason": f"the program has {len(tosa_files)} NPU partitions; the check covers programs lowered as one"}
-    q_in, dq_out = _boundary_qparams(quantized_program)
+    if cpu_compute_ops:
+        return {"status": "skipped", "reason": f"{cpu_compute_ops} compute op(s) run on the CPU beside the NPU partition; the check covers programs lowered whole"}
+    q_in, dq_out = boundary_qparams(quantized_program)
     if q_in is None or dq_out is None:
         return {"status": "skipped", "reason": "the NPU partition is not fed by a quantized model input and read by a dequantized output"}
     graph = tosa_files[0].read_bytes()

@@ -25,7 +25,7 @@ from .schema import BuildConfig
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 2, "evaluate": 1, "build": 2}
+STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 3, "evaluate": 1, "build": 2}
 BATCH_DIM_MAX = 4096
 
 
@@ -70,7 +70,7 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
         "vela_flags": t.vela_flags, "cpu_qdq_kernels": t.cpu_qdq_kernels,
     })
     evaluate = key_of({
-        "stage": "evaluate", "v": STAGE_VERSIONS["evaluate"], "lower": lower, "export": export,
+        "stage": "evaluate", "v": STAGE_VERSIONS["evaluate"], "lower": lower,
         "evaluation": _dataset_key(cfg.evaluation),
         "tosa_check": cfg.evaluation.tosa_check, "tosa_samples": cfg.evaluation.tosa_samples,
     })
@@ -106,6 +106,10 @@ def save_program(program, path: Path) -> None:
 
 def load_program(path: Path):
     import torch
+
+    # A quantized program holds quantized_decomposed ops, which exist only once torchao's
+    # PT2E module is imported; a fresh process that reads the cache must import it first.
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
 
     return torch.export.load(str(path))
 
@@ -170,8 +174,29 @@ def _op_name(node) -> str:
     return str(getattr(node.target, "__name__", node.target)).replace("::", ".")
 
 
-def delegation_report(graph_module) -> dict[str, Any]:
-    """Which ops the partitioner delegated (NPU) and which stay on the CPU."""
+@contextlib.contextmanager
+def _partitioner_reasons() -> Any:
+    """Collect the reasons the TOSA partitioner gives for each node it rejects, by node name."""
+    import executorch.backends.arm.tosa.partitioner as partitioner
+
+    reasons: dict[str, str] = {}
+    original = partitioner.WhyNoPartitionReporter
+
+    class Recorder(original):  # type: ignore[misc, valid-type]
+        def report_reject(self, node, reason):
+            reasons.setdefault(node.name, reason)
+            super().report_reject(node, reason)
+
+    partitioner.WhyNoPartitionReporter = Recorder
+    try:
+        yield reasons
+    finally:
+        partitioner.WhyNoPartitionReporter = original
+
+
+def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
+    """Which ops the partitioner delegated (NPU) and which stay on the CPU, with the
+    partitioner's reason where it gave one."""
     from . import quantize
 
     partitions, cpu_ops = 0, []
@@ -182,7 +207,7 @@ def delegation_report(graph_module) -> dict[str, Any]:
         if name == "executorch_call_delegate":
             partitions += 1
         elif name != "getitem":
-            cpu_ops.append({"op": name, "node": node.name, "module": quantize.module_path(node)})
+            cpu_ops.append({"op": name, "node": node.name, "module": quantize.module_path(node), "reason": reasons.get(node.name)})
     delegated = sum(
         1 for _, sub in graph_module.named_children() if hasattr(sub, "original_module")
         for n in sub.original_module.graph.nodes if n.op == "call_function"
@@ -195,6 +220,25 @@ def delegation_report(graph_module) -> dict[str, Any]:
         "npu_partitions": partitions, "npu_ops": delegated, "cpu_op_count": len(cpu_ops),
         "cpu_compute_op_count": len(compute), "cpu_op_counts": counts, "cpu_ops": cpu_ops,
     }
+
+
+def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dict[str, Any]:
+    """What the firmware must provide: CPU kernels, and the program's inputs and outputs with
+    the quantization applied at the boundary (the NPU scratch size is in the Vela metrics)."""
+    from .evaluate import boundary_qparams
+
+    def tensors(nodes):
+        return [{"shape": list(n.meta["val"].shape), "dtype": str(n.meta["val"].dtype).replace("torch.", "")} for n in nodes]
+
+    graph = edge_program.graph_module.graph
+    user_inputs = set(edge_program.graph_signature.user_inputs)
+    inputs = tensors([n for n in graph.nodes if n.op == "placeholder" and n.name in user_inputs])
+    outputs = tensors([a for a in next(n for n in graph.nodes if n.op == "output").args[0] if hasattr(a, "meta")])
+    q_in, dq_out = boundary_qparams(quantized)
+    for entries, q in ((inputs, q_in), (outputs, dq_out)):
+        if q is not None and len(entries) == 1:
+            entries[0]["quantization"] = {"scale": q[0], "zero_point": q[1], "dtype": str(q[2]).replace("torch.", "")}
+    return {"cpu_kernels": sorted(delegation["cpu_op_counts"]), "inputs": inputs, "outputs": outputs}
 
 
 def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[str, Any], str]:
@@ -217,7 +261,7 @@ def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[s
         # The lowering passes warn about torch APIs they use; those are not the user's concern.
         with contextlib.redirect_stdout(console), warnings.catch_warnings(), \
                 tempfile.TemporaryDirectory(prefix="vela-", dir=out_dir) as workdir, \
-                vela.capture(Path(workdir)) as partitions:
+                vela.capture(Path(workdir)) as partitions, _partitioner_reasons() as reasons:
             warnings.simplefilter("ignore", FutureWarning)
             edge = to_edge_transform_and_lower(
                 quantized,
@@ -229,7 +273,8 @@ def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[s
                 from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
 
                 edge = edge.transform([ReplaceQuantNodesPass()])
-            delegation = delegation_report(edge.exported_program().graph_module)
+            delegation = delegation_report(edge.exported_program().graph_module, reasons)
+            delegation["runtime"] = runtime_contract(edge.exported_program(), quantized, delegation)
             program = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False))
             metrics = vela.collect(partitions, out_dir)
     except Exception as exc:
@@ -246,12 +291,12 @@ def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[s
 # --- evaluate -------------------------------------------------------------------------------
 
 
-def run_evaluate(cfg: BuildConfig, model, quantized, samples, tosa_files: list[Path]) -> dict[str, Any]:
+def run_evaluate(cfg: BuildConfig, model, quantized, samples, tosa_files: list[Path], delegation: dict[str, Any]) -> dict[str, Any]:
     from . import evaluate
 
     accuracy = evaluate.compare(model, quantized, samples)
     if cfg.evaluation.tosa_check:
-        tosa = evaluate.tosa_check(quantized, tosa_files, samples, cfg.evaluation.tosa_samples)
+        tosa = evaluate.tosa_check(quantized, tosa_files, samples, cfg.evaluation.tosa_samples, delegation["cpu_compute_op_count"])
     else:
         tosa = {"status": "off", "reason": "evaluation.tosa_check is false"}
     return {"accuracy": accuracy, "tosa_check": tosa}

@@ -23,6 +23,7 @@ from filelock import FileLock
 from .fingerprint import file_sha256
 
 MANIFEST = "manifest.json"
+REPORT = "report.md"
 MANIFEST_SCHEMA = 1
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 
@@ -97,12 +98,14 @@ class ArtifactStore:
         return path
 
     def publish(
-        self, name: str, build_key: str, staging: Path, manifest: Callable[[int, dict], dict]
+        self, name: str, build_key: str, staging: Path, manifest: Callable[[int, dict], dict],
+        report: Optional[Callable[[dict], str]] = None,
     ) -> tuple[Artifact, bool]:
         """Make `staging` the next version unless `build_key` is already stored.
 
         `manifest(version, files)` returns the manifest to write, given the version number and
-        the sha256/size of every staged file. Returns (artifact, created)."""
+        the sha256/size of every staged file; `report(manifest)`, if given, renders
+        report.md, which the manifest then lists too. Returns (artifact, created)."""
         base = self.dir / name
         try:
             with FileLock(str(base / ".lock")):
@@ -110,16 +113,20 @@ class ArtifactStore:
                 if existing is not None:
                     return existing, False
                 version = max((a.version for a in self.versions(name)), default=0) + 1
-                files = {
-                    str(p.relative_to(staging)): {"sha256": file_sha256(p), "size": p.stat().st_size}
-                    for p in sorted(staging.rglob("*"))
-                    if p.is_file()
-                }
+                files = {str(p.relative_to(staging)): _file_entry(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+                content = manifest(version, files)
+                if report is not None:
+                    (staging / REPORT).write_text(report(content))
+                    content["files"][REPORT] = _file_entry(staging / REPORT)
                 tmp = staging / (MANIFEST + ".tmp")
-                tmp.write_text(json.dumps(manifest(version, files), indent=2, sort_keys=False) + "\n")
+                tmp.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
                 os.replace(tmp, staging / MANIFEST)
                 final = base / f"v{version}"
                 os.rename(staging, final)  # fails rather than overwrite an existing version
                 return Artifact(name, version, final), True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"sha256": file_sha256(path), "size": path.stat().st_size}

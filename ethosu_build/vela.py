@@ -33,6 +33,7 @@ _SUM = {
     "off_chip_flash_memory_used": "off_chip_flash_kib",
     "total_original_weights": "weights_bytes",
     "total_npu_encoded_weights": "encoded_weights_bytes",
+    "scratch_bytes": "scratch_bytes",  # added by collect() from Vela's .npz output
 }
 
 
@@ -91,10 +92,15 @@ def _number(text: str) -> float | int:
 def collect(partitions: list[Partition], dest: Path) -> dict[str, Any]:
     """Write `dest/summary.csv` and `dest/per_layer.csv` (Vela's rows with a `partition`
     column in front) and `dest/part<i>.tosa`, and return the metrics for the manifest."""
+    import numpy as np
+
     dest.mkdir(parents=True, exist_ok=True)
     summaries, layers = [], []
     for part in partitions:
         (row,) = _read_rows(part.output_file("_summary_*.csv"))
+        with np.load(part.output_file("_vela.npz"), allow_pickle=False) as npz:
+            # The scratch (arena) the runtime must give this partition's command stream.
+            row["scratch_bytes"] = str(int(npz["scratch_shape"][0]))
         summaries.append({"partition": str(part.index), **row})
         layers.extend({"partition": str(part.index), **r} for r in _read_rows(part.output_file("_per-layer.csv")))
         shutil.copyfile(part.folder / TOSA_FILE, dest / f"part{part.index}.tosa")

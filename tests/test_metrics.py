@@ -141,3 +141,18 @@ def test_error_metrics_relations():
     small, large = error_metrics(ref, ref + 0.01), error_metrics(ref, ref + 0.1)
     assert small["sqnr_db"] > large["sqnr_db"] and small["cosine"] > large["cosine"]
     assert large["max_abs_error"] == pytest.approx(0.1, rel=1e-5)
+
+
+def test_report_and_show_describe_the_artifact(shared_root):
+    r = build_in_process(["overrides=head_float"], shared_root)
+    m = r.artifact.manifest()
+    report = (r.artifact.path / "report.md").read_text()
+    assert m["files"]["report.md"]["sha256"] == file_sha256(r.artifact.path / "report.md")
+    assert f"# {r.artifact.id}" in report
+    for text in ("ethos-u55-128", "head_float", "## Performance", str(m["metrics"]["vela"]["total"]["cycles"]),
+                 "## Top layers by cycles", "aten.addmm.default", m["delegation"]["cpu_ops"][0]["op"], "## Runtime contract"):
+        assert text in report, text
+    reasons = [o["reason"] for o in m["delegation"]["cpu_ops"] if o["module"] == "head"]
+    assert any(reasons)  # the partitioner said why the float head stays on the CPU
+    shown = run_cli(["--root", str(shared_root), "show", r.artifact.id], shared_root, tool="ethosu-artifacts", env={"COLUMNS": "200"})
+    assert shown.returncode == 0 and "Top layers by cycles" in shown.stdout and "head_float" in shown.stdout

@@ -1,0 +1,78 @@
+"""report.md: one artifact in human terms. `ethosu-artifacts show` renders the same Markdown
+in the terminal, so there is one description of an artifact, not two."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import vela
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(m: dict[str, Any], vela_dir: Path) -> str:
+    cfg, q, d = m["config"], m["quantization"], m["delegation"]
+    t = cfg["target"]
+    metrics = m.get("metrics", {})
+    v, acc, tosa = metrics.get("vela", {}), metrics.get("accuracy", {}), metrics.get("tosa_check", {})
+    total = v.get("total", {})
+    out = [f"# {m['name']}/v{m['version']}", ""]
+    out.append(_table(["", ""], [
+        ["model", f"{cfg['model']['name']} {cfg['model']['input_shape']}"],
+        ["target", f"{t['accelerator']} ({t['system_config']}, {t['memory_mode']})"],
+        ["quantization", f"{q['scheme']}, {'per-channel' if q['per_channel'] else 'per-tensor'} weights" + (f", {q['io']} IO" if q["io"] else "")],
+        ["recipe", m.get("recipe")],
+        ["build key", f"`{m['build_key'][:16]}`"],
+        ["model.pte", f"{m['files']['model.pte']['size']} bytes, sha256 `{m['files']['model.pte']['sha256'][:16]}`"],
+        ["created", m["created"]],
+    ]))
+    if q["overrides"]:
+        out += ["", "## Overrides (in order; a later one wins)", ""]
+        out.append(_table(["name", "selector", "scheme", "ops selected"], [[o["name"], o["selector"], o["scheme"], o["ops_selected"]] for o in q["overrides"]]))
+    if total:
+        out += ["", "## Performance (Vela estimate)", ""]
+        out.append(_table(
+            ["partition", "cycles", "inference ms", "SRAM KiB", "flash KiB", "DRAM KiB", "scratch bytes", "MACs", "NPU ops"],
+            [[p["partition"], p["cycles"], p["inference_ms"], p["sram_kib"], p["on_chip_flash_kib"] + p["off_chip_flash_kib"], p["dram_kib"], p.get("scratch_bytes"), p["macs"], p["npu_ops"]] for p in v["partitions"]]
+            + [["**total**", total["cycles"], total["inference_ms"], total["sram_kib"], total["flash_kib"], total["dram_kib"], total.get("scratch_bytes"), total["macs"], total["npu_ops"]]],
+        ))
+        out.append(f"\nClock {total.get('core_clock_hz', 0) / 1e6:g} MHz. Figures of several partitions are summed.")
+    out += ["", "## Delegation", "", f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s); {d['cpu_op_count']} op(s) on the CPU, {d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).", ""]
+    if d["cpu_ops"]:
+        out.append(_table(["CPU op", "node", "module", "partitioner's reason"], [[o["op"], o["node"], o["module"], o.get("reason")] for o in d["cpu_ops"]]))
+    runtime = d.get("runtime")
+    if runtime:
+        io = [[kind, x["shape"], x["dtype"], (f"{x['quantization']['dtype']} scale {x['quantization']['scale']:.6g} zp {x['quantization']['zero_point']}" if "quantization" in x else "-")]
+              for kind, xs in (("input", runtime["inputs"]), ("output", runtime["outputs"])) for x in xs]
+        out += ["", "## Runtime contract", "", "CPU kernels: " + ", ".join(f"`{k}`" for k in runtime["cpu_kernels"]), ""]
+        out.append(_table(["", "shape", "dtype", "quantized at the boundary as"], io))
+    if acc:
+        out += ["", f"## Accuracy ({acc['samples']} evaluation samples)", ""]
+        out.append(_table(["float top-1 %", "quantized top-1 %", "drop (points)", "SQNR dB", "cosine", "max abs error"],
+                          [[acc["float_top1"], acc["quantized_top1"], acc["accuracy_drop"], acc["sqnr_db"], acc["cosine"], acc["max_abs_error"]]]))
+    if tosa:
+        out += ["", "## TOSA reference check", ""]
+        if tosa.get("status") == "done":
+            out.append(f"The TOSA flatbuffer given to Vela, run on the TOSA reference model for {tosa['samples']} samples: "
+                       f"max difference {tosa['max_lsb_diff']} LSB from the PT2E quantized model, top-1 agreement {tosa['top1_agreement']}%.")
+        else:
+            out.append(f"{tosa.get('status')}: {tosa.get('reason')}")
+    if m.get("budget"):
+        out += ["", "## Budgets", ""]
+        out.append(_table(["budget", "limit", "measured", "unit", "passed"], [[k, b["limit"], b["measured"], b["unit"], b["passed"]] for k, b in m["budget"].items()]))
+    if (vela_dir / vela.PER_LAYER_CSV).is_file():
+        layers = vela.top_layers(vela_dir)
+        if layers:
+            out += ["", "## Top layers by cycles", ""]
+            out.append(_table(["partition", "op", "name", "cycles", "% of partition", "MACs"], [[x["partition"], x["op"], x["name"], x["cycles"], x["network_pct"], x["macs"]] for x in layers]))
+    return "\n".join(out) + "\n"
