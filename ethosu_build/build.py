@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -82,8 +83,14 @@ def build(
         return BuildResult(existing, False, {}, time.perf_counter() - t0)
 
     run = _Run(cfg, StageCache(cfg.store.root), _StageLog(keys))
-    lowered, lower_info = run.lowered()
-    evaluation = run.evaluation(lowered, lower_info["delegation"])
+    evaluation = run.cached_evaluation()
+    if evaluation is None:
+        # The TOSA check needs the partitioned program, which exists only while lowering.
+        check = _TosaCheck(run) if cfg.evaluation.tosa_check else None
+        lowered, lower_info = run.lowered(check)
+        evaluation = run.evaluate(lowered, check)
+    else:
+        lowered, lower_info = run.lowered()
     gates = budgets.check(cfg.budget, lower_info, evaluation)  # a breach raises: nothing stored
 
     staging = store.staging(cfg.name)
@@ -107,6 +114,7 @@ class _Run:
         self.keys = slog.keys
         self._model = None
         self._quantized = None
+        self._eval_samples = None
         self.quant_info: dict[str, Any] = {}
 
     def model(self):
@@ -117,8 +125,9 @@ class _Run:
             check_model(self.cfg, self._model)
         return self._model
 
-    def lowered(self) -> tuple[Path, dict[str, Any]]:
-        """The lower stage's cache entry (model.pte, Vela CSVs, TOSA files) and its info."""
+    def lowered(self, inspect=None) -> tuple[Path, dict[str, Any]]:
+        """The lower stage's cache entry (model.pte, Vela CSVs, TOSA files) and its info;
+        `inspect` sees the partitioned program if lowering runs (see stages.run_lower)."""
         entry = self.cache.get(self.keys.lower)
         if entry is not None:
             self.slog.cached("lower")
@@ -126,7 +135,7 @@ class _Run:
             return entry, _read_json(entry / "info.json")
         quantized = self.quantized()
         with self.cache.put(self.keys.lower, "lower") as tmp:
-            pte, info, vela_console = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp))
+            pte, info, vela_console = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp, inspect))
             log.debug("Vela output:\n%s", vela_console)
             (tmp / "model.pte").write_bytes(pte)
             _write_json(tmp / "info.json", info)
@@ -174,20 +183,57 @@ class _Run:
                     stages.save_program(program, tmp / f"{kind}.pt2")
         return programs
 
-    def evaluation(self, lowered: Path, delegation: dict[str, Any]) -> dict[str, Any]:
-        """Float vs quantized metrics and the TOSA check, cached under the evaluate key."""
-        entry = self.cache.get(self.keys.evaluate)
-        if entry is not None:
-            self.slog.cached("evaluate")
-            return _read_json(entry / "info.json")
+    def evaluation_samples(self):
         cfg = self.cfg
-        model, quantized = self.model(), self.quantized()
-        samples = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_shape)
-        tosa_files = sorted(lowered.glob("part*.tosa"), key=lambda p: int(p.stem[4:]))
-        result = self.slog.run("evaluate", lambda: stages.run_evaluate(cfg, model, quantized, samples, tosa_files, delegation))
+        if self._eval_samples is None:
+            self._eval_samples = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_shape)
+        return self._eval_samples
+
+    def cached_evaluation(self) -> Optional[dict[str, Any]]:
+        entry = self.cache.get(self.keys.evaluate)
+        if entry is None:
+            return None
+        self.slog.cached("evaluate")
+        return _read_json(entry / "info.json")
+
+    def evaluate(self, lowered: Path, check: Optional["_TosaCheck"]) -> dict[str, Any]:
+        """Float vs quantized metrics and the TOSA check, cached under the evaluate key."""
+        cfg = self.cfg
+
+        def work() -> dict[str, Any]:
+            result = stages.run_evaluate(cfg, self.model(), self.quantized(), self.evaluation_samples())
+            if check is None:
+                result["tosa_check"] = {"status": "off", "reason": "evaluation.tosa_check is false"}
+            else:
+                if check.result is None:  # lowering came from the cache: lower again, in memory
+                    with tempfile.TemporaryDirectory() as tmp:
+                        stages.run_lower(cfg, self.quantized(), Path(tmp), check)
+                result["tosa_check"] = check.result
+            return result
+
+        result = self.slog.run("evaluate", work)
         with self.cache.put(self.keys.evaluate, "evaluate") as tmp:
             _write_json(tmp / "info.json", result)
         return result
+
+
+class _TosaCheck:
+    """Called by the lowering with the partitioned program; runs evaluate.tosa_check on it."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.result: Optional[dict[str, Any]] = None
+
+    def __call__(self, edge_program, tosa_by_payload: dict[str, bytes]) -> None:
+        from . import evaluate
+
+        try:
+            self.result = evaluate.tosa_check(
+                edge_program, tosa_by_payload, self.run.quantized(), self.run.evaluation_samples(), self.run.cfg.evaluation.tosa_samples
+            )
+        except Exception as exc:  # a check that cannot run is a finding, not a failed build
+            log.debug("TOSA check failed", exc_info=True)
+            self.result = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
 
 def _config_yaml(cfg: BuildConfig) -> str:

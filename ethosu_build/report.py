@@ -63,8 +63,9 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
     if tosa:
         out += ["", "## TOSA reference check", ""]
         if tosa.get("status") == "done":
-            out.append(f"The TOSA flatbuffer given to Vela, run on the TOSA reference model for {tosa['samples']} samples: "
-                       f"max difference {tosa['max_lsb_diff']} LSB from the PT2E quantized model, top-1 agreement {tosa['top1_agreement']}%.")
+            out.append(f"The program as deployed (NPU partitions on the TOSA reference model, with the flatbuffers Vela compiled; CPU ops in PyTorch), "
+                       f"{tosa['samples']} samples: max difference {tosa['max_lsb_diff']} output LSB ({tosa['max_abs_diff']:.4g} absolute) "
+                       f"from the PT2E quantized model, top-1 agreement {tosa['top1_agreement']}%.")
         else:
             out.append(f"{tosa.get('status')}: {tosa.get('reason')}")
     if m.get("budget"):

@@ -15,7 +15,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from . import data, targets
 from .errors import BuildError
@@ -241,10 +241,12 @@ def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dic
     return {"cpu_kernels": sorted(delegation["cpu_op_counts"]), "inputs": inputs, "outputs": outputs}
 
 
-def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[str, Any], str]:
+def run_lower(cfg: BuildConfig, quantized, out_dir: Path, inspect: Optional[Callable[[Any, dict[str, bytes]], None]] = None) -> tuple[bytes, dict[str, Any], str]:
     """EthosUPartitioner + Vela (in process) -> .pte bytes.
 
     Vela's CSVs and the TOSA flatbuffer of each partition land in `out_dir` (see vela.py).
+    `inspect(edge_program, tosa_by_payload)`, if given, sees the partitioned program before
+    the CPU-side passes and serialization change it (the TOSA check runs there).
     Returns (pte, info with delegation and Vela metrics, Vela's console text). A graph Vela
     or the partitioner rejects raises BuildError naming the configuration."""
     import tempfile
@@ -268,6 +270,8 @@ def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[s
                 partitioner=[EthosUPartitioner(targets.compile_spec(t))],
                 compile_config=EdgeCompileConfig(_check_ir_validity=False),
             )
+            if inspect is not None:
+                inspect(edge.exported_program(), {p.processed_sha256: (p.folder / vela.TOSA_FILE).read_bytes() for p in partitions})
             if t.cpu_qdq_kernels == "cortex_m":
                 # As ExecuTorch's aot_arm_compiler: boundary (de)quantize -> cortex_m:: kernels.
                 from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
@@ -291,12 +295,7 @@ def run_lower(cfg: BuildConfig, quantized, out_dir: Path) -> tuple[bytes, dict[s
 # --- evaluate -------------------------------------------------------------------------------
 
 
-def run_evaluate(cfg: BuildConfig, model, quantized, samples, tosa_files: list[Path], delegation: dict[str, Any]) -> dict[str, Any]:
+def run_evaluate(cfg: BuildConfig, model, quantized, samples) -> dict[str, Any]:
     from . import evaluate
 
-    accuracy = evaluate.compare(model, quantized, samples)
-    if cfg.evaluation.tosa_check:
-        tosa = evaluate.tosa_check(quantized, tosa_files, samples, cfg.evaluation.tosa_samples, delegation["cpu_compute_op_count"])
-    else:
-        tosa = {"status": "off", "reason": "evaluation.tosa_check is false"}
-    return {"accuracy": accuracy, "tosa_check": tosa}
+    return {"accuracy": evaluate.compare(model, quantized, samples)}

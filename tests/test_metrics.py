@@ -56,7 +56,9 @@ def test_vela_totals_are_the_sum_of_the_partition_csvs(model, shared_root):
     assert {row["partition"] for row in layers} == {str(i) for i in range(len(rows))}
     if model == "ds_cnn":
         assert len(rows) == 2 and any("avg_pool" in op["op"] for op in m["delegation"]["cpu_ops"])
-        assert m["metrics"]["tosa_check"]["status"] == "skipped"
+    # the TOSA check runs the deployed program, however many partitions it has
+    tosa = m["metrics"]["tosa_check"]
+    assert tosa["status"] == "done" and tosa["max_lsb_diff"] <= 1 and tosa["top1_agreement"] == 100.0
 
 
 def test_capturing_vela_reports_leaves_the_bytes_of_a_plain_build(shared_root):
@@ -131,6 +133,19 @@ def test_accuracy_budget_needs_labels(tmp_path):
     assert "budget.max_accuracy_drop" in res.stderr and "no labels" in res.stderr
 
 
+def test_tosa_check_runs_when_only_evaluation_changed(shared_root):
+    """The lowering is cached, the check still needs the partitioned program: it lowers again
+    in memory, and the stored artifact is unchanged."""
+    first = build_in_process(["evaluation.tosa_samples=4"], shared_root).artifact.manifest()
+    second = build_in_process(["evaluation.tosa_samples=5"], shared_root)
+    m = second.artifact.manifest()
+    assert m["stages"]["lower"]["status"] == "cached"
+    assert m["metrics"]["tosa_check"]["status"] == "done" and m["metrics"]["tosa_check"]["samples"] == 5
+    assert m["files"]["model.pte"]["sha256"] == first["files"]["model.pte"]["sha256"]
+    off = build_in_process(["evaluation.tosa_check=false"], shared_root).artifact.manifest()
+    assert off["metrics"]["tosa_check"]["status"] == "off"
+
+
 def test_error_metrics_relations():
     import torch
 
@@ -154,5 +169,6 @@ def test_report_and_show_describe_the_artifact(shared_root):
         assert text in report, text
     reasons = [o["reason"] for o in m["delegation"]["cpu_ops"] if o["module"] == "head"]
     assert any(reasons)  # the partitioner said why the float head stays on the CPU
+    assert m["metrics"]["tosa_check"]["status"] == "done"  # CPU ops run in PyTorch around the NPU part
     shown = run_cli(["--root", str(shared_root), "show", r.artifact.id], shared_root, tool="ethosu-artifacts", env={"COLUMNS": "200"})
     assert shown.returncode == 0 and "Top layers by cycles" in shown.stdout and "head_float" in shown.stdout
