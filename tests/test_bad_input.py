@@ -89,8 +89,8 @@ def test_checkpoint_that_does_not_fit(tmp_path):
 
 
 def test_override_on_a_module_never_called(user_repo):
-    """`body.2` exists but the exported graph has no op of it... a pooling layer does have
-    ops, so use a module the forward never calls."""
+    """A module that exists but never runs in forward() selects no operator: an error, not a
+    silent no-op."""
     nets = user_repo / "mymodels" / "nets.py"
     nets.write_text(nets.read_text().replace("self.classifier = nn.Linear(width, 4)", "self.classifier = nn.Linear(width, 4)\n        self.unused = nn.Linear(4, 4)"))
     check_config_error(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from conftest import BIN, build_in_process, manifest, run_cli
+from conftest import build_in_process, manifest, run_cli
 from ethosu_build.fingerprint import file_sha256
 
 
