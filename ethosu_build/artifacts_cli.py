@@ -1,7 +1,13 @@
-"""`ethosu-artifacts`: list and inspect the artifact store. Reads JSON only: no torch import.
+"""`ethosu-artifacts`: list, inspect, check and copy artifacts.
 
-    ethosu-artifacts [--root outputs] ls [NAME] [--target T] [--scheme S]
+    ethosu-artifacts [--root outputs] ls [NAME] [--target T] [--scheme S] [--check] [--json]
     ethosu-artifacts [--root outputs] show ID|PATH [--json]
+    ethosu-artifacts [--root outputs] diff A B
+    ethosu-artifacts [--root outputs] verify ID|PATH       # rebuild and compare model.pte
+    ethosu-artifacts [--root outputs] export ID DIR        # copy for firmware use
+    ethosu-artifacts [--root outputs] gc [--dry-run] [--artifact ID ...]
+
+Everything but `verify` reads files only: no torch import.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -33,7 +40,9 @@ def _row(a: Artifact, m: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_ls(store: ArtifactStore, args) -> int:
-    rows = []
+    from .verify import check_files
+
+    rows, damaged = [], 0
     for a in store.all():
         if args.name and a.name != args.name:
             continue
@@ -46,27 +55,153 @@ def cmd_ls(store: ArtifactStore, args) -> int:
             continue
         if args.scheme and row["scheme"] != args.scheme:
             continue
+        if args.check:
+            problems = check_files(a)
+            row["check"] = "ok" if not problems else "; ".join(problems)
+            damaged += bool(problems)
         rows.append(row)
     rows.sort(key=lambda r: r["created"], reverse=True)  # newest first
     if args.json:
         print(json.dumps(rows, indent=1))
-        return 0
+        return 1 if damaged else 0
     table = Table(title=f"artifacts in {store.dir}", title_justify="left")
-    for col in ("id", "created", "target", "scheme", "overrides", "npu_partitions", "cpu_ops", "pte_bytes"):
+    cols = ["id", "created", "target", "scheme", "overrides", "npu_partitions", "cpu_ops", "pte_bytes"] + (["check"] if args.check else [])
+    for col in cols:
         table.add_column(col.replace("_", " "), justify="right" if col in ("overrides", "npu_partitions", "cpu_ops", "pte_bytes") else "left")
     for r in rows:
-        table.add_row(*(str(r[c]) for c in ("id", "created", "target", "scheme", "overrides", "npu_partitions", "cpu_ops", "pte_bytes")))
+        table.add_row(*(str(r[c]) for c in cols))
     Console().print(table if rows else f"no artifacts in {store.dir}")
+    if damaged:
+        print(f"{damaged} artifact(s) do not match their manifest", file=sys.stderr)
+    return 1 if damaged else 0
+
+
+def _resolve(store: ArtifactStore, ref: str):
+    try:
+        return store.resolve(ref)
+    except KeyError:
+        names = sorted({x.id for x in store.all()})
+        print(f"ethosu-artifacts: no artifact {ref!r} in {store.dir}; known: {', '.join(names) or 'none'}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def cmd_diff(store: ArtifactStore, args) -> int:
+    a, b = _resolve(store, args.a), _resolve(store, args.b)
+    ma, mb = a.manifest(), b.manifest()
+    table = Table(title=f"{a.id} vs {b.id}", title_justify="left")
+    for col in ("key", a.id, b.id):
+        table.add_column(col)
+    n = 0
+    for section in ("config", "metrics", "tools", "fingerprints"):
+        fa, fb = _flatten(ma.get(section, {}), section), _flatten(mb.get(section, {}), section)
+        for key in sorted(set(fa) | set(fb)):
+            if fa.get(key) != fb.get(key):
+                table.add_row(key, str(fa.get(key, "-")), str(fb.get(key, "-")))
+                n += 1
+    same_pte = ma["files"]["model.pte"]["sha256"] == mb["files"]["model.pte"]["sha256"]
+    Console().print(table if n else "no differences in config, metrics, tools or fingerprints")
+    print(f"model.pte: {'identical' if same_pte else 'different'} bytes")
+    return 0
+
+
+def cmd_verify(store: ArtifactStore, args) -> int:
+    import logging
+
+    from .verify import check_files, rebuild
+
+    # The rebuild imports torch/executorch, whose import-time warnings say nothing about it.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    a = _resolve(store, args.id)
+    problems = check_files(a)
+    if problems:
+        print(f"DIFFERS: {a.id} does not match its manifest: " + "; ".join(problems))
+        return 1
+    from .budgets import BudgetBreached
+    from .errors import BuildError, ConfigError
+    from .verify import drift
+
+    try:
+        verdict = rebuild(a)
+    except (ConfigError, BuildError, BudgetBreached) as exc:
+        print(f"DIFFERS: {a.id} no longer builds from its config: {str(exc).splitlines()[-1].strip()}")
+        for cause in drift(a.manifest()):
+            print(f"  - {cause}")
+        return 1
+    if verdict.match:
+        print(f"MATCH: {a.id} rebuilds to the same model.pte (sha256 {verdict.stored_sha256})")
+        for cause in drift(a.manifest()):  # inputs that changed without changing the bytes
+            print(f"  note: {cause}")
+        return 0
+    print(f"DIFFERS: {a.id} rebuilds to sha256 {verdict.built_sha256}, stored {verdict.stored_sha256}")
+    for cause in verdict.causes:
+        print(f"  - {cause}")
+    return 1
+
+
+def cmd_export(store: ArtifactStore, args) -> int:
+    import shutil
+
+    from .verify import check_files
+
+    a = _resolve(store, args.id)
+    problems = check_files(a)
+    if problems:
+        print(f"ethosu-artifacts: not exporting {a.id}: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    dest = Path(args.dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.pte", "manifest.json", "report.md"):
+        if (a.path / name).is_file():
+            shutil.copyfile(a.path / name, dest / name)
+    print(f"exported {a.id} to {dest}")
+    return 0
+
+
+def cmd_gc(store: ArtifactStore, args) -> int:
+    """Remove cache entries no artifact rests on, and the artifacts named with --artifact."""
+    import shutil
+
+    from .cache import StageCache
+
+    removed_artifacts = []
+    for ref in args.artifact or []:
+        a = _resolve(store, ref)
+        removed_artifacts.append(a.id)
+        if not args.dry_run:
+            shutil.rmtree(a.path)
+    needed: set[str] = set()
+    for a in store.all():
+        if args.dry_run and a.id in removed_artifacts:
+            continue
+        needed.update(a.manifest().get("stage_keys", {}).values())
+    cache = StageCache(store.root)
+    removed = 0
+    if cache.dir.is_dir():
+        for bucket in cache.dir.iterdir():
+            for entry in bucket.iterdir() if bucket.is_dir() else []:
+                if entry.name not in needed:
+                    removed += 1
+                    if not args.dry_run:
+                        shutil.rmtree(entry, ignore_errors=True)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {removed} cache entr{'y' if removed == 1 else 'ies'} and {len(removed_artifacts)} artifact(s) {' '.join(removed_artifacts)}".rstrip())
     return 0
 
 
 def cmd_show(store: ArtifactStore, args) -> int:
-    try:
-        a = store.resolve(args.id)
-    except KeyError:
-        names = sorted({x.id for x in store.all()})
-        print(f"ethosu-artifacts: no artifact {args.id!r} in {store.dir}; known: {', '.join(names) or 'none'}", file=sys.stderr)
-        return 2
+    a = _resolve(store, args.id)
     if args.json:
         print(json.dumps(a.manifest(), indent=1))
         return 0
@@ -88,12 +223,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("name", nargs="?", help="only this artifact name")
     p.add_argument("--target", help="only this accelerator, e.g. ethos-u55-128")
     p.add_argument("--scheme", help="only this global scheme, e.g. int8")
+    p.add_argument("--check", action="store_true", help="verify every file's sha256 against its manifest (exit 1 if any differs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("show", help="one artifact's manifest as tables")
     p.add_argument("id", help="NAME/vN, NAME (newest version) or a version folder")
     p.add_argument("--json", action="store_true", help="print the manifest")
     p.set_defaults(func=cmd_show)
+    p = sub.add_parser("diff", help="config, metric, tool and fingerprint differences of two artifacts")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("verify", help="check files, rebuild from config.yaml in a temporary store, compare model.pte (exit 0 MATCH, 1 DIFFERS)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("export", help="copy model.pte, manifest.json and report.md to DIR")
+    p.add_argument("id")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("gc", help="remove cache entries no artifact needs; artifacts only when named")
+    p.add_argument("--artifact", action="append", help="also remove this artifact version (repeatable)")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_gc)
     args = parser.parse_args(argv)
     sys.exit(args.func(ArtifactStore(args.root), args))
 

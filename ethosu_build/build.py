@@ -243,7 +243,7 @@ def _config_yaml(cfg: BuildConfig) -> str:
     return header + OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg)))
 
 
-def _fingerprints(cfg: BuildConfig) -> dict[str, Any]:
+def fingerprints(cfg: BuildConfig) -> dict[str, Any]:
     return {
         "model_source": source_fingerprint(cfg.model.factory["_target_"]),
         "checkpoint": file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint else None,
@@ -265,10 +265,11 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, 
             "recipe": recipe,
             "command_line_overrides": list(cli_overrides),
             "config": dataclasses.asdict(cfg),
-            "fingerprints": _fingerprints(cfg),
+            "fingerprints": fingerprints(cfg),
             "tools": tool_versions(),
             "files": files,
             "stages": run.slog.record,
+            "stage_keys": keys.as_dict(),  # every stage this artifact rests on (gc keeps them)
             "quantization": {
                 "scheme": cfg.quantization.scheme,
                 "per_channel": cfg.quantization.per_channel,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from typing import Any, Optional
 
 
@@ -67,16 +68,20 @@ def boundary_qparams(program) -> tuple[Optional[tuple], Optional[tuple]]:
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """The reference model warns about TOSA versions on the C++ stderr; keep that off the
-    user's terminal for the duration of the check."""
-    saved = os.dup(2)
+    """The reference model prints a TOSA version warning from native code, below Python's
+    sys.stdout/sys.stderr; keep it off the user's terminal for the duration of a run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     try:
         with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+            for fd in saved:
+                os.dup2(null.fileno(), fd)
             yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_program, samples, num: int) -> dict[str, Any]:

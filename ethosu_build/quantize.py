@@ -84,13 +84,14 @@ def calibrate(prepared, x, batch_size: int, batched: bool, label: str = "calibra
     """Run the samples through the observers, `batch_size` at a time when the export has a
     dynamic batch dimension (observer cost is per call), else one by one. Returns calls made."""
     import torch
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     step = batch_size if batched else 1
     chunks = list(torch.split(x, step))
     with torch.no_grad(), Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-        TimeElapsedColumn(), transient=True,
+        TimeElapsedColumn(), transient=True, console=Console(stderr=True),  # stdout is for results
     ) as bar:
         task = bar.add_task(label, total=len(x))
         for chunk in chunks:

@@ -1,0 +1,92 @@
+"""ethosu-artifacts: check, verify (rebuild and compare), diff, export, gc."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import build_in_process, run_cli
+from ethosu_build.models import DIGITS_CNN_WEIGHTS
+
+
+def cli(args, root, **kw):
+    return run_cli(["--root", str(root), *args], root, tool="ethosu-artifacts", **kw)
+
+
+def _flip_a_weight_byte(path):
+    """Change one byte inside a stored tensor (not the zip structure), so the file still loads:
+    the sign byte of the first head bias, which the quantized program cannot ignore."""
+    import torch
+
+    data = bytearray(path.read_bytes())
+    bias = torch.load(path, weights_only=True)["head.bias"].numpy().tobytes()
+    at = data.find(bias)
+    assert at > 0
+    data[at + 3] ^= 0x80  # little-endian float32: byte 3 holds the sign
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_verify_matches_then_names_the_changed_weights(tmp_path):
+    weights = tmp_path / "weights.pt"
+    shutil.copyfile(DIGITS_CNN_WEIGHTS, weights)
+    overrides = ["+model.factory.pretrained=false", f"model.checkpoint={weights}", "calibration.num_samples=32"]
+    built = build_in_process(overrides, tmp_path / "store").artifact
+    ok = cli(["verify", built.id], tmp_path / "store")
+    assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
+    assert ok.stdout.startswith("MATCH")
+
+    _flip_a_weight_byte(weights)
+    changed = cli(["verify", built.id], tmp_path / "store")
+    assert changed.returncode == 1, changed.stdout + changed.stderr[-2000:]
+    assert changed.stdout.startswith("DIFFERS") and "model weights (checkpoint)" in changed.stdout
+    assert "model source" not in changed.stdout and "tool version" not in changed.stdout
+
+
+def test_check_finds_bytes_changed_on_disk(tmp_path):
+    built = build_in_process(["calibration.num_samples=16"], tmp_path).artifact
+    clean = cli(["ls", "--check", "--json"], tmp_path)
+    assert clean.returncode == 0 and json.loads(clean.stdout)[0]["check"] == "ok"
+    pte = built.path / "model.pte"
+    data = bytearray(pte.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pte.write_bytes(bytes(data))
+    damaged = cli(["ls", "--check", "--json"], tmp_path)
+    assert damaged.returncode == 1
+    assert "model.pte: sha256 differs" in json.loads(damaged.stdout)[0]["check"]
+    verify = cli(["verify", built.id], tmp_path)
+    assert verify.returncode == 1 and "changed on disk" in verify.stdout
+    export = cli(["export", built.id, str(tmp_path / "fw")], tmp_path)
+    assert export.returncode == 1 and not (tmp_path / "fw").exists()
+
+
+def test_diff_export_and_gc(tmp_path):
+    a = build_in_process(["calibration.num_samples=16"], tmp_path).artifact
+    b = build_in_process(["calibration.num_samples=16", "target=ethos-u85-256"], tmp_path).artifact
+    diff = cli(["diff", a.id, b.id], tmp_path, env={"COLUMNS": "250"})
+    assert diff.returncode == 0
+    assert "config.target.accelerator" in diff.stdout and "ethos-u85-256" in diff.stdout
+    assert "metrics.vela.total.cycles" in diff.stdout and "model.pte: different bytes" in diff.stdout
+
+    export = cli(["export", a.id, str(tmp_path / "fw")], tmp_path)
+    assert export.returncode == 0
+    assert (tmp_path / "fw" / "model.pte").read_bytes() == (a.path / "model.pte").read_bytes()
+    assert json.loads((tmp_path / "fw" / "manifest.json").read_text())["build_key"] == a.manifest()["build_key"]
+
+    cache = tmp_path / "cache"
+    entries = lambda: {p.name for bucket in cache.iterdir() for p in bucket.iterdir()}  # noqa: E731
+    before = entries()
+    keys_a, keys_b = set(a.manifest()["stage_keys"].values()), set(b.manifest()["stage_keys"].values())
+    stray = cache / "ff" / ("f" * 64)
+    stray.mkdir(parents=True)
+    dry = cli(["gc", "--dry-run"], tmp_path)
+    assert dry.returncode == 0 and "would remove 1 cache entry" in dry.stdout
+    assert entries() == before | {stray.name}
+    gone = cli(["gc", "--artifact", a.id], tmp_path)
+    assert gone.returncode == 0
+    assert not a.path.exists() and b.path.exists()  # only the named artifact
+    left = entries()
+    assert keys_b & before <= left  # b's stages stay
+    assert not (keys_a - keys_b) & left and stray.name not in left
