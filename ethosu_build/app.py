@@ -33,7 +33,11 @@ def build_app(cfg: DictConfig) -> None:
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as exc:  # an interpolation that cannot be resolved
         raise ConfigError(_omegaconf_issue(exc)) from exc
-    result = build(container, recipe=hc.runtime.choices.get("recipe"), cli_overrides=list(hc.overrides.task))
+    from .provenance import recipe_file
+
+    recipe = hc.runtime.choices.get("recipe")
+    sources = [f"{src.schema}://{src.path}" for src in hc.runtime.config_sources]
+    result = build(container, recipe=recipe, recipe_path=recipe_file(recipe, sources), cli_overrides=list(hc.overrides.task))
     a = result.artifact
     if result.up_to_date:
         log.info("up to date: %s (build key %s), no stage ran [%.2f s]", a.id, a.manifest()["build_key"][:12], result.seconds)

@@ -6,6 +6,8 @@
     ethosu-artifacts [--root outputs] verify ID|PATH       # rebuild and compare model.pte
     ethosu-artifacts [--root outputs] export ID DIR        # copy for firmware use
     ethosu-artifacts [--root outputs] gc [--dry-run] [--artifact ID ...]
+    ethosu-artifacts lock RECIPE [--searchpath DIR]         # write recipes/RECIPE.lock.json
+    ethosu-artifacts [--root outputs] verify --recipe RECIPE [--searchpath DIR]
 
 Everything but `verify` reads files only: no torch import.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,68 @@ def cmd_diff(store: ArtifactStore, args) -> int:
     return 0
 
 
+def _compose_recipe(name: str, searchpath: str | None):
+    """The recipe's composed config as `ethosu-build recipe=NAME` would build it, its file."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf, open_dict
+
+    from .errors import ConfigError, ConfigIssue
+    from .provenance import recipe_file
+    from .validate import validate
+
+    overrides = [f"recipe={name}"] + ([f"hydra.searchpath=[file://{Path(searchpath).resolve()}]"] if searchpath else [])
+    with initialize_config_module("ethosu_build.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        sources = [f"file://{Path(searchpath).resolve()}"] if searchpath else []
+        sources.append("pkg://ethosu_build.conf")
+        with open_dict(cfg):
+            del cfg["hydra"]
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    path = recipe_file(name, sources)
+    if path is None:
+        raise ConfigError(ConfigIssue("recipe", f"{name!r} not found"))
+    return container, validate(container, default_name=name), path
+
+
+def cmd_lock(store: ArtifactStore, args) -> int:
+    from . import provenance
+    from .build import fingerprints
+    from .fingerprint import tool_versions
+
+    _, cfg, path = _compose_recipe(args.recipe, args.searchpath)
+    lock = provenance.lock_path(path)
+    provenance.write_lock(lock, provenance.lock_content(args.recipe, tool_versions(), fingerprints(cfg)))
+    print(f"wrote {lock}")
+    return 0
+
+
+def _verify_recipe(store: ArtifactStore, args) -> int:
+    """Build the committed recipe in a temporary store and compare with its newest artifact."""
+    import tempfile
+
+    from .build import build
+    from .fingerprint import file_sha256
+    from .verify import drift
+
+    container, cfg, path = _compose_recipe(args.recipe, args.searchpath)
+    versions = store.versions(cfg.name)
+    if not versions:
+        print(f"ethosu-artifacts: no artifact named {cfg.name!r} in {store.dir} to verify recipe {args.recipe!r} against", file=sys.stderr)
+        return 2
+    newest = versions[-1]
+    with tempfile.TemporaryDirectory(prefix="ethosu-verify-") as tmp:
+        container["store"] = {"root": tmp}
+        built = file_sha256(build(container, recipe=args.recipe, recipe_path=path).artifact.path / "model.pte")
+    stored = newest.manifest()["files"]["model.pte"]["sha256"]
+    if built == stored:
+        print(f"MATCH: recipe {args.recipe} rebuilds {newest.id} (sha256 {stored})")
+        return 0
+    print(f"DIFFERS: recipe {args.recipe} builds sha256 {built}, {newest.id} holds {stored}")
+    for cause in drift(newest.manifest()) or ["the recipe itself changed since that build (see ethosu-artifacts diff)"]:
+        print(f"  - {cause}")
+    return 1
+
+
 def cmd_verify(store: ArtifactStore, args) -> int:
     import logging
 
@@ -123,6 +188,11 @@ def cmd_verify(store: ArtifactStore, args) -> int:
     for noisy in ("torchao", "torch.utils._pytree"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
+    if args.recipe:
+        return _verify_recipe(store, args)
+    if not args.id:
+        print("ethosu-artifacts: verify needs an artifact ID/PATH or --recipe NAME", file=sys.stderr)
+        return 2
     a = _resolve(store, args.id)
     problems = check_files(a)
     if problems:
@@ -235,8 +305,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("b")
     p.set_defaults(func=cmd_diff)
     p = sub.add_parser("verify", help="check files, rebuild from config.yaml in a temporary store, compare model.pte (exit 0 MATCH, 1 DIFFERS)")
-    p.add_argument("id")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--recipe", help="build this recipe and compare with its newest artifact instead")
+    p.add_argument("--searchpath", help="a folder with your own config groups (as hydra.searchpath)")
     p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("lock", help="pin a recipe's tool versions and input fingerprints in RECIPE.lock.json beside it")
+    p.add_argument("recipe")
+    p.add_argument("--searchpath", help="a folder with your own config groups (as hydra.searchpath)")
+    p.set_defaults(func=cmd_lock)
     p = sub.add_parser("export", help="copy model.pte, manifest.json and report.md to DIR")
     p.add_argument("id")
     p.add_argument("dir")
@@ -246,7 +322,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_gc)
     args = parser.parse_args(argv)
-    sys.exit(args.func(ArtifactStore(args.root), args))
+    from .errors import ConfigError
+
+    # As in ethosu-build: a repo's own model code imports from the folder we run in.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        sys.exit(args.func(ArtifactStore(args.root), args))
+    except ConfigError as exc:
+        print(f"ethosu-artifacts: {exc.render()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from . import budgets, data, report, stages
 from .cache import StageCache
-from .errors import BuildError, ConfigError
+from .errors import BuildError, ConfigError, ConfigIssue
 from .fingerprint import file_sha256, source_fingerprint, tool_versions
 from .schema import BuildConfig
 from .store import MANIFEST_SCHEMA, Artifact, ArtifactStore
@@ -72,10 +72,12 @@ def build(
     container: dict[str, Any],
     *,
     recipe: Optional[str] = None,
+    recipe_path: Optional[Path] = None,
     cli_overrides: Optional[list[str]] = None,
 ) -> BuildResult:
     t0 = time.perf_counter()
     cfg = validate(container, default_name=recipe)
+    origin = _provenance(cfg, recipe, recipe_path)
     store = ArtifactStore(cfg.store.root)
     keys = stages.stage_keys(cfg)
     existing = store.find(cfg.name, keys.build)
@@ -100,7 +102,7 @@ def build(
         if f.name.endswith((".csv", ".tosa")):
             shutil.copyfile(f, staging / "vela" / f.name)
     (staging / "config.yaml").write_text(_config_yaml(cfg))
-    manifest = _manifest_fn(cfg, keys, recipe, cli_overrides or [], run, lower_info, evaluation, gates)
+    manifest = _manifest_fn(cfg, keys, recipe, cli_overrides or [], run, lower_info, evaluation, gates, origin)
     artifact, created = store.publish(cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela"))
     return BuildResult(artifact, created, run.slog.record, time.perf_counter() - t0)
 
@@ -252,7 +254,27 @@ def fingerprints(cfg: BuildConfig) -> dict[str, Any]:
     }
 
 
-def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, gates):
+def _provenance(cfg: BuildConfig, recipe: Optional[str], recipe_path: Optional[Path]) -> dict[str, Any]:
+    """Git state of the recipe's repo (refusing an uncommitted recipe file unless
+    allow_dirty) and drift from the recipe's lock (an error under strict)."""
+    from . import provenance
+
+    git = provenance.git_info(recipe_path)
+    if recipe_path is not None and git and git.get("file_dirty") and not cfg.allow_dirty:
+        raise ConfigError(ConfigIssue("recipe", f"{recipe!r} ({recipe_path}) has uncommitted changes, so the artifact could not be traced to a commit; accepted: a committed recipe, or allow_dirty=true"))
+    origin: dict[str, Any] = {"recipe_file": str(recipe_path) if recipe_path else None, "git": git, "lock": None}
+    lock = provenance.lock_path(recipe_path) if recipe_path else None
+    if lock is not None and lock.is_file():
+        drift = provenance.lock_drift(json.loads(lock.read_text()), tool_versions(), fingerprints(cfg))
+        origin["lock"] = {"file": str(lock), "drift": drift}
+        if drift and cfg.strict:
+            raise BuildError(f"recipe {recipe!r} drifted from {lock.name} (strict=true): " + "; ".join(drift))
+        for line in drift:
+            log.warning("drift from %s: %s", lock.name, line)
+    return origin
+
+
+def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, gates, origin):
     quant_info = run.quant_info
 
     def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +289,7 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, 
             "config": dataclasses.asdict(cfg),
             "fingerprints": fingerprints(cfg),
             "tools": tool_versions(),
+            "provenance": origin,
             "files": files,
             "stages": run.slog.record,
             "stage_keys": keys.as_dict(),  # every stage this artifact rests on (gc keeps them)

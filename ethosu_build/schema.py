@@ -122,6 +122,8 @@ class BuildConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    allow_dirty: bool = False  # build a recipe whose file has uncommitted changes
+    strict: bool = False  # fail (not warn) when tools or inputs drift from the recipe's lock
 
 
 # Values a key may take, where the set is closed. validate.py reports these as "accepted".

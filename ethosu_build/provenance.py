@@ -1,0 +1,91 @@
+"""Where a build came from: the recipe file, its git commit and dirty state, and its lock.
+
+A lock (`<recipe>.lock.json` beside the recipe, written by `ethosu-artifacts lock`) pins the
+tool versions and input fingerprints the recipe was last known to build with; a build of the
+recipe compares against it, warns on drift, and stops under `strict=true`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+log = logging.getLogger(__name__)
+LOCK_SUFFIX = ".lock.json"
+
+
+def recipe_file(name: Optional[str], search_path: Iterable[str]) -> Optional[Path]:
+    """The file Hydra composed for `recipe=NAME`: the first `recipe/NAME.yaml` on the search
+    path (entries are `file://DIR` or `pkg://package`, as Hydra writes them)."""
+    if not name:
+        return None
+    for entry in search_path:
+        if entry.startswith("file://"):
+            base = Path(entry[len("file://"):])
+        elif entry.startswith("pkg://"):
+            try:
+                base = Path(str(importlib.resources.files(entry[len("pkg://"):].replace("/", "."))))
+            except (ModuleNotFoundError, TypeError):
+                continue
+        else:
+            continue
+        candidate = base / "recipe" / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _git(folder: Path, *args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_info(path: Optional[Path]) -> Optional[dict[str, Any]]:
+    """Commit and dirty flag of the git repository holding `path` (a recipe file, else the
+    working directory), and whether that file itself has uncommitted changes."""
+    target = path if path is not None else Path(os.getcwd())
+    folder = target.parent if target.is_file() else target
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top is None:
+        return None
+    status = _git(folder, "status", "--porcelain") or ""
+    info: dict[str, Any] = {"repo": top, "commit": _git(folder, "rev-parse", "HEAD"), "dirty": bool(status)}
+    if path is not None and path.is_file():
+        own = _git(folder, "status", "--porcelain", "--", str(path)) or ""
+        info["file"] = os.path.relpath(path, top)
+        info["file_dirty"] = bool(own)
+    return info
+
+
+def lock_path(recipe: Path) -> Path:
+    return recipe.with_name(recipe.stem + LOCK_SUFFIX)
+
+
+def lock_content(recipe_name: str, tools: dict[str, Any], fingerprints: dict[str, Any]) -> dict[str, Any]:
+    return {"recipe": recipe_name, "tools": tools, "fingerprints": fingerprints}
+
+
+def write_lock(path: Path, content: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def lock_drift(lock: dict[str, Any], tools: dict[str, Any], fingerprints: dict[str, Any]) -> list[str]:
+    """Each tool version and input fingerprint that differs from the lock."""
+    drift = []
+    for tool, pinned in lock.get("tools", {}).items():
+        if tools.get(tool) != pinned:
+            drift.append(f"tool {tool}: locked {pinned}, now {tools.get(tool)}")
+    for key, pinned in lock.get("fingerprints", {}).items():
+        if fingerprints.get(key) != pinned:
+            drift.append(f"input {key}: fingerprint differs from the lock")
+    return drift
