@@ -239,6 +239,15 @@ def cmd_export(store: ArtifactStore, args) -> int:
     return 0
 
 
+STALE_SECONDS = 3600
+
+
+def _stale(path: Path) -> bool:
+    import time
+
+    return time.time() - path.stat().st_mtime > STALE_SECONDS
+
+
 def cmd_gc(store: ArtifactStore, args) -> int:
     """Remove cache entries no artifact rests on, and the artifacts named with --artifact."""
     import shutil
@@ -261,12 +270,19 @@ def cmd_gc(store: ArtifactStore, args) -> int:
     if cache.dir.is_dir():
         for bucket in cache.dir.iterdir():
             for entry in bucket.iterdir() if bucket.is_dir() else []:
-                if entry.name not in needed:
-                    removed += 1
-                    if not args.dry_run:
-                        shutil.rmtree(entry, ignore_errors=True)
+                # a temporary folder may belong to a build running now; only old ones are debris
+                if entry.name in needed or (entry.name.startswith(".tmp-") and not _stale(entry)):
+                    continue
+                removed += 1
+                if not args.dry_run:
+                    shutil.rmtree(entry, ignore_errors=True)
+    for staging in store.dir.glob("*/.staging-*") if store.dir.is_dir() else []:
+        if _stale(staging):  # left by a killed build
+            removed += 1
+            if not args.dry_run:
+                shutil.rmtree(staging, ignore_errors=True)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {removed} cache entr{'y' if removed == 1 else 'ies'} and {len(removed_artifacts)} artifact(s) {' '.join(removed_artifacts)}".rstrip())
+    print(f"{verb} {removed} cache entr{'y' if removed == 1 else 'ies'} or leftover folder(s), and {len(removed_artifacts)} artifact(s) {' '.join(removed_artifacts)}".rstrip())
     return 0
 
 
