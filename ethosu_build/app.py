@@ -1,7 +1,9 @@
 """`ethosu-build`: a plain @hydra.main app (so --help, --cfg, -m and every launcher work).
 
 The console script wraps it only to turn errors into exit codes: 2 for a config that cannot
-be composed or validated, 1 for a failed build (see errors.py).
+be composed or validated, 1 for a failed build (see errors.py). Every job also leaves its
+result in its Hydra output dir (sweep.py); in a multirun a failed job is recorded and the
+sweep goes on.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -23,21 +26,50 @@ _task_started = False  # set once Hydra hands us a composed config
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def build_app(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from .build import build
+    from . import sweep
 
     global _task_started
     _task_started = True
     hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    result_file = Path(hc.runtime.output_dir) / sweep.RESULT
+    container = None
     try:
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        container = _resolve(cfg)
+        result = _build(container, hc, overrides)
+    except BaseException as exc:
+        status, message = _failure(exc)
+        if status is None:  # Ctrl-C and the like: no result, the summary says "incomplete"
+            raise
+        sweep.write_json_atomic(result_file, sweep.failure_row(status, message, overrides, container))
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep a failed configuration is a result, not the end: the other jobs run and
+        # the summary is written; main() exits non-zero afterwards.
+        if status == "crashed":
+            log.error("job %s crashed", hc.job.num, exc_info=exc)
+        else:
+            log.error("job %s (%s) %s: %s", hc.job.num, " ".join(overrides), status, message)
+        return
+    sweep.write_json_atomic(result_file, sweep.success_row(result, overrides))
+
+
+def _resolve(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as exc:  # an interpolation that cannot be resolved
         raise ConfigError(_omegaconf_issue(exc)) from exc
+
+
+def _build(container: dict, hc, overrides: list[str]):
+    from .build import build
     from .provenance import recipe_file
 
     recipe = hc.runtime.choices.get("recipe")
     sources = [f"{src.schema}://{src.path}" for src in hc.runtime.config_sources]
-    result = build(container, recipe=recipe, recipe_path=recipe_file(recipe, sources), cli_overrides=list(hc.overrides.task))
+    result = build(container, recipe=recipe, recipe_path=recipe_file(recipe, sources), cli_overrides=overrides)
     a = result.artifact
     if result.up_to_date:
         log.info("up to date: %s (build key %s), no stage ran [%.2f s]", a.id, a.manifest()["build_key"][:12], result.seconds)
@@ -50,6 +82,21 @@ def build_app(cfg: DictConfig) -> None:
             "built %s -> %s (%d bytes; %d NPU partition(s), %d CPU op(s)) [%.1f s]",
             a.id, a.path / "model.pte", m["files"]["model.pte"]["size"], d["npu_partitions"], d["cpu_op_count"], result.seconds,
         )
+    return result
+
+
+def _failure(exc: BaseException) -> tuple[str | None, str]:
+    """(status for the job's result, message); status None: not a failure of this job."""
+    if not isinstance(exc, Exception):
+        return None, ""
+    if isinstance(exc, ConfigError):
+        return "config_error", exc.render()
+    if isinstance(exc, BudgetBreached):
+        return "budget", str(exc)
+    if isinstance(exc, BuildError):
+        return "failed", str(exc)
+    first = str(exc).strip().splitlines()
+    return "crashed", f"{type(exc).__name__}: {first[0] if first else ''}"
 
 
 def _omegaconf_issue(exc: BaseException):
@@ -100,6 +147,7 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     try:
         build_app()
+        _exit_for_sweep()
     except ConfigError as exc:
         print(f"ethosu-build: {exc.render()}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -118,6 +166,18 @@ def main() -> None:
         # Hydra refused the command line itself (e.g. `-m` together with `--cfg`).
         print(f"ethosu-build: usage error, nothing was built: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
+
+
+def _exit_for_sweep() -> None:
+    """After a multirun: non-zero when a job failed (its kind's code, 1 when kinds differ)."""
+    from . import sweep
+
+    summary = sweep.LAST_SUMMARY
+    if summary is not None and summary.failed:
+        print(f"ethosu-build: sweep finished, {summary.line()}; see {summary.sweep_dir / sweep.SUMMARY_MD}", file=sys.stderr)
+        for row in summary.failed:
+            print(f"  - job {row['job']} ({' '.join(row.get('overrides') or [])}): {row['status']}: {row.get('error', '')}", file=sys.stderr)
+        sys.exit(summary.exit_code())
 
 
 def _raised_by_hydra(exc: BaseException) -> bool:

@@ -8,6 +8,7 @@
     ethosu-artifacts [--root outputs] gc [--dry-run] [--artifact ID ...]
     ethosu-artifacts lock RECIPE [--searchpath DIR]         # write recipes/RECIPE.lock.json
     ethosu-artifacts [--root outputs] verify --recipe RECIPE [--searchpath DIR]
+    ethosu-artifacts summarize SWEEP_DIR [--json]           # summary.csv/.md, pareto.png
 
 Everything but `verify` reads files only: no torch import.
 """
@@ -271,11 +272,17 @@ def cmd_gc(store: ArtifactStore, args) -> int:
         for bucket in cache.dir.iterdir():
             for entry in bucket.iterdir() if bucket.is_dir() else []:
                 # a temporary folder may belong to a build running now; only old ones are debris
-                if entry.name in needed or (entry.name.startswith(".tmp-") and not _stale(entry)):
+                if entry.name.endswith(".lock"):  # a stage's lock file: debris once old
+                    if entry.name[: -len(".lock")] in needed or not _stale(entry):
+                        continue
+                elif entry.name in needed or (entry.name.startswith(".tmp-") and not _stale(entry)):
                     continue
                 removed += 1
                 if not args.dry_run:
-                    shutil.rmtree(entry, ignore_errors=True)
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
     for staging in store.dir.glob("*/.staging-*") if store.dir.is_dir() else []:
         if _stale(staging):  # left by a killed build
             removed += 1
@@ -298,6 +305,25 @@ def cmd_show(store: ArtifactStore, args) -> int:
 
     text = (a.path / REPORT).read_text() if (a.path / REPORT).is_file() else render(a.manifest(), a.path / "vela")
     Console().print(Markdown(text))
+    return 0
+
+
+def cmd_summarize(store: ArtifactStore, args) -> int:
+    """Rebuild a sweep's summary from its job dirs (also of a sweep that was killed)."""
+    from . import sweep
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        print(f"ethosu-artifacts: {folder} is not a folder; give a sweep dir (e.g. outputs/sweeps/DATE/TIME)", file=sys.stderr)
+        return 2
+    summary = sweep.summarize(folder)
+    if args.json:
+        print(json.dumps(summary.rows, indent=1))
+        return 0
+    from rich.markdown import Markdown
+
+    Console().print(Markdown((folder / sweep.SUMMARY_MD).read_text()))
+    print("wrote " + ", ".join(str(f) for f in summary.files))
     return 0
 
 
@@ -337,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--artifact", action="append", help="also remove this artifact version (repeatable)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_gc)
+    p = sub.add_parser("summarize", help="write summary.csv, summary.md and pareto.png of a sweep dir from its job results")
+    p.add_argument("dir", help="the sweep dir (hydra.sweep.dir), e.g. outputs/sweeps/2026-11-28/12-00-00")
+    p.add_argument("--json", action="store_true", help="print the rows")
+    p.set_defaults(func=cmd_summarize)
     args = parser.parse_args(argv)
     from .errors import ConfigError
 

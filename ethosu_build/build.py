@@ -89,16 +89,16 @@ def build(
     if evaluation is None:
         # The TOSA check needs the partitioned program, which exists only while lowering.
         check = _TosaCheck(run) if cfg.evaluation.tosa_check else None
-        lowered, lower_info = run.lowered(check)
-        evaluation = run.evaluate(lowered, check)
-    else:
-        lowered, lower_info = run.lowered()
+        run.lowered(check)
+        evaluation = run.evaluate(check)
+    built, vela_info = run.vela()
+    lower_info = {"delegation": run.lower_info()["delegation"], "vela": vela_info}
     gates = budgets.check(cfg.budget, lower_info, evaluation)  # a breach raises: nothing stored
 
     staging = store.staging(cfg.name)
-    shutil.copyfile(lowered / "model.pte", staging / "model.pte")
+    shutil.copyfile(built / "model.pte", staging / "model.pte")
     (staging / "vela").mkdir()
-    for f in lowered.iterdir():
+    for f in built.iterdir():
         if f.name.endswith((".csv", ".tosa")):
             shutil.copyfile(f, staging / "vela" / f.name)
     (staging / "config.yaml").write_text(_config_yaml(cfg))
@@ -109,7 +109,9 @@ def build(
 
 class _Run:
     """The stages of one build, each taken from the cache when its key is there. A cache hit
-    on a later stage skips the stages before it unless a later stage needs their output."""
+    on a later stage skips the stages before it unless a later stage needs their output.
+    A missing entry is computed under the key's lock (StageCache.claim), so parallel jobs
+    that need the same stage compute it once."""
 
     def __init__(self, cfg: BuildConfig, cache: StageCache, slog: _StageLog):
         self.cfg, self.cache, self.slog = cfg, cache, slog
@@ -127,32 +129,82 @@ class _Run:
             check_model(self.cfg, self._model)
         return self._model
 
-    def lowered(self, inspect=None) -> tuple[Path, dict[str, Any]]:
-        """The lower stage's cache entry (model.pte, Vela CSVs, TOSA files) and its info;
-        `inspect` sees the partitioned program if lowering runs (see stages.run_lower)."""
-        entry = self.cache.get(self.keys.lower)
+    def _cached(self, stage: str) -> Optional[Path]:
+        entry = self.cache.get(getattr(self.keys, stage))
         if entry is not None:
+            self.slog.cached(stage)
+        return entry
+
+    def vela(self) -> tuple[Path, dict[str, Any]]:
+        """The vela stage's entry (model.pte, Vela's CSVs, the TOSA files) and its metrics."""
+        key = self.keys.vela
+        entry = self._cached("vela")
+        if entry is None:
+            with self.cache.claim(key, "vela"):
+                entry = self._cached("vela")
+                if entry is None:
+                    lowered = self.lowered()
+                    with self.cache.put(key, "vela") as tmp:
+                        pte, metrics, console = self.slog.run("vela", lambda: self._run_vela(lowered, tmp))
+                        log.debug("Vela output:\n%s", console)
+                        (tmp / "model.pte").write_bytes(pte)
+                        _write_json(tmp / "info.json", metrics)
+                    entry = self.cache.get(key)
+        return entry, _read_json(entry / "info.json")
+
+    def _run_vela(self, lowered: Path, tmp: Path):
+        if self.lower_info().get("retargetable"):
+            return stages.run_vela(self.cfg, lowered, tmp)
+        # A program whose serialized form does not round-trip cannot have its payloads
+        # swapped: lower it again for this target, with Vela in place.
+        log.info("vela: the shared lowering cannot be retargeted; lowering for %s", self.cfg.target.accelerator)
+        pte, info, console = stages.run_lower(self.cfg, self.quantized(), tmp, run_vela=True)
+        return pte, info["vela"], console
+
+    def lower_info(self) -> dict[str, Any]:
+        return _read_json(self.lowered() / "info.json")
+
+    def lowered(self, inspect=None) -> Path:
+        """The lower stage's entry (template.pte, part<i>.tosa, info.json); `inspect` sees the
+        partitioned program if lowering runs (see stages.run_lower)."""
+        key = self.keys.lower
+        entry = self.cache.get(key)
+        if entry is None:
+            with self.cache.claim(key, "lower"):
+                entry = self.cache.get(key)
+                if entry is None:
+                    quantized = self.quantized()
+                    with self.cache.put(key, "lower") as tmp:
+                        pte, info, _ = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp, inspect))
+                        (tmp / "template.pte").write_bytes(pte)
+                        _write_json(tmp / "info.json", info)
+                        _write_json(tmp / "quantize.json", self.quant_info)
+                    return self.cache.get(key)
+        if "lower" not in self.slog.record:
             self.slog.cached("lower")
             self.quant_info = _read_json(entry / "quantize.json")
-            return entry, _read_json(entry / "info.json")
-        quantized = self.quantized()
-        with self.cache.put(self.keys.lower, "lower") as tmp:
-            pte, info, vela_console = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp, inspect))
-            log.debug("Vela output:\n%s", vela_console)
-            (tmp / "model.pte").write_bytes(pte)
-            _write_json(tmp / "info.json", info)
-            _write_json(tmp / "quantize.json", self.quant_info)
-        return self.cache.get(self.keys.lower), info
+        return entry
 
     def quantized(self):
         if self._quantized is not None:
             return self._quantized
-        entry = self.cache.get(self.keys.quantize)
-        if entry is not None:
-            self.slog.cached("quantize")
-            self._quantized = stages.load_program(entry / "program.pt2")
-            self.quant_info = _read_json(entry / "info.json")
-            return self._quantized
+        key = self.keys.quantize
+        entry = self.cache.get(key)
+        if entry is None:
+            with self.cache.claim(key, "quantize"):
+                entry = self.cache.get(key)
+                if entry is None:
+                    self._quantized, self.quant_info = self._quantize()
+                    with self.cache.put(key, "quantize") as tmp:
+                        stages.save_program(self._quantized, tmp / "program.pt2")
+                        _write_json(tmp / "info.json", self.quant_info)
+                    return self._quantized
+        self.slog.cached("quantize")
+        self._quantized = stages.load_program(entry / "program.pt2")
+        self.quant_info = _read_json(entry / "info.json")
+        return self._quantized
+
+    def _quantize(self):
         from . import quantize
         from .validate import check_override_matches
 
@@ -161,29 +213,29 @@ class _Run:
         matches = quantize.override_matches(programs["static"].graph_module, cfg.overrides)
         check_override_matches(matches, cfg)
         samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
-        self._quantized, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
+        quantized, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
         info["override_matches"] = matches
-        with self.cache.put(self.keys.quantize, "quantize") as tmp:
-            stages.save_program(self._quantized, tmp / "program.pt2")
-            _write_json(tmp / "info.json", info)
-        self.quant_info = info
-        return self._quantized
+        return quantized, info
 
     def _exported(self) -> dict[str, Any]:
         model = self.model()  # checks the model-dependent config first
-        entry = self.cache.get(self.keys.export)
-        if entry is not None:
-            self.slog.cached("export")
-            return {
-                kind: stages.load_program(entry / f"{kind}.pt2") if (entry / f"{kind}.pt2").is_file() else None
-                for kind in ("static", "dynamic")
-            }
-        programs = self.slog.run("export", lambda: stages.run_export(model, self.cfg.model.input_shape))
-        with self.cache.put(self.keys.export, "export") as tmp:
-            for kind, program in programs.items():
-                if program is not None:
-                    stages.save_program(program, tmp / f"{kind}.pt2")
-        return programs
+        key = self.keys.export
+        entry = self.cache.get(key)
+        if entry is None:
+            with self.cache.claim(key, "export"):
+                entry = self.cache.get(key)
+                if entry is None:
+                    programs = self.slog.run("export", lambda: stages.run_export(model, self.cfg.model.input_shape))
+                    with self.cache.put(key, "export") as tmp:
+                        for kind, program in programs.items():
+                            if program is not None:
+                                stages.save_program(program, tmp / f"{kind}.pt2")
+                    return programs
+        self.slog.cached("export")
+        return {
+            kind: stages.load_program(entry / f"{kind}.pt2") if (entry / f"{kind}.pt2").is_file() else None
+            for kind in ("static", "dynamic")
+        }
 
     def evaluation_samples(self):
         cfg = self.cfg
@@ -192,15 +244,13 @@ class _Run:
         return self._eval_samples
 
     def cached_evaluation(self) -> Optional[dict[str, Any]]:
-        entry = self.cache.get(self.keys.evaluate)
-        if entry is None:
-            return None
-        self.slog.cached("evaluate")
-        return _read_json(entry / "info.json")
+        entry = self._cached("evaluate")
+        return None if entry is None else _read_json(entry / "info.json")
 
-    def evaluate(self, lowered: Path, check: Optional["_TosaCheck"]) -> dict[str, Any]:
+    def evaluate(self, check: Optional["_TosaCheck"]) -> dict[str, Any]:
         """Float vs quantized metrics and the TOSA check, cached under the evaluate key."""
         cfg = self.cfg
+        key = self.keys.evaluate
 
         def work() -> dict[str, Any]:
             result = stages.run_evaluate(cfg, self.model(), self.quantized(), self.evaluation_samples())
@@ -213,9 +263,14 @@ class _Run:
                 result["tosa_check"] = check.result
             return result
 
-        result = self.slog.run("evaluate", work)
-        with self.cache.put(self.keys.evaluate, "evaluate") as tmp:
-            _write_json(tmp / "info.json", result)
+        with self.cache.claim(key, "evaluate"):
+            entry = self.cache.get(key)  # another process may have evaluated meanwhile
+            if entry is not None:
+                self.slog.cached("evaluate")
+                return _read_json(entry / "info.json")
+            result = self.slog.run("evaluate", work)
+            with self.cache.put(key, "evaluate") as tmp:
+                _write_json(tmp / "info.json", result)
         return result
 
 

@@ -4,6 +4,11 @@ An entry is a folder of payload files plus `entry.json`, which lists each file's
 is written in a temporary folder beside its final place and renamed into place, so a killed
 build leaves no entry that reads as valid. An entry whose files do not match their recorded
 sha256 is deleted and treated as a miss, never trusted.
+
+`claim(key)` serializes the computation of one key across processes (parallel sweep jobs,
+cluster nodes on a shared filesystem): the first computes, the others wait, then read its
+entry. Locks are taken down the pipeline only (build -> lower -> quantize -> export), so
+nested claims cannot deadlock.
 """
 
 from __future__ import annotations
@@ -47,6 +52,24 @@ class StageCache:
             shutil.rmtree(path, ignore_errors=True)
             return None
         return path
+
+    @contextmanager
+    def claim(self, key: str, stage: str) -> Iterator[None]:
+        """Hold the key's lock; log once if another process holds it."""
+        from filelock import FileLock, Timeout
+
+        lock_file = self.path(key).with_name(f"{key}.lock")
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("%s: waiting for another process computing the same key %s", stage, key[:12])
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     @contextmanager
     def put(self, key: str, stage: str) -> Iterator[Path]:

@@ -1,4 +1,8 @@
-"""The build stages (export -> quantize -> lower+package) and their cache keys.
+"""The build stages (export -> quantize -> lower -> vela, and evaluate) and their cache keys.
+
+`lower` partitions and lowers to TOSA once per TOSA specification; `vela` compiles those
+partitions for one target's Vela settings and fills them into the .pte (see pte.py), so
+targets and Vela settings that share a TOSA specification share every stage but Vela.
 
 Each stage key is the sha256 of canonical JSON of the stage name and version, the config
 fields that change its output, the keys of the stages it consumes and the tool versions.
@@ -12,6 +16,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +30,7 @@ from .schema import BuildConfig
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 3, "evaluate": 2, "build": 2}
+STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 4, "vela": 1, "evaluate": 3, "build": 3}
 BATCH_DIM_MAX = 4096
 
 
@@ -34,6 +39,7 @@ class StageKeys:
     export: str
     quantize: str
     lower: str
+    vela: str
     evaluate: str
     build: str  # the artifact's identity: same key, same version
 
@@ -64,18 +70,27 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
     })
     lower = key_of({
         "stage": "lower", "v": STAGE_VERSIONS["lower"], "quantize": quantize,
+        # The partitioner and the TOSA passes see the target only through its TOSA spec.
+        "tosa_spec": targets.tosa_spec_string(t.accelerator), "cpu_qdq_kernels": t.cpu_qdq_kernels,
+    })
+    vela = key_of({
+        "stage": "vela", "v": STAGE_VERSIONS["vela"], "lower": lower,
         "accelerator": t.accelerator,
         "system_config": targets.resolved_system_config(t), "memory_mode": targets.resolved_memory_mode(t),
         "config_ini": t.config_ini, "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
-        "vela_flags": t.vela_flags, "cpu_qdq_kernels": t.cpu_qdq_kernels,
+        "vela_flags": t.vela_flags,
     })
+    # Accuracy needs the quantized model, the TOSA check the lowered partitions: not Vela.
     evaluate = key_of({
         "stage": "evaluate", "v": STAGE_VERSIONS["evaluate"], "lower": lower,
         "evaluation": _dataset_key(cfg.evaluation),
         "tosa_check": cfg.evaluation.tosa_check, "tosa_samples": cfg.evaluation.tosa_samples,
     })
-    build = key_of({"stage": "build", "v": STAGE_VERSIONS["build"], "evaluate": evaluate, "budget": dataclasses.asdict(cfg.budget)})
-    return StageKeys(export, quantize, lower, evaluate, build)
+    build = key_of({
+        "stage": "build", "v": STAGE_VERSIONS["build"], "evaluate": evaluate, "vela": vela,
+        "budget": dataclasses.asdict(cfg.budget),
+    })
+    return StageKeys(export, quantize, lower, vela, evaluate, build)
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -241,29 +256,35 @@ def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dic
     return {"cpu_kernels": sorted(delegation["cpu_op_counts"]), "inputs": inputs, "outputs": outputs}
 
 
-def run_lower(cfg: BuildConfig, quantized, out_dir: Path, inspect: Optional[Callable[[Any, dict[str, bytes]], None]] = None) -> tuple[bytes, dict[str, Any], str]:
-    """EthosUPartitioner + Vela (in process) -> .pte bytes.
+def run_lower(
+    cfg: BuildConfig, quantized, out_dir: Path, inspect: Optional[Callable[[Any, dict[str, bytes]], None]] = None, run_vela: bool = False,
+) -> tuple[bytes, dict[str, Any], str]:
+    """EthosUPartitioner -> TOSA -> .pte bytes, with a placeholder payload per NPU partition
+    (run_vela=False, the shared lowering that run_vela() completes per target), or with Vela
+    run in place for cfg.target (run_vela=True, the fallback for programs that cannot be
+    retargeted).
 
-    Vela's CSVs and the TOSA flatbuffer of each partition land in `out_dir` (see vela.py).
-    `inspect(edge_program, tosa_by_payload)`, if given, sees the partitioned program before
-    the CPU-side passes and serialization change it (the TOSA check runs there).
-    Returns (pte, info with delegation and Vela metrics, Vela's console text). A graph Vela
-    or the partitioner rejects raises BuildError naming the configuration."""
+    Each partition's TOSA flatbuffer lands in `out_dir/part<i>.tosa` (with run_vela, also
+    Vela's CSVs, see vela.collect). `inspect(edge_program, tosa_by_payload)`, if given, sees
+    the partitioned program before the CPU-side passes and serialization change it (the TOSA
+    check runs there). Returns (pte, info, Vela's console text). A graph the partitioner or
+    Vela rejects raises BuildError naming the configuration."""
     import tempfile
 
     from executorch.backends.arm.ethosu import EthosUPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
-    from . import vela
+    from . import pte, vela
 
     t = cfg.target
     console = io.StringIO()
+    info: dict[str, Any] = {}
     try:
         # Vela prints its report to stdout; keep it for the job log instead of the terminal.
         # The lowering passes warn about torch APIs they use; those are not the user's concern.
         with contextlib.redirect_stdout(console), warnings.catch_warnings(), \
                 tempfile.TemporaryDirectory(prefix="vela-", dir=out_dir) as workdir, \
-                vela.capture(Path(workdir)) as partitions, _partitioner_reasons() as reasons:
+                vela.capture(Path(workdir), run_vela) as partitions, _partitioner_reasons() as reasons:
             warnings.simplefilter("ignore", FutureWarning)
             edge = to_edge_transform_and_lower(
                 quantized,
@@ -277,19 +298,62 @@ def run_lower(cfg: BuildConfig, quantized, out_dir: Path, inspect: Optional[Call
                 from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
 
                 edge = edge.transform([ReplaceQuantNodesPass()])
+            else:
+                # The portable quantized kernels' out variants, which to_executorch needs, are
+                # registered by loading their AOT library.
+                import executorch.kernels.quantized  # noqa: F401
             delegation = delegation_report(edge.exported_program().graph_module, reasons)
             delegation["runtime"] = runtime_contract(edge.exported_program(), quantized, delegation)
             program = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False))
-            metrics = vela.collect(partitions, out_dir)
+            info["delegation"] = delegation
+            if run_vela:
+                info["vela"] = vela.collect(partitions, out_dir)
+            else:
+                for p in partitions:
+                    shutil.copyfile(p.folder / vela.TOSA_FILE, out_dir / f"part{p.index}.tosa")
+                info["partitions"] = len(partitions)
+                info["retargetable"] = pte.round_trips(program.buffer)
     except Exception as exc:
-        overrides = ", ".join(f"{e.describe()}:{e.scheme}" for e in cfg.overrides.values()) or "none"
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise BuildError(
-            f"lowering failed for target {t.accelerator} with quantization {cfg.quantization.scheme}"
-            f"{' (io ' + cfg.quantization.io + ')' if cfg.quantization.io else ''}, overrides {overrides}: "
-            f"{type(exc).__name__}: {first}"
-        ) from exc
-    return program.buffer, {"delegation": delegation, "vela": metrics}, console.getvalue()
+        raise _lowering_failed(cfg, exc) from exc
+    return program.buffer, info, console.getvalue()
+
+
+def run_vela(cfg: BuildConfig, lowered: Path, out_dir: Path) -> tuple[bytes, dict[str, Any], str]:
+    """Vela on each partition of the shared lowering in `lowered` (template.pte and
+    part<i>.tosa from run_lower) for cfg.target, filled into the program (pte.retarget).
+    Writes Vela's CSVs and the TOSA files to `out_dir`; returns (pte, Vela metrics, console)."""
+    import tempfile
+
+    from . import pte, vela
+
+    spec = targets.compile_spec(cfg.target)
+    console = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(console), tempfile.TemporaryDirectory(prefix="vela-", dir=out_dir) as workdir:
+            parts, payloads = [], {}
+            for i in range(len(list(lowered.glob("part*.tosa")))):
+                tosa = (lowered / f"part{i}.tosa").read_bytes()
+                part = vela.Partition(i, Path(workdir) / f"part{i}")
+                payloads[vela.placeholder(tosa)] = vela.compile_partition(tosa, spec.compiler_flags, part)
+                parts.append(part)
+            program = pte.retarget((lowered / "template.pte").read_bytes(), payloads, spec._to_list())
+            metrics = vela.collect(parts, out_dir)
+    except pte.RetargetError:
+        raise
+    except Exception as exc:
+        raise _lowering_failed(cfg, exc) from exc
+    return program, metrics, console.getvalue()
+
+
+def _lowering_failed(cfg: BuildConfig, exc: BaseException) -> BuildError:
+    t = cfg.target
+    overrides = ", ".join(f"{e.describe()}:{e.scheme}" for e in cfg.overrides.values()) or "none"
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return BuildError(
+        f"lowering failed for target {t.accelerator} with quantization {cfg.quantization.scheme}"
+        f"{' (io ' + cfg.quantization.io + ')' if cfg.quantization.io else ''}, overrides {overrides}: "
+        f"{type(exc).__name__}: {first}"
+    )
 
 
 # --- evaluate -------------------------------------------------------------------------------

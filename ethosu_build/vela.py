@@ -2,9 +2,12 @@
 
 The Ethos-U backend runs Vela once per partition in a temporary folder and throws the
 folder away. `capture()` wraps the backend's `vela_compile` so that each call runs in a
-folder of ours and also writes the per-layer CSV (`--verbose-performance`). Nothing goes
-into the compile spec, which is embedded in the .pte: the bytes stay those of a plain build
-(tests/test_metrics.py checks this). Metrics come from the CSV files, never from console text.
+folder of ours, or, for a lowering shared by several targets, does not run Vela at all and
+leaves a placeholder payload naming the partition's TOSA flatbuffer. `compile_partition()`
+then runs Vela per target, writing the per-layer CSV too (`--verbose-performance`). Nothing
+goes into the compile spec, which is embedded in the .pte: the bytes stay those of a plain
+build (tests/test_metrics.py checks this). Metrics come from the CSV files, never from
+console text.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Iterator
 SUMMARY_CSV = "summary.csv"
 PER_LAYER_CSV = "per_layer.csv"
 TOSA_FILE = "out.tosa"
+PLACEHOLDER_PREFIX = b"ethosu-build: Vela output of TOSA sha256 "
 
 # Summary columns summed over partitions (memory too: each partition has its own arena and
 # command stream, so the sum is what the program needs when they are not shared).
@@ -50,11 +54,20 @@ class Partition:
         return found[0]
 
 
+def placeholder(tosa_flatbuffer: bytes) -> bytes:
+    """The stand-in delegate payload of a partition lowered without Vela: it names the TOSA
+    flatbuffer, so equal partitions get equal payloads (as Vela's output would be)."""
+    return PLACEHOLDER_PREFIX + hashlib.sha256(tosa_flatbuffer).hexdigest().encode()
+
+
 @contextlib.contextmanager
-def capture(workdir: Path) -> Iterator[list[Partition]]:
-    """Within the block, every Vela run of the Ethos-U backend leaves its files in
-    `workdir/part<i>/`; the yielded list fills with one Partition per run."""
+def capture(workdir: Path, run_vela: bool = True) -> Iterator[list[Partition]]:
+    """Within the block, every Vela call of the Ethos-U backend leaves its files in
+    `workdir/part<i>/` (the TOSA flatbuffer as out.tosa); the yielded list fills with one
+    Partition per call. With run_vela=False, Vela does not run: the delegate payload is
+    `placeholder(tosa)`, for `compile_partition` to fill in per target later."""
     import executorch.backends.arm.ethosu.backend as backend
+    from executorch.backends.arm.arm_vela import VelaCompileResult
 
     original = backend.vela_compile
     partitions: list[Partition] = []
@@ -62,12 +75,16 @@ def capture(workdir: Path) -> Iterator[list[Partition]]:
     def vela_compile(tosa_flatbuffer, args, verbose=False, intermediate_path=None, block_placements=None):
         part = Partition(len(partitions), workdir / f"part{len(partitions)}")
         part.folder.mkdir(parents=True, exist_ok=True)
-        # `args` is the spec's flag list, rebuilt for each partition; extending a copy leaves
-        # the serialized compile spec (and so the .pte) untouched.
-        result = original(
-            tosa_flatbuffer, list(args) + ["--verbose-performance"], verbose=verbose,
-            intermediate_path=str(part.folder), block_placements=block_placements,
-        )
+        if run_vela:
+            # `args` is the spec's flag list, rebuilt for each partition; extending a copy
+            # leaves the serialized compile spec (and so the .pte) untouched.
+            result = original(
+                tosa_flatbuffer, list(args) + ["--verbose-performance"], verbose=verbose,
+                intermediate_path=str(part.folder), block_placements=block_placements,
+            )
+        else:
+            (part.folder / TOSA_FILE).write_bytes(tosa_flatbuffer)
+            result = VelaCompileResult(processed_bytes=placeholder(tosa_flatbuffer))
         part.processed_sha256 = hashlib.sha256(result.processed_bytes).hexdigest()
         partitions.append(part)
         return result
@@ -77,6 +94,19 @@ def capture(workdir: Path) -> Iterator[list[Partition]]:
         yield partitions
     finally:
         backend.vela_compile = original
+
+
+def compile_partition(tosa_flatbuffer: bytes, flags: list[str], part: Partition) -> bytes:
+    """Vela on one partition's TOSA flatbuffer, as the Ethos-U backend runs it (same flags,
+    no block placements), plus the per-layer CSV; returns the delegate payload."""
+    from executorch.backends.arm.arm_vela import vela_compile
+
+    part.folder.mkdir(parents=True, exist_ok=True)
+    result = vela_compile(tosa_flatbuffer, list(flags) + ["--verbose-performance"], verbose=False, intermediate_path=str(part.folder))
+    if result.external_blocks:  # only with external block placements, which no config sets
+        raise RuntimeError("Vela returned external data blocks, which ethosu-build does not place")
+    part.processed_sha256 = hashlib.sha256(result.processed_bytes).hexdigest()
+    return result.processed_bytes
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:

@@ -105,19 +105,23 @@ def test_keys_ignore_where_the_store_is():
     assert _keys("store.root=a") == _keys("store.root=b")
 
 
-def test_calibration_is_shared_by_targets_with_one_tosa_spec():
-    u55_128, u55_256, u85 = _keys("target=ethos-u55-128"), _keys("target=ethos-u55-256"), _keys("target=ethos-u85-256")
+def test_calibration_and_lowering_are_shared_by_targets_with_one_tosa_spec():
+    u55_128, u55_256, u65, u85 = (_keys(f"target={t}") for t in ("ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256"))
     assert u55_128.export == u85.export
-    assert u55_128.quantize == u55_256.quantize != u85.quantize
-    assert u55_128.lower != u55_256.lower
+    assert u55_128.quantize == u55_256.quantize == u65.quantize != u85.quantize
+    assert u55_128.lower == u55_256.lower == u65.lower != u85.lower
+    assert len({u55_128.vela, u55_256.vela, u65.vela, u85.vela}) == 4
+    assert u55_128.evaluate == u65.evaluate  # accuracy and the TOSA check do not depend on Vela
 
 
 def test_keys_follow_what_changes_the_output():
     base = _keys()
     assert _keys("calibration.num_samples=64").quantize != base.quantize
     assert _keys("calibration.num_samples=64").export == base.export
-    assert _keys("target.vela_flags=['--optimise=Size']").lower != base.lower
-    assert _keys("target.vela_flags=['--optimise=Size']").quantize == base.quantize
+    assert _keys("target.vela_flags=['--optimise=Size']").vela != base.vela
+    assert _keys("target.vela_flags=['--optimise=Size']").lower == base.lower
+    assert _keys("target.vela_flags=['--optimise=Size']").build != base.build
+    assert _keys("target.cpu_qdq_kernels=portable").lower != base.lower
     assert _keys("evaluation.num_samples=100").lower == base.lower
     assert _keys("evaluation.num_samples=100").build != base.build
     assert _keys("+overrides.h={module_name: head, scheme: float}").quantize != base.quantize

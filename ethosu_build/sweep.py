@@ -1,0 +1,350 @@
+"""Sweeps: one result file per job, and the summary of a sweep dir.
+
+Each job writes `result.json` in its own Hydra job dir, atomically, whether it built or
+failed (app.py). `SweepCallback` (registered in conf/config.yaml under hydra.callbacks)
+logs a live count of finished jobs and, at the end of the multirun, calls `summarize`,
+which writes `summary.csv`, `summary.md` and `pareto.png` in the sweep dir. `summarize`
+needs nothing but the files, so `ethosu-artifacts summarize DIR` rebuilds the summary of
+any sweep dir, also one whose process was killed: a job dir without a result is a row
+marked `incomplete`. Works with every launcher, since jobs only write files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger("ethosu_build")
+
+RESULT = "result.json"
+PLAN = "sweep.json"  # the number of jobs planned, when the sweeper makes it knowable
+SUMMARY_CSV, SUMMARY_MD, PARETO_PNG = "summary.csv", "summary.md", "pareto.png"
+
+OK = ("built", "reused", "up_to_date")  # statuses of a job that left an artifact
+# Exit code of a sweep whose jobs failed with these statuses (errors.py codes).
+EXIT_FOR = {"config_error": 2, "failed": 1, "crashed": 1, "budget": 3, "incomplete": 1}
+
+COLUMNS = [
+    "job", "status", "overrides", "artifact", "model", "target", "scheme", "module_overrides",
+    "cycles", "inference_ms", "sram_kib", "flash_kib", "npu_partitions", "cpu_ops",
+    "float_top1", "quantized_top1", "accuracy_drop", "sqnr_db", "tosa_max_lsb",
+    "stages_ran", "seconds", "host", "error",
+]
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write beside the target, then rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(text if isinstance(text, bytes) else text.encode())
+    os.replace(tmp, path)
+
+
+def success_row(result, overrides: list[str]) -> dict[str, Any]:
+    """The result row of a job that built (or reused) an artifact; `result` is a BuildResult."""
+    m = result.artifact.manifest()
+    cfg, vela, acc = m["config"], m["metrics"]["vela"]["total"], m["metrics"]["accuracy"]
+    tosa = m["metrics"].get("tosa_check") or {}
+    status = "up_to_date" if result.up_to_date else ("built" if result.created else "reused")
+    return {
+        "status": status, "overrides": overrides, "artifact": result.artifact.id,
+        "model": cfg["model"]["name"], "target": cfg["target"]["accelerator"], "scheme": cfg["quantization"]["scheme"],
+        "module_overrides": ";".join(f"{n}:{o['scheme']}" for n, o in cfg["overrides"].items()),
+        "cycles": vela.get("cycles"), "inference_ms": vela.get("inference_ms"),
+        "sram_kib": vela.get("sram_kib"), "flash_kib": vela.get("flash_kib"),
+        "npu_partitions": m["delegation"]["npu_partitions"], "cpu_ops": m["delegation"]["cpu_compute_op_count"],
+        "float_top1": acc.get("float_top1"), "quantized_top1": acc.get("quantized_top1"),
+        "accuracy_drop": acc.get("accuracy_drop"), "sqnr_db": acc.get("sqnr_db"),
+        "tosa_max_lsb": tosa.get("max_lsb_diff"),
+        "stages_ran": ",".join(s for s, r in result.stages.items() if r.get("status") == "ran"),
+        "seconds": round(result.seconds, 2), "error": "", **_where(),
+    }
+
+
+def _where() -> dict[str, Any]:
+    """Which machine and process ran the job (launchers spread jobs over both)."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def failure_row(status: str, error: str, overrides: list[str], container: dict[str, Any] | None) -> dict[str, Any]:
+    """The result row of a job that stored nothing; names what it was building."""
+    c = container or {}
+
+    def get(*path):
+        node: Any = c
+        for p in path:
+            node = node.get(p) if isinstance(node, dict) else None
+        return node
+
+    overrides_cfg = get("overrides") or {}
+    return {
+        "status": status, "overrides": overrides, "error": error,
+        "model": get("model", "name"), "target": get("target", "accelerator"), "scheme": get("quantization", "scheme"),
+        "module_overrides": ";".join(f"{n}:{o.get('scheme')}" for n, o in overrides_cfg.items() if isinstance(o, dict)),
+        **_where(),
+    }
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    sweep_dir: Path
+    rows: list[dict[str, Any]]
+    planned: int | None = None
+    files: list[Path] = field(default_factory=list)
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for r in self.rows if r["status"] in statuses)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] not in OK]
+
+    def exit_code(self) -> int:
+        codes = {EXIT_FOR.get(r["status"], 1) for r in self.failed}
+        return 0 if not codes else (codes.pop() if len(codes) == 1 else 1)
+
+    def line(self) -> str:
+        of = f" of {self.planned}" if self.planned else ""
+        return (f"{self.count(*OK)}{of} job(s) done ({self.count('built')} built, {self.count('reused', 'up_to_date')} reused), "
+                f"{len(self.failed)} failed")
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job dir under the sweep dir: Hydra makes .hydra/ in each before the job runs
+    (a job killed at once may have the folder and not yet its files)."""
+    dirs = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
+    dirs |= {p.parent for p in sweep_dir.rglob(RESULT)}
+    return sorted(dirs, key=lambda d: (len(d.parts), _num(d.name), str(d)))
+
+
+def _num(name: str) -> int:
+    return int(name) if name.isdigit() else 1 << 30
+
+
+def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for job_dir in _job_dirs(sweep_dir):
+        row: dict[str, Any]
+        try:
+            row = json.loads((job_dir / RESULT).read_text())
+        except FileNotFoundError:
+            row = {"status": "incomplete", "overrides": _overrides_of(job_dir),
+                   "error": "no result: the job is still running or its process was killed"}
+        except ValueError as exc:
+            row = {"status": "incomplete", "overrides": _overrides_of(job_dir), "error": f"unreadable {RESULT}: {exc}"}
+        row["job"] = str(job_dir.relative_to(sweep_dir))
+        rows.append(row)
+    return rows
+
+
+def _overrides_of(job_dir: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    path = job_dir / ".hydra" / "overrides.yaml"
+    try:
+        return [str(o) for o in OmegaConf.load(path)]
+    except Exception:  # a job dir Hydra had not finished writing
+        return []
+
+
+def planned_jobs(sweep_dir: Path) -> int | None:
+    try:
+        return int(json.loads((sweep_dir / PLAN).read_text())["jobs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def summarize(sweep_dir: Path | str) -> Summary:
+    """Collect the job results of a sweep dir and write summary.csv, summary.md, pareto.png."""
+    sweep_dir = Path(sweep_dir)
+    summary = Summary(sweep_dir, read_rows(sweep_dir), planned_jobs(sweep_dir))
+    _write_text_atomic(sweep_dir / SUMMARY_CSV, _csv(summary.rows))
+    _write_text_atomic(sweep_dir / SUMMARY_MD, _markdown(summary))
+    summary.files = [sweep_dir / SUMMARY_CSV, sweep_dir / SUMMARY_MD]
+    png = pareto_plot(summary.rows)
+    if png is not None:
+        _write_text_atomic(sweep_dir / PARETO_PNG, png)
+        summary.files.append(sweep_dir / PARETO_PNG)
+    return summary
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: _cell(r.get(c)) for c in COLUMNS})
+    return out.getvalue()
+
+
+def quality_axis(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Top-1 accuracy when every built row has labels to measure it, else SQNR."""
+    done = [r for r in rows if r["status"] in OK]
+    if not done:
+        return None
+    if all(r.get("quantized_top1") is not None for r in done):
+        return "quantized_top1", "quantized top-1 (%)"
+    if all(r.get("sqnr_db") is not None for r in done):
+        return "sqnr_db", "SQNR vs float (dB)"
+    return None
+
+
+def pareto_front(rows: list[dict[str, Any]], quality: str) -> list[dict[str, Any]]:
+    """Rows no other row beats on both inference time (lower) and quality (higher)."""
+    pts = [r for r in rows if r["status"] in OK and r.get("inference_ms") is not None and r.get(quality) is not None]
+
+    def dominated(r):
+        return any(
+            o["inference_ms"] <= r["inference_ms"] and o[quality] >= r[quality]
+            and (o["inference_ms"] < r["inference_ms"] or o[quality] > r[quality])
+            for o in pts
+        )
+
+    return sorted((r for r in pts if not dominated(r)), key=lambda r: r["inference_ms"])
+
+
+def _labels(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """Each row's overrides without those every row shares (they tell the points apart)."""
+    common = set.intersection(*(set(r.get("overrides") or []) for r in rows)) if rows else set()
+    return {id(r): " ".join(o for o in r.get("overrides") or [] if o not in common) or r.get("job", "") for r in rows}
+
+
+def _markdown(summary: Summary) -> str:
+    rows = summary.rows
+    axis = quality_axis(rows)
+    front = {id(r) for r in pareto_front(rows, axis[0])} if axis else set()
+    lines = [f"# Sweep summary: {summary.sweep_dir}", "", summary.line() + ".", ""]
+    if axis:
+        lines += [f"Pareto front (inference time vs {axis[1]}) marked with *.", ""]
+    lines += [
+        "| job | status | overrides | artifact | cycles | ms | SRAM KiB | flash KiB | CPU ops | top-1 | SQNR dB | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mark = " *" if id(r) in front else ""
+        error = _cell(r.get("error")).replace("|", "\\|").replace("\n", " ")[:300]
+        lines.append(
+            f"| {r['job']}{mark} | {r['status']} | {_cell(r.get('overrides'))} | {_cell(r.get('artifact'))} | {_cell(r.get('cycles'))} "
+            f"| {_cell(r.get('inference_ms'))} | {_cell(r.get('sram_kib'))} | {_cell(r.get('flash_kib'))} | {_cell(r.get('cpu_ops'))} "
+            f"| {_cell(r.get('quantized_top1'))} | {_cell(r.get('sqnr_db'))} | {error} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def pareto_plot(rows: list[dict[str, Any]]) -> bytes | None:
+    """PNG bytes of quality vs inference time, one point per configuration, the front joined
+    and labelled; None when no row has both figures."""
+    axis = quality_axis(rows)
+    if axis is None:
+        return None
+    quality, label = axis
+    pts = [r for r in rows if r["status"] in OK and r.get("inference_ms") is not None and r.get(quality) is not None]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on build machines
+    import matplotlib.pyplot as plt
+
+    front = pareto_front(rows, quality)
+    labels = _labels(pts)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.scatter([r["inference_ms"] for r in pts], [r[quality] for r in pts], color="#9aa5b1", label="configuration", zorder=2)
+    ax.plot([r["inference_ms"] for r in front], [r[quality] for r in front], "-o", color="#d1495b", label="Pareto front", zorder=3)
+    for r in front:
+        ax.annotate(labels[id(r)], (r["inference_ms"], r[quality]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("Vela estimated inference time (ms)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# --- Hydra callback ---------------------------------------------------------------------------
+
+LAST_SUMMARY: Summary | None = None  # for app.main's exit code, in the process that ran the sweep
+
+
+def _sweep_dir(config) -> Path:
+    return Path(str(config.hydra.sweep.dir))
+
+
+def _count_planned(config) -> int | None:
+    """How many jobs the basic sweeper will launch (product of the sweep overrides); None for
+    other sweepers (Optuna and the like decide as they go)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    try:
+        args = list(config.hydra.overrides.task)
+        args += [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        total = 1
+        for o in OverridesParser.create().parse_overrides(args):
+            if o.is_sweep_override():
+                total *= len(list(o.sweep_string_iterator()))
+        return total
+    except Exception:  # an override form we do not count: the summary still says "done"
+        return None
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config, **kwargs) -> None:
+        global LAST_SUMMARY
+        LAST_SUMMARY = None
+        planned = _count_planned(config)
+        if planned is not None:
+            _sweep_dir(config).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(_sweep_dir(config) / PLAN, {"jobs": planned})
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        sweep_dir = _sweep_dir(config)
+        rows = read_rows(sweep_dir)
+        done = sum(1 for r in rows if r["status"] in OK)
+        failed = sum(1 for r in rows if r["status"] not in OK + ("incomplete",))
+        planned = planned_jobs(sweep_dir)
+        log.info("sweep: %d%s job(s) done, %d failed", done, f"/{planned}" if planned else "", failed)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        global LAST_SUMMARY
+        summary = summarize(_sweep_dir(config))
+        LAST_SUMMARY = summary
+        log.info("sweep summary: %s -> %s", summary.line(), summary.sweep_dir / SUMMARY_MD)
