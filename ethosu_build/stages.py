@@ -147,8 +147,8 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[A
 
     Calibrates in batches on the batch-dynamic program; if the quantizer's annotation passes
     left shape code that only holds for the traced batch (seen with mean() decompositions),
-    the first batch fails and calibration restarts, one sample at a time, on the static
-    program. Returns (quantized ExportedProgram, info for the manifest)."""
+    a batch fails and calibration starts again, one sample at a time, on fresh observers of
+    the static program. Returns (quantized ExportedProgram, info for the manifest)."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -158,9 +158,7 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[A
     if batched:
         prepared = _prepare(cfg, programs["dynamic"])
         try:
-            with torch.no_grad():
-                prepared(samples.x[: min(2, len(samples))])
-            prepared = _prepare(cfg, programs["dynamic"])  # fresh observers: the probe saw data
+            calls = quantize.calibrate(prepared, samples.x, cfg.calibration.batch_size, True)
         except Exception as exc:
             batched, reason = False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.info("quantize: batched calibration failed (%s); calibrating one sample at a time", reason)
@@ -168,7 +166,7 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[A
         reason = "the batch dimension could not be exported as dynamic"
     if not batched:
         prepared = _prepare(cfg, programs["static"])
-    calls = quantize.calibrate(prepared, samples.x, cfg.calibration.batch_size, batched)
+        calls = quantize.calibrate(prepared, samples.x, 1, False)
     converted = convert_pt2e(prepared)
     applied = quantize.applied_schemes(converted)
     quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))

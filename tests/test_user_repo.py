@@ -33,3 +33,20 @@ def test_user_recipe_lists_among_builtin_ones(user_repo):
     res = run_cli(["hydra.searchpath=[file://conf]", "recipe=nope"], user_repo)
     assert res.returncode == 2
     assert "tiny_u85" in res.stderr and "digits_u55" in res.stderr
+
+
+def test_models_that_cannot_calibrate_in_batches_still_build(user_repo):
+    """A batch the quantized graph cannot take, or no dynamic batch at all: calibration runs
+    one sample at a time, evaluation too, and the manifest says why."""
+    for name, why in (("mean_head", ""), ("batch_one", "could not be exported as dynamic")):
+        res = run_cli(
+            [f"model.name={name}", f"model.factory={{_target_: mymodels.nets.{name}}}", "model.checkpoint=null",
+             "model.input_shape=[1,3,8,8]", "calibration=random", "evaluation=random", "calibration.num_samples=8",
+             "evaluation.num_samples=8", "evaluation.tosa_samples=2", "store.root=store"],
+            user_repo,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        m = manifest(user_repo / "store" / "artifacts" / name / "v1")
+        cal = m["quantization"]["calibration"]
+        assert cal["batched"] is False and cal["calls"] == 8 and cal["unbatched_reason"] and why in cal["unbatched_reason"]
+        assert m["metrics"]["accuracy"]["samples"] == 8
