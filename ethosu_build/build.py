@@ -118,6 +118,7 @@ class _Run:
         self.keys = slog.keys
         self._model = None
         self._quantized = None
+        self._batched = None  # the quantized program with a dynamic batch, for evaluation
         self._eval_samples = None
         self.quant_info: dict[str, Any] = {}
 
@@ -194,13 +195,17 @@ class _Run:
             with self.cache.claim(key, "quantize"):
                 entry = self.cache.get(key)
                 if entry is None:
-                    self._quantized, self.quant_info = self._quantize()
+                    self._quantized, self._batched, self.quant_info = self._quantize()
                     with self.cache.put(key, "quantize") as tmp:
                         stages.save_program(self._quantized, tmp / "program.pt2")
+                        if self._batched is not None:
+                            stages.save_program(self._batched, tmp / "batched.pt2")
                         _write_json(tmp / "info.json", self.quant_info)
                     return self._quantized
         self.slog.cached("quantize")
         self._quantized = stages.load_program(entry / "program.pt2")
+        if (entry / "batched.pt2").is_file():
+            self._batched = stages.load_program(entry / "batched.pt2")
         self.quant_info = _read_json(entry / "info.json")
         return self._quantized
 
@@ -213,9 +218,9 @@ class _Run:
         matches = quantize.override_matches(programs["static"].graph_module, cfg.overrides)
         check_override_matches(matches, cfg)
         samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
-        quantized, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
+        quantized, batched, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
         info["override_matches"] = matches
-        return quantized, info
+        return quantized, batched, info
 
     def _exported(self) -> dict[str, Any]:
         model = self.model()  # checks the model-dependent config first
@@ -253,7 +258,7 @@ class _Run:
         key = self.keys.evaluate
 
         def work() -> dict[str, Any]:
-            result = stages.run_evaluate(cfg, self.model(), self.quantized(), self.evaluation_samples())
+            result = stages.run_evaluate(cfg, self.model(), self.quantized(), self.evaluation_samples(), self._batched)
             if check is None:
                 result["tosa_check"] = {"status": "off", "reason": "evaluation.tosa_check is false"}
             else:

@@ -40,13 +40,18 @@ def _top1(logits, labels) -> Optional[float]:
     return round(100.0 * (logits.argmax(1) == labels).double().mean().item(), 3)
 
 
-def compare(float_model, quantized_program, samples) -> dict[str, Any]:
-    """Float vs PT2E quantized outputs on the same samples (accuracy in percent)."""
+def compare(float_model, quantized_program, samples, batched_program=None) -> dict[str, Any]:
+    """Float vs PT2E quantized outputs on the same samples (accuracy in percent). The
+    quantized model runs in batches when `batched_program` (its batch-dynamic export) is
+    given, else sample by sample on the batch-1 program."""
     try:
         float_out = _outputs(float_model, samples.x, batch=64)
     except Exception:  # a model written for batch 1 only (e.g. reshape(1, -1))
         float_out = _outputs(float_model, samples.x)
-    quant_out = _outputs(quantized_program.module(), samples.x)  # the program is batch 1
+    if batched_program is not None:
+        quant_out = _outputs(batched_program.module(), samples.x, batch=64)
+    else:
+        quant_out = _outputs(quantized_program.module(), samples.x)
     result: dict[str, Any] = {"samples": len(samples), **error_metrics(float_out, quant_out)}
     f1, q1 = _top1(float_out, samples.y), _top1(quant_out, samples.y)
     result.update({"float_top1": f1, "quantized_top1": q1, "accuracy_drop": None if f1 is None else round(f1 - q1, 3)})

@@ -30,7 +30,7 @@ from .schema import BuildConfig
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 2, "quantize": 2, "lower": 4, "vela": 1, "evaluate": 3, "build": 3}
+STAGE_VERSIONS = {"export": 2, "quantize": 3, "lower": 4, "vela": 1, "evaluate": 4, "build": 3}
 BATCH_DIM_MAX = 4096
 
 
@@ -142,13 +142,14 @@ def _prepare(cfg: BuildConfig, program):
     return prepare_pt2e(program.module(check_guards=False), quantizer)
 
 
-def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[Any, dict[str, Any]]:
+def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[Any, Any, dict[str, Any]]:
     """prepare_pt2e -> calibrate -> convert_pt2e, then a static batch-1 export for lowering.
 
     Calibrates in batches on the batch-dynamic program; if the quantizer's annotation passes
     left shape code that only holds for the traced batch (seen with mean() decompositions),
     a batch fails and calibration starts again, one sample at a time, on fresh observers of
-    the static program. Returns (quantized ExportedProgram, info for the manifest)."""
+    the static program. Returns (quantized batch-1 ExportedProgram for lowering, the same
+    with a dynamic batch for evaluation or None, info for the manifest)."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -170,6 +171,9 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[A
     converted = convert_pt2e(prepared)
     applied = quantize.applied_schemes(converted)
     quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))
+    # The same quantized model with its batch dimension kept, for evaluation in batches (a
+    # call of the batch-1 program costs milliseconds, per sample).
+    batched_program = _export_batched(converted, cfg.model.input_shape) if batched else None
     info = {
         "calibration": {
             "samples": len(samples), "batch_size": cfg.calibration.batch_size if batched else 1,
@@ -177,7 +181,18 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[A
         },
         "applied": applied,
     }
-    return quantized, info
+    return quantized, batched_program, info
+
+
+def _export_batched(module, input_shape: list[int]):
+    import torch
+
+    try:
+        batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
+        return torch.export.export(module, (torch.zeros([2] + list(input_shape[1:])),), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # evaluation then runs the batch-1 program sample by sample
+        log.info("quantize: no batched program for evaluation (%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
 
 
 # --- lower + package ----------------------------------------------------------------------------
@@ -357,7 +372,7 @@ def _lowering_failed(cfg: BuildConfig, exc: BaseException) -> BuildError:
 # --- evaluate -------------------------------------------------------------------------------
 
 
-def run_evaluate(cfg: BuildConfig, model, quantized, samples) -> dict[str, Any]:
+def run_evaluate(cfg: BuildConfig, model, quantized, samples, batched=None) -> dict[str, Any]:
     from . import evaluate
 
-    return {"accuracy": evaluate.compare(model, quantized, samples)}
+    return {"accuracy": evaluate.compare(model, quantized, samples, batched)}

@@ -348,3 +348,4 @@ class SweepCallback(Callback):
         summary = summarize(_sweep_dir(config))
         LAST_SUMMARY = summary
         log.info("sweep summary: %s -> %s", summary.line(), summary.sweep_dir / SUMMARY_MD)
+
