@@ -116,6 +116,7 @@ class _Run:
     def __init__(self, cfg: BuildConfig, cache: StageCache, slog: _StageLog):
         self.cfg, self.cache, self.slog = cfg, cache, slog
         self.keys = slog.keys
+        stages.thread_lock_for_tqdm()
         self._model = None
         self._quantized = None
         self._batched = None  # the quantized program with a dynamic batch, for evaluation

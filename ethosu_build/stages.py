@@ -331,6 +331,22 @@ def run_lower(
     return program.buffer, info, console.getvalue()
 
 
+def thread_lock_for_tqdm() -> None:
+    """Call before any stage runs. torch.fx's Interpreter opens a (disabled) tqdm bar during
+    constant folding (torchao's and ExecuTorch's), and tqdm's first bar creates a
+    multiprocessing lock: a named semaphore, which a sweep worker stopped at the end of a
+    sweep (sweep.py) never releases and the resource tracker then reports as leaked. Bars
+    are never shared between processes here, so a thread lock serves."""
+    import threading
+
+    try:
+        import tqdm
+    except ImportError:  # then nothing creates that lock either
+        return
+    if "_lock" not in vars(tqdm.tqdm):
+        tqdm.tqdm.set_lock(threading.RLock())
+
+
 def run_vela(cfg: BuildConfig, lowered: Path, out_dir: Path) -> tuple[bytes, dict[str, Any], str]:
     """Vela on each partition of the shared lowering in `lowered` (template.pte and
     part<i>.tosa from run_lower) for cfg.target, filled into the program (pte.retarget).

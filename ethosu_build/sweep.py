@@ -345,7 +345,22 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         global LAST_SUMMARY
+        _stop_idle_workers()
         summary = summarize(_sweep_dir(config))
         LAST_SUMMARY = summary
         log.info("sweep summary: %s -> %s", summary.line(), summary.sweep_dir / SUMMARY_MD)
+
+
+def _stop_idle_workers() -> None:
+    """Every job has returned, so joblib's loky workers hold nothing but torch. Left alone,
+    loky stops them at interpreter exit, and each spends 1-2 s tearing torch down while the
+    command waits; stop them at once instead (loky's own shutdown(kill_workers=True)).
+    stages.py keeps tqdm from giving workers a named semaphore that would then be reported
+    as leaked."""
+    import sys
+
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
 
