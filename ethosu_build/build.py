@@ -137,21 +137,34 @@ class _Run:
             self.slog.cached(stage)
         return entry
 
+    def _entry(self, stage: str, make: Callable[[Path], None]) -> tuple[Path, bool]:
+        """The stage's cache entry and whether this process computed it: when missing,
+        `make(folder)` writes it under the key's lock, unless another process published it
+        while this one waited."""
+        key = getattr(self.keys, stage)
+        entry = self.cache.get(key)
+        if entry is None:
+            with self.cache.claim(key, stage):
+                entry = self.cache.get(key)
+                if entry is None:
+                    with self.cache.put(key, stage) as tmp:
+                        make(tmp)
+                    return self.cache.get(key), True
+        return entry, False
+
     def vela(self) -> tuple[Path, dict[str, Any]]:
         """The vela stage's entry (model.pte, Vela's CSVs, the TOSA files) and its metrics."""
-        key = self.keys.vela
-        entry = self._cached("vela")
-        if entry is None:
-            with self.cache.claim(key, "vela"):
-                entry = self._cached("vela")
-                if entry is None:
-                    lowered = self.lowered()
-                    with self.cache.put(key, "vela") as tmp:
-                        pte, metrics, console = self.slog.run("vela", lambda: self._run_vela(lowered, tmp))
-                        log.debug("Vela output:\n%s", console)
-                        (tmp / "model.pte").write_bytes(pte)
-                        _write_json(tmp / "info.json", metrics)
-                    entry = self.cache.get(key)
+
+        def make(tmp: Path) -> None:
+            lowered = self.lowered()
+            pte, metrics, console = self.slog.run("vela", lambda: self._run_vela(lowered, tmp))
+            log.debug("Vela output:\n%s", console)
+            (tmp / "model.pte").write_bytes(pte)
+            _write_json(tmp / "info.json", metrics)
+
+        entry, computed = self._entry("vela", make)
+        if not computed:
+            self.slog.cached("vela")
         return entry, _read_json(entry / "info.json")
 
     def _run_vela(self, lowered: Path, tmp: Path):
@@ -169,20 +182,16 @@ class _Run:
     def lowered(self, inspect=None) -> Path:
         """The lower stage's entry (template.pte, part<i>.tosa, info.json); `inspect` sees the
         partitioned program if lowering runs (see stages.run_lower)."""
-        key = self.keys.lower
-        entry = self.cache.get(key)
-        if entry is None:
-            with self.cache.claim(key, "lower"):
-                entry = self.cache.get(key)
-                if entry is None:
-                    quantized = self.quantized()
-                    with self.cache.put(key, "lower") as tmp:
-                        pte, info, _ = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp, inspect))
-                        (tmp / "template.pte").write_bytes(pte)
-                        _write_json(tmp / "info.json", info)
-                        _write_json(tmp / "quantize.json", self.quant_info)
-                    return self.cache.get(key)
-        if "lower" not in self.slog.record:
+
+        def make(tmp: Path) -> None:
+            quantized = self.quantized()
+            pte, info, _ = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp, inspect))
+            (tmp / "template.pte").write_bytes(pte)
+            _write_json(tmp / "info.json", info)
+            _write_json(tmp / "quantize.json", self.quant_info)
+
+        entry, _ = self._entry("lower", make)
+        if "lower" not in self.slog.record:  # first use of an entry from the cache
             self.slog.cached("lower")
             self.quant_info = _read_json(entry / "quantize.json")
         return entry
@@ -190,24 +199,21 @@ class _Run:
     def quantized(self):
         if self._quantized is not None:
             return self._quantized
-        key = self.keys.quantize
-        entry = self.cache.get(key)
-        if entry is None:
-            with self.cache.claim(key, "quantize"):
-                entry = self.cache.get(key)
-                if entry is None:
-                    self._quantized, self._batched, self.quant_info = self._quantize()
-                    with self.cache.put(key, "quantize") as tmp:
-                        stages.save_program(self._quantized, tmp / "program.pt2")
-                        if self._batched is not None:
-                            stages.save_program(self._batched, tmp / "batched.pt2")
-                        _write_json(tmp / "info.json", self.quant_info)
-                    return self._quantized
-        self.slog.cached("quantize")
-        self._quantized = stages.load_program(entry / "program.pt2")
-        if (entry / "batched.pt2").is_file():
-            self._batched = stages.load_program(entry / "batched.pt2")
-        self.quant_info = _read_json(entry / "info.json")
+
+        def make(tmp: Path) -> None:
+            self._quantized, self._batched, self.quant_info = self._quantize()
+            stages.save_program(self._quantized, tmp / "program.pt2")
+            if self._batched is not None:
+                stages.save_program(self._batched, tmp / "batched.pt2")
+            _write_json(tmp / "info.json", self.quant_info)
+
+        entry, computed = self._entry("quantize", make)
+        if not computed:
+            self.slog.cached("quantize")
+            self._quantized = stages.load_program(entry / "program.pt2")
+            if (entry / "batched.pt2").is_file():
+                self._batched = stages.load_program(entry / "batched.pt2")
+            self.quant_info = _read_json(entry / "info.json")
         return self._quantized
 
     def _quantize(self):
@@ -225,18 +231,17 @@ class _Run:
 
     def _exported(self) -> dict[str, Any]:
         model = self.model()  # checks the model-dependent config first
-        key = self.keys.export
-        entry = self.cache.get(key)
-        if entry is None:
-            with self.cache.claim(key, "export"):
-                entry = self.cache.get(key)
-                if entry is None:
-                    programs = self.slog.run("export", lambda: stages.run_export(model, self.cfg.model.input_shape))
-                    with self.cache.put(key, "export") as tmp:
-                        for kind, program in programs.items():
-                            if program is not None:
-                                stages.save_program(program, tmp / f"{kind}.pt2")
-                    return programs
+        programs: dict[str, Any] = {}
+
+        def make(tmp: Path) -> None:
+            programs.update(self.slog.run("export", lambda: stages.run_export(model, self.cfg.model.input_shape)))
+            for kind, program in programs.items():
+                if program is not None:
+                    stages.save_program(program, tmp / f"{kind}.pt2")
+
+        entry, computed = self._entry("export", make)
+        if computed:
+            return programs
         self.slog.cached("export")
         return {
             kind: stages.load_program(entry / f"{kind}.pt2") if (entry / f"{kind}.pt2").is_file() else None
@@ -256,7 +261,6 @@ class _Run:
     def evaluate(self, check: Optional["_TosaCheck"]) -> dict[str, Any]:
         """Float vs quantized metrics and the TOSA check, cached under the evaluate key."""
         cfg = self.cfg
-        key = self.keys.evaluate
 
         def work() -> dict[str, Any]:
             result = stages.run_evaluate(cfg, self.model(), self.quantized(), self.evaluation_samples(), self._batched)
@@ -269,15 +273,13 @@ class _Run:
                 result["tosa_check"] = check.result
             return result
 
-        with self.cache.claim(key, "evaluate"):
-            entry = self.cache.get(key)  # another process may have evaluated meanwhile
-            if entry is not None:
-                self.slog.cached("evaluate")
-                return _read_json(entry / "info.json")
-            result = self.slog.run("evaluate", work)
-            with self.cache.put(key, "evaluate") as tmp:
-                _write_json(tmp / "info.json", result)
-        return result
+        def make(tmp: Path) -> None:
+            _write_json(tmp / "info.json", self.slog.run("evaluate", work))
+
+        entry, computed = self._entry("evaluate", make)
+        if not computed:  # another process evaluated while this one waited
+            self.slog.cached("evaluate")
+        return _read_json(entry / "info.json")
 
 
 class _TosaCheck:
