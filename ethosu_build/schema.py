@@ -24,8 +24,14 @@ TARGETS: tuple[str, ...] = (
     "ethos-u85-1024",
     "ethos-u85-2048",
 )
-SCHEMES: tuple[str, ...] = ("int8", "a16w8")
-OVERRIDE_SCHEMES: tuple[str, ...] = ("int8", "a16w8", "float")
+SCHEMES: tuple[str, ...] = ("int8", "a16w8", "a8w4")
+OVERRIDE_SCHEMES: tuple[str, ...] = ("int8", "a16w8", "a8w4", "float")
+# 4-bit weights only through quantization-aware training (the quantizer offers a8w4 for QAT).
+QAT_ONLY_SCHEMES: tuple[str, ...] = ("a8w4",)
+QAT_OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+# auto: cross_entropy against the labels when the dataset has them, else distill (mean
+# squared error against the float model's outputs).
+QAT_LOSSES: tuple[str, ...] = ("auto", "cross_entropy", "distill")
 IO_DTYPES: tuple[Optional[str], ...] = (None, "uint8")
 # The CPU side of the program: keep the boundary (de)quantize ops as portable quantized
 # kernels, or turn them into cortex_m:: ops as ExecuTorch's own aot_arm_compiler does.
@@ -51,10 +57,25 @@ class TargetConfig:
 
 
 @dataclass
+class QatConfig:
+    """Quantization-aware training: prepare_qat_pt2e, this many epochs, then convert."""
+
+    dataset: dict[str, Any] = field(default_factory=dict)  # as calibration.dataset
+    num_samples: Optional[int] = None  # null: the whole dataset
+    batch_size: int = 32
+    seed: int = 0  # sample order
+    epochs: int = 3
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    loss: str = "auto"
+
+
+@dataclass
 class QuantizationConfig:
     scheme: str = "int8"
     per_channel: bool = True
     io: Optional[str] = None
+    qat: Optional[QatConfig] = None  # null: post-training quantization (calibration)
 
 
 @dataclass
@@ -133,4 +154,6 @@ CHOICES: dict[str, tuple] = {
     "quantization.scheme": SCHEMES,
     "quantization.io": IO_DTYPES,
     "overrides.*.scheme": OVERRIDE_SCHEMES,
+    "quantization.qat.optimizer": QAT_OPTIMIZERS,
+    "quantization.qat.loss": QAT_LOSSES,
 }

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from . import data, targets
 from .errors import ConfigError, ConfigIssue, accepted, did_you_mean
-from .schema import CHOICES, BuildConfig, DatasetConfig, OverrideEntry
+from .schema import CHOICES, QAT_ONLY_SCHEMES, BuildConfig, DatasetConfig, OverrideEntry, QatConfig
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
@@ -133,6 +133,7 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     _choice(issues, "quantization.io", cfg.quantization.io)
     for name, entry in cfg.overrides.items():
         _check_override(f"overrides.{name}", entry, issues)
+    _check_qat(cfg, issues)
     for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
         _check_dataset(key, ds, issues)
     if cfg.evaluation.tosa_samples <= 0:
@@ -189,8 +190,30 @@ def _check_override(key: str, entry: OverrideEntry, issues: list[ConfigIssue]) -
     _choice(issues, f"{key}.scheme", entry.scheme, "overrides.*.scheme")
     if entry.module_type is not None and not _DOTTED.match(entry.module_type):
         issues.append(ConfigIssue(f"{key}.module_type", f"{entry.module_type!r} is not a dotted class path; accepted: e.g. torch.nn.Linear"))
-    if entry.io is not None and entry.scheme == "a16w8":
-        issues.append(ConfigIssue(f"{key}.scheme", "'a16w8' is not an IO scheme; accepted for io: int8, float (or quantization.io=uint8)"))
+    if entry.io is not None and entry.scheme in ("a16w8", "a8w4"):
+        issues.append(ConfigIssue(f"{key}.scheme", f"{entry.scheme!r} is not an IO scheme; accepted for io: int8, float (or quantization.io=uint8)"))
+
+
+def _check_qat(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
+    """A QAT-only scheme needs quantization.qat; the qat settings themselves."""
+    q = cfg.quantization
+    uses = [("quantization.scheme", q.scheme)] + [(f"overrides.{n}.scheme", e.scheme) for n, e in cfg.overrides.items()]
+    if q.qat is None:
+        for key, scheme in uses:
+            if scheme in QAT_ONLY_SCHEMES:
+                issues.append(ConfigIssue(key, f"{scheme!r} needs quantization-aware training, and quantization.qat is null; accepted: set quantization.qat (e.g. quantization=a8w4_qat), or a post-training scheme: int8, a16w8"))
+        return
+    qat: QatConfig = q.qat
+    _choice(issues, "quantization.qat.optimizer", qat.optimizer)
+    _choice(issues, "quantization.qat.loss", qat.loss)
+    for name, value, low in (("epochs", qat.epochs, 1), ("batch_size", qat.batch_size, 1)):
+        if value < low:
+            issues.append(ConfigIssue(f"quantization.qat.{name}", f"{value} is not positive; accepted: an integer >= {low}"))
+    if qat.num_samples is not None and qat.num_samples <= 0:
+        issues.append(ConfigIssue("quantization.qat.num_samples", f"{qat.num_samples} is not positive; accepted: null (the whole dataset) or 1 up to its size"))
+    if not qat.lr > 0:
+        issues.append(ConfigIssue("quantization.qat.lr", f"{qat.lr!r} is not positive; accepted: a learning rate > 0, e.g. 1e-4"))
+    issues.extend(data.static_issues("quantization.qat.dataset", qat.dataset))
 
 
 def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> None:
@@ -271,6 +294,8 @@ def check_model(cfg: BuildConfig, model) -> None:
     if not issues:  # datasets are only worth loading once the model itself is right
         for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
             issues.extend(_check_dataset_size(key, ds))
+        if cfg.quantization.qat is not None:
+            issues.extend(_check_qat_data(cfg.quantization.qat))
     if issues:
         raise ConfigError(issues)
 
@@ -301,6 +326,21 @@ def _check_dataset_size(key: str, ds: DatasetConfig) -> list[ConfigIssue]:
         return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_first_line(exc)}")]
     if ds.num_samples > size:
         return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: 1..{size}")]
+    return []
+
+
+def _check_qat_data(qat: QatConfig) -> list[ConfigIssue]:
+    key = "quantization.qat"
+    try:
+        dataset = data.instantiate(qat.dataset)
+        size = len(dataset)
+        labelled = size > 0 and isinstance(dataset[0], (tuple, list))
+    except Exception as exc:
+        return [ConfigIssue(f"{key}.dataset", f"{qat.dataset.get('_target_')!r} could not be loaded: {_first_line(exc)}")]
+    if qat.num_samples is not None and qat.num_samples > size:
+        return [ConfigIssue(f"{key}.num_samples", f"{qat.num_samples} is larger than the dataset ({size} samples); accepted: null or 1..{size}")]
+    if qat.loss == "cross_entropy" and not labelled:
+        return [ConfigIssue(f"{key}.loss", f"'cross_entropy' needs labels and {qat.dataset.get('_target_')!r} has none; accepted: distill or auto")]
     return []
 
 

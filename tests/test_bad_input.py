@@ -20,7 +20,13 @@ CONFIG_ONLY = [
     (["+model.inptu_shape=[1]"], ["model.inptu_shape", "unknown key", "did you mean 'input_shape'"]),
     (["+overrides.x={scheme: int8}"], ["overrides.x", "exactly one selector", "module_name, module_type, io"]),
     (["+overrides.x={module_name: head, module_type: torch.nn.Linear, scheme: int8}"], ["overrides.x", "exactly one selector", "module_name='head'"]),
-    (["+overrides.x={module_name: head, scheme: int4}"], ["overrides.x.scheme", "'int4'", "int8, a16w8, float"]),
+    (["+overrides.x={module_name: head, scheme: int4}"], ["overrides.x.scheme", "'int4'", "int8, a16w8, a8w4, float"]),
+    (["quantization.scheme=a8w4"], ["quantization.scheme", "'a8w4'", "quantization.qat is null", "a8w4_qat", "int8, a16w8"]),
+    (["+overrides.x={module_name: head, scheme: a8w4}"], ["overrides.x.scheme", "'a8w4'", "quantization-aware training"]),
+    (["quantization=int8_qat", "+overrides.x={io: true, scheme: a8w4}"], ["overrides.x.scheme", "'a8w4' is not an IO scheme", "int8, float"]),
+    (["quantization=int8_qat", "quantization.qat.optimizer=adamw"], ["quantization.qat.optimizer", "'adamw'", "adam, sgd", "did you mean 'adam'"]),
+    (["quantization=int8_qat", "quantization.qat.lr=0", "quantization.qat.epochs=0"], ["quantization.qat.lr", "quantization.qat.epochs", "accepted: an integer >= 1", "e.g. 1e-4"]),
+    (["quantization=int8_qat", "quantization.qat.loss=hinge"], ["quantization.qat.loss", "'hinge'", "auto, cross_entropy, distill"]),
     (["model.checkpoint=missing.pt"], ["model.checkpoint", "missing.pt", "does not exist"]),
     (["calibration=tensors", "calibration.dataset.path=nope.npz"], ["calibration.dataset.path", "nope.npz", ".pt or .npz"]),
     (["calibration=tensors"], ["calibration.dataset.path", "missing"]),
@@ -44,6 +50,8 @@ MODEL_CHECKS = [
     (["model.input_shape=[1,3,8,8]"], ["model.input_shape", "[1, 3, 8, 8]", "rejected by the model"]),
     (["calibration.num_samples=5000"], ["calibration.num_samples", "5000", "larger than the dataset", "1..1437"]),
     (["evaluation.num_samples=361"], ["evaluation.num_samples", "361", "1..360"]),
+    (["quantization=int8_qat", "quantization.qat.num_samples=5000"], ["quantization.qat.num_samples", "5000", "null or 1..1437"]),
+    (["quantization=int8_qat", "calibration=random", "quantization.qat.loss=cross_entropy"], ["quantization.qat.loss", "needs labels", "distill or auto"]),
     (["model.factory._target_=ethosu_build.models.no_such_model"], ["model.factory", "no_such_model", "could not be called"]),
 ]
 
