@@ -224,8 +224,14 @@ class _Run:
         programs = self._exported()
         matches = quantize.override_matches(programs["static"].graph_module, cfg.overrides)
         check_override_matches(matches, cfg)
-        samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
-        quantized, batched, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples))
+        qat = cfg.quantization.qat
+        if qat is None:
+            samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
+        else:  # quantization-aware training learns the ranges from its own training set
+            dataset = data.instantiate(qat.dataset)
+            samples = data.take(dataset, qat.num_samples or len(dataset), cfg.model.input_shape)
+        model = self.model()
+        quantized, batched, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples, model))
         info["override_matches"] = matches
         return quantized, batched, info
 
@@ -314,6 +320,7 @@ def fingerprints(cfg: BuildConfig) -> dict[str, Any]:
         "checkpoint": file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint else None,
         "calibration_data": data.fingerprint(cfg.calibration.dataset),
         "evaluation_data": data.fingerprint(cfg.evaluation.dataset),
+        "qat_data": data.fingerprint(cfg.quantization.qat.dataset) if cfg.quantization.qat else None,
     }
 
 
@@ -366,6 +373,10 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, 
                 ],
                 "applied": quant_info["applied"],
                 "calibration": quant_info["calibration"],
+                # Quantization-aware training: what the training loop did (null: post-training).
+                "qat": quant_info.get("qat"),
+                # cond / while_loop: each op's branches and how many calibration samples reached them.
+                "control_flow": quant_info.get("control_flow"),
             },
             "delegation": lower_info["delegation"],
             "metrics": {"vela": lower_info["vela"], "accuracy": evaluation["accuracy"], "tosa_check": evaluation["tosa_check"]},

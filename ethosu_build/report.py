@@ -36,6 +36,21 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         ["model.pte", f"{m['files']['model.pte']['size']} bytes, sha256 `{m['files']['model.pte']['sha256'][:16]}`"],
         ["created", m["created"]],
     ]))
+    qat = q.get("qat")
+    if qat:
+        out += ["", "## Quantization-aware training", ""]
+        out.append(_table(["samples", "epochs", "batch", "optimizer", "lr", "loss", "loss, first epoch", "loss, last epoch"],
+                          [[qat["samples"], qat["epochs"], qat["batch_size"], qat["optimizer"], qat["lr"], qat["loss"], qat["loss_first_epoch"], qat["loss_last_epoch"]]]))
+    flow = q.get("control_flow")
+    if flow:
+        out += ["", "## Control flow", "", "Where it runs: see Delegation.", ""]
+        out.append(_table(["op", "node", "branch", "submodule", "calibration samples reaching it"], [
+            [f["op"], f["node"], b["role"], b["submodule"], flow["samples_per_branch"].get(b["submodule"])]
+            for f in flow["ops"] for b in f["branches"]
+        ]))
+        if flow.get("captured_parameters"):
+            out.append(f"\nWeights captured by a cond branch ({', '.join(flow['captured_parameters'])}) are quantized at the "
+                       "activation scale by ExecuTorch 1.5.1 (README, \"Control flow\").")
     if q["overrides"]:
         out += ["", "## Overrides (in order; a later one wins)", ""]
         out.append(_table(["name", "selector", "scheme", "ops selected"], [[o["name"], o["selector"], o["scheme"], o["ops_selected"]] for o in q["overrides"]]))
@@ -47,7 +62,9 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
             + [["**total**", total["cycles"], total["inference_ms"], total["sram_kib"], total["flash_kib"], total["dram_kib"], total.get("scratch_bytes"), total["macs"], total["npu_ops"]]],
         ))
         out.append(f"\nClock {total.get('core_clock_hz', 0) / 1e6:g} MHz. Figures of several partitions are summed.")
-    out += ["", "## Delegation", "", f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s); {d['cpu_op_count']} op(s) on the CPU, {d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).", ""]
+    cf = d.get("control_flow", {})
+    cf_text = "".join(f" Control flow on the {side.upper()}: {', '.join(c['op'] + ' (' + c['node'] + ')' for c in cf[side])}." for side in ("npu", "cpu") if cf.get(side))
+    out += ["", "## Delegation", "", f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s); {d['cpu_op_count']} op(s) on the CPU, {d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).{cf_text}", ""]
     if d["cpu_ops"]:
         out.append(_table(["CPU op", "node", "module", "partitioner's reason"], [[o["op"], o["node"], o["module"], o.get("reason")] for o in d["cpu_ops"]]))
     runtime = d.get("runtime")

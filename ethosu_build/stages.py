@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import data, targets
-from .errors import BuildError
+from .errors import BuildError, ConfigError, ConfigIssue
 from .fingerprint import file_sha256, key_of, source_fingerprint, tool_versions_for_key
-from .schema import BuildConfig
+from .schema import TARGETS, BuildConfig
 
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 2, "quantize": 3, "lower": 4, "vela": 1, "evaluate": 4, "build": 3}
+STAGE_VERSIONS = {"export": 2, "quantize": 4, "lower": 5, "vela": 1, "evaluate": 4, "build": 3}
 BATCH_DIM_MAX = 4096
 
 
@@ -58,16 +58,22 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
         "factory": m.factory, "source": source_fingerprint(m.factory["_target_"]),
         "checkpoint": file_sha256(m.checkpoint) if m.checkpoint else None, "input_shape": m.input_shape,
     })
-    quantize = key_of({
+    quantization = dataclasses.asdict(cfg.quantization)
+    qat = quantization.pop("qat")
+    quantize_inputs = {
         "stage": "quantize", "v": STAGE_VERSIONS["quantize"], "export": export,
         # The quantizer's passes depend on the target only through its TOSA specification,
         # so targets that share one share the calibrated model.
         "tosa_spec": targets.tosa_spec_string(t.accelerator),
-        "quantization": dataclasses.asdict(cfg.quantization),
+        "quantization": quantization,
         # Order matters (a later override wins); the entries' names do not.
         "overrides": [dataclasses.asdict(e) for e in cfg.overrides.values()],
         "calibration": _dataset_key(cfg.calibration),
-    })
+    }
+    if qat is not None:  # the ranges come from training, not from the calibration set
+        del quantize_inputs["calibration"]
+        quantize_inputs["qat"] = {**qat, "data": data.fingerprint(qat["dataset"])}
+    quantize = key_of(quantize_inputs)
     lower = key_of({
         "stage": "lower", "v": STAGE_VERSIONS["lower"], "quantize": quantize,
         # The partitioner and the TOSA passes see the target only through its TOSA spec.
@@ -102,7 +108,14 @@ def run_export(model, input_shape: list[int]) -> dict[str, Any]:
     in batches (observer cost is per call). Returns {"static": ep, "dynamic": ep or None}."""
     import torch
 
+    from . import quantize
+
     static = torch.export.export(model, (torch.zeros(input_shape),))
+    if quantize.control_flow(static.graph_module):
+        # A branch predicate on the data holds for one sample; calibration runs sample by
+        # sample through the quantizer's submodule-aware path (quantize_with_submodules).
+        log.info("export: the model has control flow; no batch-dynamic export")
+        return {"static": static, "dynamic": None}
     try:
         batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
         example = torch.zeros([2] + list(input_shape[1:]))
@@ -142,15 +155,38 @@ def _prepare(cfg: BuildConfig, program):
     return prepare_pt2e(program.module(check_guards=False), quantizer)
 
 
-def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[Any, Any, dict[str, Any]]:
-    """prepare_pt2e -> calibrate -> convert_pt2e, then a static batch-1 export for lowering.
-
-    Calibrates in batches on the batch-dynamic program; if the quantizer's annotation passes
-    left shape code that only holds for the traced batch (seen with mean() decompositions),
-    a batch fails and calibration starts again, one sample at a time, on fresh observers of
-    the static program. Returns (quantized batch-1 ExportedProgram for lowering, the same
-    with a dynamic batch for evaluation or None, info for the manifest)."""
+def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples, float_model=None) -> tuple[Any, Any, dict[str, Any]]:
+    """Quantize the exported model: post-training (prepare_pt2e -> calibrate on `samples` ->
+    convert_pt2e), through the submodule-aware path for a model with control flow, or by
+    quantization-aware training on `samples` when quantization.qat is set. Then a static
+    batch-1 export for lowering. Returns (quantized batch-1 ExportedProgram, the same with a
+    dynamic batch for evaluation or None, info for the manifest)."""
     import torch
+
+    from . import quantize
+
+    sig = programs["static"].graph_signature
+    flows = quantize.control_flow(programs["static"].graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers})
+    if flows:
+        _check_control_flow(cfg, flows)
+        converted, info = _quantize_control_flow(cfg, programs["static"], samples, flows)
+    elif cfg.quantization.qat is not None:
+        converted, info = _quantize_aware_training(cfg, programs, samples, float_model)
+    else:
+        converted, info = _quantize_post_training(cfg, programs, samples)
+    info["applied"] = quantize.applied_schemes(converted)
+    quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))
+    # The same quantized model with its batch dimension kept, for evaluation in batches (a
+    # call of the batch-1 program costs milliseconds, per sample).
+    batched_program = _export_batched(converted, cfg.model.input_shape) if info["calibration"]["batched"] else None
+    return quantized, batched_program, info
+
+
+def _quantize_post_training(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[Any, dict[str, Any]]:
+    """Calibrates in batches on the batch-dynamic program; if the quantizer's annotation
+    passes left shape code that only holds for the traced batch (seen with mean()
+    decompositions), a batch fails and calibration starts again, one sample at a time, on
+    fresh observers of the static program."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from . import quantize
@@ -168,20 +204,85 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[A
     if not batched:
         prepared = _prepare(cfg, programs["static"])
         calls = quantize.calibrate(prepared, samples.x, 1, False)
-    converted = convert_pt2e(prepared)
-    applied = quantize.applied_schemes(converted)
-    quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))
-    # The same quantized model with its batch dimension kept, for evaluation in batches (a
-    # call of the batch-1 program costs milliseconds, per sample).
-    batched_program = _export_batched(converted, cfg.model.input_shape) if batched else None
+    info = {"calibration": {
+        "samples": len(samples), "batch_size": cfg.calibration.batch_size if batched else 1,
+        "calls": calls, "batched": batched, "unbatched_reason": reason,
+    }}
+    return convert_pt2e(prepared), info
+
+
+def _check_control_flow(cfg: BuildConfig, flows: list[dict[str, Any]]) -> None:
+    first = flows[0]
+    where = f"torch.{first['op']} (graph node {first['node']})"
+    if not targets.supports_control_flow(cfg.target.accelerator):
+        raise ConfigError(ConfigIssue("target.accelerator", (
+            f"{cfg.target.accelerator!r} cannot run the model's {where}: only Ethos-U85's TOSA profile has the "
+            "control-flow extension, and ExecuTorch 1.5.1 cannot leave control flow on the CPU for U55/U65; "
+            f"accepted: {', '.join(t for t in TARGETS if targets.supports_control_flow(t))}, or a model without cond/while_loop")))
+    if cfg.quantization.qat is not None:
+        raise ConfigError(ConfigIssue("quantization.qat", (
+            f"quantization-aware training of a model with control flow ({where}) is not supported; "
+            "accepted: null (post-training quantization with one calibration sample per branch)")))
+
+
+def _quantize_control_flow(cfg: BuildConfig, program, samples, flows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """Every branch must see calibration samples: a branch with uncalibrated observers
+    quantizes badly and silently, so one that no sample reaches is a config error naming it."""
+    from . import quantize
+
+    module = program.module(check_guards=False)
+    coverage = quantize.branch_coverage(module, flows, samples.x)
+    missed = [(f, b) for f in flows for b in f["branches"] if coverage[b["submodule"]] == 0]
+    if missed:
+        raise ConfigError([
+            ConfigIssue("calibration", (
+                f"the {b['role']} of torch.{f['op']} (graph node {f['node']}, submodule {b['submodule']}) is reached by none of "
+                f"the {len(samples)} calibration samples, so its quantization ranges would be uncalibrated; accepted: a "
+                "calibration set with at least one sample per branch (more samples, or another dataset)"))
+            for f, b in missed
+        ])
+    captured = sorted({p for f in flows for p in f.get("captured_parameters", [])})
+    if captured:
+        # ExecuTorch 1.5.1's annotator gives every cond operand the first operand's
+        # (activation) quantization, so weights a branch captures lose precision.
+        log.warning("quantize: %d weight tensors are captured by a cond branch (%s); ExecuTorch 1.5.1 quantizes them at "
+                    "the activation scale (see README, 'Control flow')", len(captured), ", ".join(captured[:4]))
+    quantizer = quantize.make_quantizer(cfg.quantization, cfg.overrides, targets.compile_spec(cfg.target))
+    converted = quantize.quantize_with_submodules(quantizer, module, samples.x)
     info = {
         "calibration": {
-            "samples": len(samples), "batch_size": cfg.calibration.batch_size if batched else 1,
-            "calls": calls, "batched": batched, "unbatched_reason": reason,
+            "samples": len(samples), "batch_size": 1, "calls": len(samples), "batched": False,
+            "unbatched_reason": "control flow: branch predicates hold per sample",
         },
-        "applied": applied,
+        "control_flow": {"ops": flows, "samples_per_branch": coverage, "captured_parameters": captured},
     }
-    return quantized, batched_program, info
+    return converted, info
+
+
+def _quantize_aware_training(cfg: BuildConfig, programs: dict[str, Any], samples, float_model) -> tuple[Any, dict[str, Any]]:
+    """Fold BatchNorm -> prepare_qat_pt2e -> quantize.train on `samples` (the qat dataset) ->
+    convert_pt2e. Trains in batches on the batch-dynamic program when there is one."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from . import quantize
+
+    qat = cfg.quantization.qat
+    batched = programs["dynamic"] is not None
+    program = programs["dynamic" if batched else "static"]
+    quantizer = quantize.make_quantizer(cfg.quantization, cfg.overrides, targets.compile_spec(cfg.target))
+    module = program.module(check_guards=False)
+    quantize.fold_batchnorm(module)
+    prepared = prepare_qat_pt2e(module, quantizer)
+    trained = quantize.train(prepared, float_model, samples, qat, batched)
+    info = {
+        "calibration": {
+            "samples": 0, "batch_size": trained["batch_size"], "calls": 0, "batched": batched,
+            "unbatched_reason": None if batched else "the batch dimension could not be exported as dynamic",
+            "note": "quantization-aware training: the ranges come from training, not from the calibration set",
+        },
+        "qat": trained,
+    }
+    return convert_pt2e(prepared), info
 
 
 def _export_batched(module, input_shape: list[int]):
@@ -196,6 +297,9 @@ def _export_batched(module, input_shape: list[int]):
 
 
 # --- lower + package ----------------------------------------------------------------------------
+
+
+_CONTROL_FLOW_OPS = ("cond", "while_loop")
 
 
 def _op_name(node) -> str:
@@ -236,16 +340,22 @@ def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
             partitions += 1
         elif name != "getitem":
             cpu_ops.append({"op": name, "node": node.name, "module": quantize.module_path(node), "reason": reasons.get(node.name)})
-    delegated = sum(
-        1 for _, sub in graph_module.named_children() if hasattr(sub, "original_module")
+    delegated_nodes = [
+        n for _, sub in graph_module.named_children() if hasattr(sub, "original_module")
         for n in sub.original_module.graph.nodes if n.op == "call_function"
-    )
+    ]
+    delegated = len(delegated_nodes)
     counts: dict[str, int] = {}
     for op in cpu_ops:
         counts[op["op"]] = counts.get(op["op"], 0) + 1
     compute = [op for op in cpu_ops if "quantize_per" not in op["op"]]
+    # torch.cond / while_loop, by where they run (nested ones run where their parent does).
+    control_flow = {
+        "npu": [{"op": _op_name(n), "node": n.name} for n in delegated_nodes if _op_name(n) in _CONTROL_FLOW_OPS],
+        "cpu": [{"op": op["op"], "node": op["node"]} for op in cpu_ops if op["op"] in _CONTROL_FLOW_OPS],
+    }
     return {
-        "npu_partitions": partitions, "npu_ops": delegated, "cpu_op_count": len(cpu_ops),
+        "npu_partitions": partitions, "npu_ops": delegated, "control_flow": control_flow, "cpu_op_count": len(cpu_ops),
         "cpu_compute_op_count": len(compute), "cpu_op_counts": counts, "cpu_ops": cpu_ops,
     }
 
@@ -378,6 +488,8 @@ def _lowering_failed(cfg: BuildConfig, exc: BaseException) -> BuildError:
     t = cfg.target
     overrides = ", ".join(f"{e.describe()}:{e.scheme}" for e in cfg.overrides.values()) or "none"
     first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    first = first.split(" after the following passes:")[0]  # ExecuTorch lists every pass run before
+    first = first if len(first) <= 500 else first[:500] + " ..."
     return BuildError(
         f"lowering failed for target {t.accelerator} with quantization {cfg.quantization.scheme}"
         f"{' (io ' + cfg.quantization.io + ')' if cfg.quantization.io else ''}, overrides {overrides}: "

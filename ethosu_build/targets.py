@@ -40,6 +40,13 @@ def family(accelerator: str) -> str:
     return accelerator.rsplit("-", 1)[0]
 
 
+def supports_control_flow(accelerator: str) -> bool:
+    """Only Ethos-U85's TOSA profile has the control-flow extension (+cf): cond and
+    while_loop run on its NPU; U55/U65 have neither NPU support nor a CPU fallback in
+    ExecuTorch 1.5.1 (its Arm passes fail on a branch's weights)."""
+    return tosa_spec_string(accelerator).endswith("+cf")
+
+
 def resolved_system_config(t: TargetConfig) -> str:
     return t.system_config or FAMILY_DEFAULTS[family(t.accelerator)][0]
 
