@@ -10,6 +10,7 @@ from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DIGITS_CNN_WEIGHTS = WEIGHTS_DIR / "digits_cnn.pt"
+DIGITS_GATED_WEIGHTS = WEIGHTS_DIR / "digits_gated.pt"
 
 # The MLPerf Tiny reference architectures, as ExecuTorch defines them.
 MLPERF_TINY = {
@@ -28,6 +29,17 @@ def digits_cnn(pretrained: bool = True):
     model = DigitsCNN()
     if pretrained:
         model.load_state_dict(load_state(DIGITS_CNN_WEIGHTS))
+    return model.eval()
+
+
+def digits_gated(pretrained: bool = True):
+    """DigitsCNN's trunk with two heads chosen per image by torch.cond (a model with control
+    flow); trained weights ship with the package (`... train_digits_cnn --model gated`)."""
+    from .digits_net import DigitsGated, load_state
+
+    model = DigitsGated()
+    if pretrained:
+        model.load_state_dict(load_state(DIGITS_GATED_WEIGHTS))
     return model.eval()
 
 

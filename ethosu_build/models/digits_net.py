@@ -1,4 +1,5 @@
-"""DigitsCNN: three conv blocks and a linear head for 1x8x8 digit images."""
+"""DigitsCNN: three conv blocks and a linear head for 1x8x8 digit images; DigitsGated: the
+same trunk with two heads, one chosen per image by torch.cond."""
 
 from __future__ import annotations
 
@@ -28,6 +29,35 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.blocks(x), 1))
+
+
+class DigitsGated(nn.Module):
+    """DigitsCNN's trunk, then one of two linear heads chosen by `torch.cond` on the trunk's
+    mean activation: a data-dependent branch, so calibration must reach both heads.
+
+    The deployed program (batch 1) holds the cond. At batch > 1 the same choice is made per
+    image with torch.where, so evaluation and training can run in batches; both forms compute
+    the same function. Nothing stateful (BatchNorm) sits inside the branches: the quantizer's
+    submodule path cannot fold it there."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.blocks = DigitsCNN(num_classes).blocks
+        self.head_low = nn.Linear(32 * 2 * 2, num_classes)
+        self.head_high = nn.Linear(32 * 2 * 2, num_classes)
+        # Set after training to the median gate value of the training images, so about half
+        # of them take each branch.
+        self.register_buffer("threshold", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.flatten(self.blocks(x), 1)
+        if f.shape[0] == 1:
+            return torch.cond(f.mean() > self.threshold, self.head_high, self.head_low, (f,))
+        gate = f.mean(1, keepdim=True) > self.threshold
+        return torch.where(gate, self.head_high(f), self.head_low(f))
+
+    def gate_values(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.blocks(x), 1).mean(1)
 
 
 def load_state(path: Path) -> dict:
