@@ -137,7 +137,36 @@ def _hydra_error_message(exc: BaseException) -> str:
     return text
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="search")
+def search_app(cfg: DictConfig) -> None:
+    """`ethosu-search`: the build config plus `search.*` (search.py)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from . import search
+
+    global _task_started
+    _task_started = True
+    hc = HydraConfig.get()
+    container = _resolve(cfg)
+    options = search.search_config(container.pop("search", None))
+    command = " ".join(["ethosu-search", *hc.overrides.task])
+    out = Path(hc.runtime.output_dir)
+    result = search.Search(container, options, dict(hc.runtime.choices), out, command).run()
+    log.info("search: %d configurations measured, %d full builds; front: %s",
+             result["points_measured"], result["lowerings"], ", ".join(p.get("artifact") or p["status"] for p in result["front"]) or "none")
+    print((out / "search.md").read_text())
+    print(f"results, plot and recipes: {out}")
+
+
 def main() -> None:
+    _main(build_app, "ethosu-build")
+
+
+def search_main() -> None:
+    _main(search_app, "ethosu-search")
+
+
+def _main(app, prog: str) -> None:
     # Let exceptions reach us instead of Hydra printing them and exiting 1, so that config
     # errors exit 2. (Hydra reads this variable at the moment of the error.)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -146,25 +175,26 @@ def main() -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        build_app()
-        _exit_for_sweep()
+        app()
+        if app is build_app:
+            _exit_for_sweep()
     except ConfigError as exc:
-        print(f"ethosu-build: {exc.render()}", file=sys.stderr)
+        print(f"{prog}: {exc.render()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except BuildError as exc:
-        print(f"ethosu-build: build failed, nothing was stored: {exc}", file=sys.stderr)
+        print(f"{prog}: build failed, nothing was stored: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except BudgetBreached as exc:
-        print(f"ethosu-build: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except _config_error_types() as exc:
-        print(f"ethosu-build: config error, nothing was built:\n{_hydra_error_message(exc)}", file=sys.stderr)
+        print(f"{prog}: config error, nothing was built:\n{_hydra_error_message(exc)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
     except Exception as exc:
         if _task_started or not _raised_by_hydra(exc):
             raise  # a crash of ours: keep the traceback
         # Hydra refused the command line itself (e.g. `-m` together with `--cfg`).
-        print(f"ethosu-build: usage error, nothing was built: {exc}", file=sys.stderr)
+        print(f"{prog}: usage error, nothing was built: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
 
 

@@ -107,6 +107,15 @@ def build(
     return BuildResult(artifact, created, run.slog.record, time.perf_counter() - t0)
 
 
+def quantized_model(cfg: BuildConfig):
+    """The quantize stage alone, taken from the stage cache or computed into it as a build
+    would: (float model, quantized batch-1 program, batch-dynamic program or None,
+    evaluation samples). For searches that measure many quantizations without lowering."""
+    run = _Run(cfg, StageCache(cfg.store.root), _StageLog(stages.stage_keys(cfg)))
+    quantized = run.quantized()
+    return run.model(), quantized, run._batched, run.evaluation_samples()
+
+
 class _Run:
     """The stages of one build, each taken from the cache when its key is there. A cache hit
     on a later stage skips the stages before it unless a later stage needs their output.
