@@ -32,7 +32,7 @@ from .errors import BuildError, ConfigError, ConfigIssue, accepted
 
 log = logging.getLogger(__name__)
 
-WEIGHT_LAYERS = ("torch.nn.Conv1d", "torch.nn.Conv2d", "torch.nn.Linear")
+WEIGHT_LAYERS = ("torch.nn.Conv1d", "torch.nn.Conv2d", "torch.nn.ConvTranspose1d", "torch.nn.ConvTranspose2d", "torch.nn.Linear")
 SEARCH_SCHEMES = ("a16w8", "int8", "float")  # what a chosen module may get
 
 
@@ -45,7 +45,7 @@ class SearchConfig:
     min_sqnr_db: Optional[float] = None  # or this SQNR against float
     max_cycles: Optional[float] = None  # points over this Vela cycle budget are not built
     trials: int = 0  # Optuna NSGA-II trials after the greedy pass (0: greedy only)
-    front: int = 3  # at most this many front points are built
+    front: int = 4  # at most this many mixed configurations are built
     seed: int = 0
 
 
@@ -103,6 +103,8 @@ def layer_macs(model, input_shape: list[int]) -> list[tuple[str, int]]:
         def fn(mod, inputs, out):
             if isinstance(mod, torch.nn.Linear):
                 macs = mod.in_features * out.numel()
+            elif isinstance(mod, torch.nn.modules.conv._ConvTransposeNd):  # every input element scatters a kernel
+                macs = inputs[0].numel() * (mod.out_channels // mod.groups) * math.prod(mod.kernel_size)
             else:  # convolution: every output element sums (in_channels / groups) * kernel
                 macs = out.numel() * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
             calls.append((name, int(macs)))
@@ -137,14 +139,19 @@ def layer_cycles(per_layer_csv: Path, calls: list[tuple[str, int]]) -> tuple[dic
     return by_module, other
 
 
-def pareto(points: list[Point]) -> list[Point]:
-    """Points no other point beats on both estimated cycles (lower) and SQNR (higher)."""
-    ok = [p for p in points if p.status == "ok" and p.sqnr_db is not None and p.est_cycles is not None]
+def known_cycles(p: Point) -> Optional[float]:
+    """Vela's cycles where the point was built, else the estimate."""
+    return p.built.get("cycles", p.est_cycles)
+
+
+def pareto(points: list[Point], cycles=known_cycles) -> list[Point]:
+    """Points no other point beats on both cycles (lower) and SQNR (higher)."""
+    ok = [p for p in points if p.status == "ok" and p.sqnr_db is not None and cycles(p) is not None]
 
     def dominated(p: Point) -> bool:
-        return any(q.est_cycles <= p.est_cycles and q.sqnr_db >= p.sqnr_db and (q.est_cycles < p.est_cycles or q.sqnr_db > p.sqnr_db) for q in ok)
+        return any(cycles(q) <= cycles(p) and q.sqnr_db >= p.sqnr_db and (cycles(q) < cycles(p) or q.sqnr_db > p.sqnr_db) for q in ok)
 
-    return sorted((p for p in ok if not dominated(p)), key=lambda p: p.est_cycles)
+    return sorted((p for p in ok if not dominated(p)), key=cycles)
 
 
 def spread(front: list[Point], n: int) -> list[Point]:
@@ -227,16 +234,21 @@ class Search:
 
         # 1. the two uniform builds and per-module cycles
         base = self.build_point((), cfg.name)
-        uniform = self.build_point(names, f"{cfg.name}_all_{s.scheme}")
         self.base_cycles = base.artifact.manifest()["metrics"]["vela"]["total"]["cycles"]
+        try:
+            uniform = self.build_point(names, f"{cfg.name}_all_{s.scheme}")
+        except BuildError as exc:  # e.g. Vela rejects a16w8 somewhere on U55
+            uniform, uniform_error = None, str(exc).splitlines()[0]
+            log.warning("search: the build with every candidate at %s failed (%s); per-module costs are unknown, "
+                        "candidates are ranked by SQNR gain alone and points judged by their own builds", s.scheme, uniform_error)
         calls = layer_macs(model, cfg.model.input_shape)
         low, _ = layer_cycles(base.artifact.path / "vela" / "per_layer.csv", calls)
-        high, _ = layer_cycles(uniform.artifact.path / "vela" / "per_layer.csv", calls)
+        high, _ = layer_cycles(uniform.artifact.path / "vela" / "per_layer.csv", calls) if uniform else (low, 0.0)
         measured = {c: sum(high.get(n, 0.0) - low.get(n, 0.0) for n in leaves) for c, leaves in self.groups.items()}
-        self.cost_source = {c: all(n in low and n in high for n in leaves) for c, leaves in self.groups.items()}
+        self.cost_source = {c: uniform is not None and all(n in low and n in high for n in leaves) for c, leaves in self.groups.items()}
         # Layers matched to no module (rescales, adds, pooling) change too; share their change
         # out in proportion, so that the estimate of "all candidates" is the real build's.
-        all_cycles = uniform.artifact.manifest()["metrics"]["vela"]["total"]["cycles"]
+        all_cycles = uniform.artifact.manifest()["metrics"]["vela"]["total"]["cycles"] if uniform else self.base_cycles
         total = sum(measured.values())
         scale = (all_cycles - self.base_cycles) / total if total > 0 else 1.0
         self.delta = {c: d * scale for c, d in measured.items()}
@@ -245,7 +257,10 @@ class Search:
         reference = self.measure(())
         self._record_build(reference, base)
         top = self.measure(names)
-        self._record_build(top, uniform)
+        if uniform is not None:
+            self._record_build(top, uniform)
+        else:
+            top.status, top.error = "failed", uniform_error
         sens = []
         for c in names:
             p = self.measure((c,))
@@ -270,21 +285,37 @@ class Search:
         if s.trials:
             self._optuna(names)
 
-        # 5. the front, built for real
-        budgeted = [p for p in self.points.values() if s.max_cycles is None or (p.est_cycles or 0) <= s.max_cycles]
-        mixed = [p for p in pareto(budgeted) if 0 < len(p.modules) < len(names)]
-        chosen_points = spread(mixed, s.front)
-        if quick is not None and 0 < len(quick.modules) < len(names) and quick not in chosen_points:
-            chosen_points.append(quick)
-        for i, p in enumerate(chosen_points, 1):
-            name = f"{cfg.name}_mixed{i}"
-            try:
-                result = self.build_point(p.modules, name)
-                self._record_build(p, result)
-                p.built["recipe"] = self.write_recipe(name, p)
-            except (ConfigError, BuildError) as exc:
-                p.status, p.error = "failed", str(exc).splitlines()[0]
-        return self.report(sens, greedy, quick, chosen_points, reference, top, float_top1)
+        # 5. the front, built for real. The estimate misses the int8/int16 conversions around
+        # a chosen module, so after each round the front is recomputed with Vela's cycles for
+        # the points built, and its unbuilt points are built, until it is all built or
+        # search.front points have been.
+        mixed = [p for p in self.points.values() if 0 < len(p.modules) < len(names)]
+        built: list[Point] = []
+        if quick is not None and quick in mixed:
+            self._build_front_point(quick, built)
+        uniform = [p for p in (reference, top) if "cycles" in p.built]  # a mixed point they dominate is no answer
+        while len(built) < s.front:
+            front = pareto([p for p in mixed + uniform if s.max_cycles is None or known_cycles(p) <= s.max_cycles])
+            todo = [p for p in front if p in mixed and "cycles" not in p.built]
+            if not todo:
+                break
+            for p in spread(todo, s.front - len(built)):
+                self._build_front_point(p, built)
+        for p in pareto([p for p in built + uniform if "cycles" in p.built]):
+            if p in built:
+                p.built["on_front"] = True
+        return self.report(sens, greedy, quick, built, reference, top, float_top1)
+
+    def _build_front_point(self, p: Point, built: list[Point]) -> None:
+        name = f"{self.cfg.name}_mixed{len(built) + 1}"
+        built.append(p)
+        try:
+            result = self.build_point(p.modules, name)
+            self._record_build(p, result)
+            p.built["recipe"] = self.write_recipe(name, p)
+        except (ConfigError, BuildError) as exc:  # e.g. Vela rejects a16w8 there: recorded, skipped
+            p.status, p.error = "failed", str(exc).splitlines()[0]
+            log.warning("search: building %s failed: %s", " ".join(p.modules), p.error)
 
     def _record_build(self, p: Point, result) -> None:
         m = result.artifact.manifest()
@@ -372,6 +403,7 @@ class Search:
         _write_csv(self.out / "sensitivity.csv", sens)
         _write_csv(self.out / "points.csv", [p.row() for p in self.points.values()])
         _plot(self.out / "front.png", list(self.points.values()), built, reference, top)
+        _plot_sensitivity(self.out / "sensitivity.png", sens, self.search.scheme)
         (self.out / "search.md").write_text(_markdown(result))
         return result
 
@@ -400,7 +432,8 @@ def _markdown(r: dict[str, Any]) -> str:
                    f"{_fmt(s['delta_cycles'])}{'' if s['cost_measured'] else ' (partly unmatched)'} | {s['status']} |")
     out += ["", "## Built points", "", "| configuration | modules | SQNR dB | top-1 | cycles (Vela) | estimated | SRAM KiB | recipe |",
             "|---|---|---|---|---|---|---|---|"]
-    for label, row in [("uniform base", r["uniform_base"]), ("uniform " + r["scheme"], r["uniform_all"])] + [(f"mixed {i}", p) for i, p in enumerate(r["front"], 1)]:
+    built = [(f"mixed {i}" + (" (front)" if p.get("on_front") else ""), p) for i, p in enumerate(r["front"], 1)]
+    for label, row in [("uniform base", r["uniform_base"]), ("uniform " + r["scheme"], r["uniform_all"])] + built:
         out.append(f"| {label} | {row['modules']} | {_fmt(row['sqnr_db'])} | {_fmt(row['top1'])} | {_fmt(row.get('cycles'))} | "
                    f"{_fmt(row['est_cycles'])} | {_fmt(row.get('sram_kib'))} | {row.get('recipe') or row.get('error') or '-'} |")
     q = r["quick_answer"]
@@ -427,14 +460,43 @@ def _plot(path: Path, points: list[Point], built: list[Point], reference: Point,
         if p.built.get("cycles") is not None and p.sqnr_db is not None:
             ax.scatter([p.built["cycles"]], [p.sqnr_db], marker=style, s=60, label=label)
     real = [p for p in built if p.built.get("cycles") is not None]
-    if real:
-        ax.plot([p.built["cycles"] for p in real], [p.sqnr_db for p in real], "o-", c="C3", label="front, built (Vela cycles)")
+    front = sorted((p for p in real if p.built.get("on_front")), key=lambda p: p.built["cycles"])
+    if front:
+        ax.plot([p.built["cycles"] for p in front], [p.sqnr_db for p in front], "o-", c="C3", label="front, built (Vela cycles)")
+    others = [p for p in real if not p.built.get("on_front")]
+    if others:
+        ax.scatter([p.built["cycles"] for p in others], [p.sqnr_db for p in others], s=40, facecolors="none", edgecolors="C3",
+                   label="built, dominated once built")
     ax.set_xlabel("NPU cycles")
     ax.set_ylabel("SQNR vs float (dB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_sensitivity(path: Path, sens: list[dict[str, Any]], scheme: str) -> None:
+    """Per module: SQNR gain of that module alone at `scheme`, and its Vela cycle cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in sens if r["sqnr_gain_db"] is not None), key=lambda r: -r["sqnr_gain_db"])
+    if not rows:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 0.35 * len(rows) + 1.5), sharey=True)
+    names = [r["module"] for r in rows]
+    a.barh(names, [r["sqnr_gain_db"] for r in rows], color="C0")
+    a.set_xlabel(f"SQNR gain with {scheme} (dB)")
+    b.barh(names, [r["delta_cycles"] for r in rows], color="C1")
+    b.set_xlabel("extra Vela cycles")
+    a.invert_yaxis()
+    for ax in (a, b):
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

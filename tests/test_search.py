@@ -51,7 +51,7 @@ def test_search_finds_the_quick_answer_and_builds_a_front_whose_recipes_rebuild_
     assert result["points_measured"] > result["lowerings"] - 2
     for p in front:
         assert 0 < p["n"] < 3  # mixed: some modules a16w8, the rest int8
-    for name in ("search.json", "search.md", "sensitivity.csv", "points.csv", "front.png"):
+    for name in ("search.json", "search.md", "sensitivity.csv", "sensitivity.png", "points.csv", "front.png"):
         assert (out / name).is_file(), name
     with open(out / "sensitivity.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
@@ -93,3 +93,21 @@ def test_unknown_search_module_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         Search(container, options, choices, tmp_path / "out", "test").run()
     assert info.value.issues[0].key == "search.modules.0" and "blocks.9" in str(info.value)
+
+
+@pytest.mark.slow
+def test_what_vela_rejects_is_recorded_and_the_search_goes_on(user_repo, tmp_path, monkeypatch):
+    """The user repo's transposed convolution cannot be built with a16w8 on Ethos-U55."""
+    monkeypatch.syspath_prepend(str(user_repo))
+    container, options, choices = compose_search([
+        f"hydra.searchpath=[file://{user_repo / 'conf'}]", "model=upsampler", f"store.root={tmp_path / 'store'}",
+        "calibration.num_samples=8", "evaluation.num_samples=8", "evaluation.tosa_check=false",
+    ])
+    result = Search(container, options, choices, tmp_path / "out", "test").run()
+    assert result["uniform_all"]["status"] == "failed" and "a16w8" in result["uniform_all"]["error"]
+    assert [s["module"] for s in result["sensitivity"]] == ["conv", "up"]
+    assert not any(s["cost_measured"] for s in result["sensitivity"])  # no uniform build to measure against
+    for p in result["front"]:  # built points: an artifact and a recipe, or the reason they failed
+        assert (p["status"] == "ok" and p.get("recipe")) or (p["status"] == "failed" and p["error"])
+    report = (tmp_path / "out" / "search.md").read_text()
+    assert "failed" in report and "could not run on NPU" in report
