@@ -69,7 +69,7 @@ def override(draw):
     return f"{'+' if kind == 'add' else ''}{key}={draw(values)}"
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(override(), min_size=1, max_size=4))
 def test_overrides_validate_or_fail_as_config_errors(overrides):
     try:

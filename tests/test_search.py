@@ -30,7 +30,7 @@ def compose_search(overrides: list[str]) -> tuple[dict, SearchConfig, dict]:
 @pytest.mark.slow
 def test_search_finds_the_quick_answer_and_builds_a_front_whose_recipes_rebuild_the_same_bytes(tmp_path):
     container, options, choices = compose_search([f"store.root={tmp_path / 'store'}", "search.modules=[blocks.0.0,blocks.1.0,head]",
-                                                  "search.max_accuracy_drop=0.5", "search.front=2"])
+                                                  "search.max_accuracy_drop=0.5", "search.front=1"])
     out = tmp_path / "search"
     result = Search(container, options, choices, out, "ethosu-search (test)").run()
 
