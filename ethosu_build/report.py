@@ -88,6 +88,14 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
     if m.get("budget"):
         out += ["", "## Budgets", ""]
         out.append(_table(["budget", "limit", "measured", "unit", "passed"], [[k, b["limit"], b["measured"], b["unit"], b["passed"]] for k, b in m["budget"].items()]))
+    by_op = vela.cycles_by_operator(vela_dir)
+    if by_op:
+        kinds: dict[str, float] = {}
+        for x in by_op:
+            kinds[x["kind"]] = kinds.get(x["kind"], 0.0) + x["pct"]
+        out += ["", "## Where the NPU cycles go", "",
+                "By operator (Vela's per-layer estimate, all partitions): " + ", ".join(f"{k} {v:.1f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) + ".", ""]
+        out.append(_table(["operator", "kind", "layers", "cycles", "% of NPU cycles"], [[x["op"], x["kind"], x["layers"], x["cycles"], x["pct"]] for x in by_op]))
     if (vela_dir / vela.PER_LAYER_CSV).is_file():
         layers = vela.top_layers(vela_dir)
         if layers:

@@ -182,3 +182,35 @@ def top_layers(folder: Path, n: int = 10) -> list[dict[str, Any]]:
          "cycles": _number(r["Op Cycles"]), "network_pct": round(float(r["Network% (cycles)"]), 2), "macs": _number(r["MAC Count"])}
         for r in rows[:n]
     ]
+
+
+# Vela's "Original Operator" names (TOSA operators) by what they spend cycles on. Layout ops
+# move data without computing: at the edges of the NPU graph and around reshapes they are the
+# overhead the PyTorch path adds compared with a model converted from TFLite.
+OPERATOR_KINDS = {
+    "compute": ("Conv2D", "DepthwiseConv2D", "FullyConnected", "MatMul", "TransposeConv2D", "Conv3D"),
+    "pooling": ("AvgPool", "AvgPool2D", "MaxPool", "MaxPool2D", "ReduceSum", "ReduceMax", "ReduceMin", "Mean"),
+    "layout": ("Transpose", "Reshape", "Concat", "Slice", "StridedSlice", "Pad", "Tile", "Squeeze", "ExpandDims", "Pack", "Unpack", "Gather"),
+    "rescale": ("Rescale", "Quantize", "Dequantize", "Cast"),
+}
+
+
+def operator_kind(op: str) -> str:
+    return next((kind for kind, ops in OPERATOR_KINDS.items() if op in ops), "elementwise/other")
+
+
+def cycles_by_operator(folder: Path) -> list[dict[str, Any]]:
+    """NPU cycles per Vela operator type, all partitions together, most expensive first:
+    where the cycles go, from the stored per-layer CSV."""
+    path = folder / PER_LAYER_CSV
+    rows = _read_rows(path) if path.is_file() and path.stat().st_size else []
+    total = sum(float(r["Op Cycles"]) for r in rows) or 1.0
+    by_op: dict[str, list[float]] = {}
+    for r in rows:
+        entry = by_op.setdefault(r["Original Operator"], [0, 0.0])
+        entry[0] += 1
+        entry[1] += float(r["Op Cycles"])
+    return sorted(
+        ({"op": op, "kind": operator_kind(op), "layers": n, "cycles": _number(str(c)), "pct": round(100.0 * c / total, 2)} for op, (n, c) in by_op.items()),
+        key=lambda x: -x["cycles"],
+    )

@@ -172,10 +172,26 @@ def test_report_and_show_describe_the_artifact(shared_root):
     assert m["files"]["report.md"]["sha256"] == file_sha256(r.artifact.path / "report.md")
     assert f"# {r.artifact.id}" in report
     for text in ("ethos-u55-128", "head_float", "## Performance", str(m["metrics"]["vela"]["total"]["cycles"]),
-                 "## Top layers by cycles", "aten.addmm.default", m["delegation"]["cpu_ops"][0]["op"], "## Runtime contract"):
+                 "## Top layers by cycles", "## Where the NPU cycles go", "aten.addmm.default", m["delegation"]["cpu_ops"][0]["op"], "## Runtime contract"):
         assert text in report, text
     reasons = [o["reason"] for o in m["delegation"]["cpu_ops"] if o["module"] == "head"]
     assert any(reasons)  # the partitioner said why the float head stays on the CPU
     assert m["metrics"]["tosa_check"]["status"] == "done"  # CPU ops run in PyTorch around the NPU part
     shown = run_cli(["--root", str(shared_root), "show", r.artifact.id], shared_root, tool="ethosu-artifacts", env={"COLUMNS": "200"})
     assert shown.returncode == 0 and "Top layers by cycles" in shown.stdout and "head_float" in shown.stdout
+
+
+def test_cycles_by_operator_groups_the_per_layer_csv(tmp_path):
+    from ethosu_build import vela
+
+    rows = [("Conv2D", 60), ("Transpose", 10), ("Conv2D", 20), ("Reshape", 5), ("AvgPool", 5)]
+    with open(tmp_path / vela.PER_LAYER_CSV, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["partition", "Original Operator", "Op Cycles"])
+        w.writerows([[i % 2, op, c] for i, (op, c) in enumerate(rows)])
+    by_op = vela.cycles_by_operator(tmp_path)
+    assert [x["op"] for x in by_op] == ["Conv2D", "Transpose", "Reshape", "AvgPool"]  # most cycles first; ties as met
+    conv = by_op[0]
+    assert conv["layers"] == 2 and conv["cycles"] == 80 and conv["kind"] == "compute"
+    assert math.isclose(sum(x["pct"] for x in by_op), 100.0, abs_tol=0.05)
+    assert {x["op"]: x["kind"] for x in by_op}["Reshape"] == "layout"
