@@ -254,7 +254,9 @@ def load_model(cfg: BuildConfig):
     try:
         model = instantiate(cfg.model.factory, _convert_="all")
     except InstantiationException as exc:
-        raise ConfigError(ConfigIssue("model.factory", f"{target!r} could not be called: {_first_line(exc)}; accepted: a callable returning a torch.nn.Module")) from exc
+        # Hydra's first line only names the target; the reason (e.g. an unexpected keyword) follows.
+        reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:400]
+        raise ConfigError(ConfigIssue("model.factory", f"{target!r} could not be called: {reason}; accepted: a callable returning a torch.nn.Module")) from exc
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(ConfigIssue("model.factory._target_", f"{target!r} returned {type(model).__name__}; accepted: a callable returning a torch.nn.Module"))
     if cfg.model.checkpoint:
