@@ -107,11 +107,13 @@ def build(
     return BuildResult(artifact, created, run.slog.record, time.perf_counter() - t0)
 
 
-def quantized_model(cfg: BuildConfig):
+def quantized_model(cfg: BuildConfig, model=None):
     """The quantize stage alone, taken from the stage cache or computed into it as a build
     would: (float model, quantized batch-1 program, batch-dynamic program or None,
-    evaluation samples). For searches that measure many quantizations without lowering."""
+    evaluation samples). For searches that measure many quantizations without lowering;
+    `model`, if given, is the float model already loaded and checked for this config."""
     run = _Run(cfg, StageCache(cfg.store.root), _StageLog(stages.stage_keys(cfg)))
+    run._model = model
     quantized = run.quantized()
     return run.model(), quantized, run._batched, run.evaluation_samples()
 

@@ -169,6 +169,7 @@ class Search:
         self.container, self.search, self.choices, self.out, self.command = container, search, choices, out_dir, command
         self.cfg = validate(container)
         self.points: dict[tuple[str, ...], Point] = {}
+        self.model = None  # the float model, loaded and checked once by run()
         self.builds = 0  # full lowerings this search ran (cache hits included)
 
     # --- configs ----------------------------------------------------------------------------
@@ -195,11 +196,11 @@ class Search:
         point = Point(modules, est_cycles=self.estimate(modules))
         try:
             cfg = validate(self.container_for(modules))
-            model, quantized, batched, samples = build.quantized_model(cfg)
+            model, quantized, batched, samples = build.quantized_model(cfg, self.model)
             acc = evaluate.compare(model, quantized, samples, batched)
             point.sqnr_db, point.top1 = acc["sqnr_db"], acc["quantized_top1"]
             self.float_top1 = acc["float_top1"]
-        except (ConfigError, BuildError, Exception) as exc:  # a rejected candidate is a finding
+        except Exception as exc:  # a rejected candidate (config, quantizer) is a finding, not the end
             point.status, point.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.warning("search: %s failed: %s", " ".join(modules) or "base", point.error)
         self.points[modules] = point
@@ -225,8 +226,8 @@ class Search:
         from .validate import check_model, load_model
 
         s, cfg = self.search, self.cfg
-        model = load_model(cfg)
-        check_model(cfg, model)
+        model = self.model = load_model(cfg)
+        check_model(cfg, model)  # once: every candidate differs only in its overrides
         check_modules(s, [n for n, _ in model.named_modules() if n])
         self.groups = candidates(model, s)
         names = tuple(self.groups)
