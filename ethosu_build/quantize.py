@@ -5,6 +5,7 @@ Imports torch/executorch inside functions: only the quantize stage calls this mo
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections import Counter, defaultdict
@@ -252,22 +253,17 @@ class _Progress:
                 bar.advance(task)
 
 
+@contextlib.contextmanager
 def _bar(label: str, unit: str, total: Optional[int] = None):
     """A transient rich progress bar on stderr (stdout is for results): (bar, task)."""
-    import contextlib
-
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    @contextlib.contextmanager
-    def cm():
-        with Progress(
-            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-            TimeElapsedColumn(), transient=True, console=Console(stderr=True),
-        ) as bar:
-            yield bar, bar.add_task(label, total=total)
-
-    return cm()
+    with Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+        TimeElapsedColumn(), transient=True, console=Console(stderr=True),
+    ) as bar:
+        yield bar, bar.add_task(label, total=total)
 
 
 # --- quantization-aware training ------------------------------------------------------------
@@ -314,7 +310,9 @@ def train(prepared, float_model, samples, qat, batched: bool) -> dict[str, Any]:
     losses = []
     try:
         move_exported_model_to_train(prepared)
-        batches = [idx for _ in range(qat.epochs) for idx in [torch.randperm(len(samples), generator=gen)] for idx in idx.split(step)]
+        batches = []  # sample indices per step: a fresh shuffle each epoch
+        for _ in range(qat.epochs):
+            batches.extend(torch.randperm(len(samples), generator=gen).split(step))
         with _bar("training (QAT)", "batches", total=len(batches)) as (bar, task):
             for idx in batches:
                 opt.zero_grad()

@@ -296,8 +296,9 @@ def check_model(cfg: BuildConfig, model) -> None:
     if not issues:  # datasets are only worth loading once the model itself is right
         for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
             issues.extend(_check_dataset_size(key, ds))
-        if cfg.quantization.qat is not None:
-            issues.extend(_check_qat_data(cfg.quantization.qat))
+        qat = cfg.quantization.qat
+        if qat is not None:
+            issues.extend(_check_dataset_size("quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None))
     if issues:
         raise ConfigError(issues)
 
@@ -320,29 +321,20 @@ def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
     return []
 
 
-def _check_dataset_size(key: str, ds: DatasetConfig) -> list[ConfigIssue]:
+def _check_dataset_size(key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None) -> list[ConfigIssue]:
+    """The dataset loads and holds `num_samples` (null: all of it); with `labels_for`, the
+    loss that needs labels, its items must carry them."""
     try:
         dataset = data.instantiate(ds.dataset)
         size = len(dataset)
-    except Exception as exc:
-        return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_first_line(exc)}")]
-    if ds.num_samples > size:
-        return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: 1..{size}")]
-    return []
-
-
-def _check_qat_data(qat: QatConfig) -> list[ConfigIssue]:
-    key = "quantization.qat"
-    try:
-        dataset = data.instantiate(qat.dataset)
-        size = len(dataset)
         labelled = size > 0 and isinstance(dataset[0], (tuple, list))
     except Exception as exc:
-        return [ConfigIssue(f"{key}.dataset", f"{qat.dataset.get('_target_')!r} could not be loaded: {_first_line(exc)}")]
-    if qat.num_samples is not None and qat.num_samples > size:
-        return [ConfigIssue(f"{key}.num_samples", f"{qat.num_samples} is larger than the dataset ({size} samples); accepted: null or 1..{size}")]
-    if qat.loss == "cross_entropy" and not labelled:
-        return [ConfigIssue(f"{key}.loss", f"'cross_entropy' needs labels and {qat.dataset.get('_target_')!r} has none; accepted: distill or auto")]
+        return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_first_line(exc)}")]
+    if ds.num_samples is not None and ds.num_samples > size:
+        null = "null or " if isinstance(ds, QatConfig) else ""
+        return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}")]
+    if labels_for is not None and not labelled:
+        return [ConfigIssue(f"{key}.loss", f"{labels_for!r} needs labels and {ds.dataset.get('_target_')!r} has none; accepted: distill or auto")]
     return []
 
 
