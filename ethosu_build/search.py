@@ -170,6 +170,9 @@ class Search:
         self.cfg = validate(container)
         self.points: dict[tuple[str, ...], Point] = {}
         self.model = None  # the float model, loaded and checked once by run()
+        self.delta: Optional[dict[str, float]] = None  # extra cycles per candidate, once measured
+        self.base_cycles = 0.0
+        self.float_top1: Optional[float] = None
         self.builds = 0  # full lowerings this search ran (cache hits included)
 
     # --- configs ----------------------------------------------------------------------------
@@ -207,7 +210,7 @@ class Search:
         return point
 
     def estimate(self, modules: tuple[str, ...]) -> Optional[float]:
-        if not hasattr(self, "delta"):
+        if self.delta is None:
             return None
         return self.base_cycles + sum(self.delta.get(m, 0.0) for m in modules)
 
@@ -268,7 +271,7 @@ class Search:
             gain = None if p.sqnr_db is None or reference.sqnr_db is None else p.sqnr_db - reference.sqnr_db
             sens.append({"module": c, "layers": len(self.groups[c]), "sqnr_db": p.sqnr_db, "sqnr_gain_db": gain, "top1": p.top1,
                          "delta_cycles": self.delta[c], "cost_measured": self.cost_source[c], "status": p.status, "error": p.error})
-        float_top1 = self._float_top1()
+        float_top1 = self.float_top1
 
         # 3. greedy: best gain per cycle first; each prefix measured
         ranked = sorted((r for r in sens if r["status"] == "ok"), key=lambda r: -(r["sqnr_gain_db"] or 0.0) / max(r["delta_cycles"], 1.0))
@@ -323,9 +326,6 @@ class Search:
         v = m["metrics"]["vela"]["total"]
         p.built.update({"artifact": result.artifact.id, "cycles": v["cycles"], "sram_kib": v["sram_kib"],
                         "pte_sha256": m["files"]["model.pte"]["sha256"], "npu_partitions": m["delegation"]["npu_partitions"]})
-
-    def _float_top1(self) -> Optional[float]:
-        return getattr(self, "float_top1", None)
 
     def _meets_goal(self, p: Point, float_top1: Optional[float]) -> bool:
         s = self.search
