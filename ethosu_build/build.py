@@ -389,6 +389,8 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, 
                 # cond / while_loop: each op's branches and how many calibration samples reached them.
                 "control_flow": quant_info.get("control_flow"),
             },
+            # What the lowering did beyond ExecuTorch's defaults (each computes the same outputs).
+            "lowering": {"io_layout": cfg.lowering.io_layout, "rewrites": quant_info.get("rewrites", [])},
             "delegation": lower_info["delegation"],
             "metrics": {"vela": lower_info["vela"], "accuracy": evaluation["accuracy"], "tosa_check": evaluation["tosa_check"]},
             "budget": gates,

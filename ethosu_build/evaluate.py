@@ -74,6 +74,13 @@ def boundary_qparams(program) -> tuple[Optional[tuple], Optional[tuple]]:
     return params(q_in), params(dq_out)
 
 
+def _inverse(perm: tuple[int, ...]) -> list[int]:
+    inverse = [0] * len(perm)
+    for i, axis in enumerate(perm):
+        inverse[axis] = i
+    return inverse
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """The reference model prints a TOSA version warning from native code, below Python's
@@ -105,16 +112,31 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
 
     failures: list[str] = []
 
+    def physical(tensor, node):
+        """The tensor in its memory layout (dim order), as the runtime hands it over."""
+        val = node.meta.get("val") if hasattr(node, "meta") else None
+        return (tensor.permute(tuple(val.dim_order())) if val is not None else tensor).contiguous().numpy()
+
+    def logical(array, val):
+        """A partition's output back in logical (NCHW) order, from its memory layout."""
+        tensor = torch.from_numpy(np.asarray(array).copy())
+        return tensor.permute(_inverse(tuple(val.dim_order()))) if val is not None else tensor
+
     class DeployedInterpreter(torch.fx.Interpreter):
-        def call_function(self, target, args, kwargs):
-            if "executorch_call_delegate" not in str(getattr(target, "__name__", target)):
-                return super().call_function(target, args, kwargs)
+        def run_node(self, n):
+            if n.op != "call_function" or "executorch_call_delegate" not in str(getattr(n.target, "__name__", n.target)):
+                return super().run_node(n)
+            args, _ = self.fetch_args_kwargs_from_env(n)
             graph = tosa_by_payload[hashlib.sha256(args[0].processed_bytes).hexdigest()]
+            # A partition reads and writes channels-last tensors (lowering.io_layout=nhwc) as
+            # NHWC in memory; the rest of the graph works in logical order.
             with _quiet_stderr():
-                outputs, status = reference.run(graph, [a.contiguous().numpy() for a in args[1:]])
+                outputs, status = reference.run(graph, [physical(a, node) for a, node in zip(args[1:], n.args[1:])])
             if str(status) != "GraphStatus.TOSA_VALID":
                 failures.append(str(status))
-            return tuple(torch.from_numpy(np.asarray(o).copy()) for o in outputs)
+            vals = n.meta.get("val")
+            vals = vals if isinstance(vals, (tuple, list)) else [None] * len(outputs)
+            return tuple(logical(o, v) for o, v in zip(outputs, vals))
 
     sig = edge_program.graph_signature
     state = {**edge_program.state_dict, **edge_program.constants}

@@ -20,6 +20,13 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _lowering(low: dict[str, Any] | None) -> str:
+    if not low:  # an artifact from before the lowering options
+        return "nchw IO"
+    names = sorted({r["rewrite"] for r in low["rewrites"]})
+    return f"{low['io_layout']} IO" + (f"; rewrites: {', '.join(names)} ({len(low['rewrites'])} ops)" if names else "")
+
+
 def render(m: dict[str, Any], vela_dir: Path) -> str:
     cfg, q, d = m["config"], m["quantization"], m["delegation"]
     t = cfg["target"]
@@ -31,6 +38,7 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         ["model", f"{cfg['model']['name']} {cfg['model']['input_shape']}"],
         ["target", f"{t['accelerator']} ({t['system_config']}, {t['memory_mode']})"],
         ["quantization", f"{q['scheme']}, {'per-channel' if q['per_channel'] else 'per-tensor'} weights" + (f", {q['io']} IO" if q["io"] else "")],
+        ["lowering", _lowering(m.get("lowering"))],
         ["recipe", m.get("recipe")],
         ["build key", f"`{m['build_key'][:16]}`"],
         ["model.pte", f"{m['files']['model.pte']['size']} bytes, sha256 `{m['files']['model.pte']['sha256'][:16]}`"],
@@ -69,10 +77,10 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         out.append(_table(["CPU op", "node", "module", "partitioner's reason"], [[o["op"], o["node"], o["module"], o.get("reason")] for o in d["cpu_ops"]]))
     runtime = d.get("runtime")
     if runtime:
-        io = [[kind, x["shape"], x["dtype"], (f"{x['quantization']['dtype']} scale {x['quantization']['scale']:.6g} zp {x['quantization']['zero_point']}" if "quantization" in x else "-")]
+        io = [[kind, x["shape"], x.get("layout"), x["dtype"], (f"{x['quantization']['dtype']} scale {x['quantization']['scale']:.6g} zp {x['quantization']['zero_point']}" if "quantization" in x else "-")]
               for kind, xs in (("input", runtime["inputs"]), ("output", runtime["outputs"])) for x in xs]
         out += ["", "## Runtime contract", "", "CPU kernels: " + ", ".join(f"`{k}`" for k in runtime["cpu_kernels"]), ""]
-        out.append(_table(["", "shape", "dtype", "quantized at the boundary as"], io))
+        out.append(_table(["", "shape", "layout", "dtype", "quantized at the boundary as"], io))
     if acc:
         out += ["", f"## Accuracy ({acc['samples']} evaluation samples)", ""]
         out.append(_table(["float top-1 %", "quantized top-1 %", "drop (points)", "SQNR dB", "cosine", "max abs error"],
@@ -96,6 +104,9 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         out += ["", "## Where the NPU cycles go", "",
                 "By operator (Vela's per-layer estimate, all partitions): " + ", ".join(f"{k} {v:.1f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) + ".", ""]
         out.append(_table(["operator", "kind", "layers", "cycles", "% of NPU cycles"], [[x["op"], x["kind"], x["layers"], x["cycles"], x["pct"]] for x in by_op]))
+        low = m.get("lowering") or {}
+        if kinds.get("layout") and low.get("io_layout", "nchw") == "nchw":
+            out.append("\nLayout transposes at the graph's edges go with `lowering.io_layout=nhwc` (or `lowering=fast`; README, \"Faster NPU programs\").")
     if (vela_dir / vela.PER_LAYER_CSV).is_file():
         layers = vela.top_layers(vela_dir)
         if layers:

@@ -36,6 +36,12 @@ IO_DTYPES: tuple[Optional[str], ...] = (None, "uint8")
 # The CPU side of the program: keep the boundary (de)quantize ops as portable quantized
 # kernels, or turn them into cortex_m:: ops as ExecuTorch's own aot_arm_compiler does.
 CPU_QDQ_KERNELS: tuple[str, ...] = ("cortex_m", "portable")
+VELA_OPTIMISE: tuple[Optional[str], ...] = (None, "Performance", "Size")  # null: Vela's default
+# Layout of the program's 4-D inputs (and the outputs that follow it): nhwc (channels-last)
+# lets the NPU read and write its own layout, with no transposes at the graph's edges.
+IO_LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
+# Graph rewrites that compute the same function (rewrites.py); applied before quantization.
+REWRITES: tuple[str, ...] = ("avg_pool_crop",)
 
 
 @dataclass
@@ -52,8 +58,18 @@ class TargetConfig:
     system_config: Optional[str] = None  # null: ExecuTorch's default for the family
     memory_mode: Optional[str] = None
     config_ini: Optional[str] = None  # null: Vela's bundled Arm/vela.ini
+    optimise: Optional[str] = None  # Vela --optimise: Performance | Size (null: Vela's default, Performance)
+    arena_cache_size: Optional[int] = None  # Vela --arena-cache-size in bytes (null: the memory mode's)
     vela_flags: list[str] = field(default_factory=list)
     cpu_qdq_kernels: str = "cortex_m"
+
+
+@dataclass
+class LoweringConfig:
+    """How the quantized graph reaches the NPU, without changing what it computes."""
+
+    io_layout: str = "nchw"  # nhwc: the firmware feeds (and reads) 4-D tensors channels-last
+    rewrites: list[str] = field(default_factory=list)  # names from REWRITES, applied in order
 
 
 @dataclass
@@ -137,6 +153,7 @@ class BuildConfig:
     name: Optional[str] = None  # null: the recipe name, else the model name
     model: ModelConfig = field(default_factory=ModelConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    lowering: LoweringConfig = field(default_factory=LoweringConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     overrides: dict[str, OverrideEntry] = field(default_factory=dict)
     calibration: DatasetConfig = field(default_factory=DatasetConfig)
@@ -151,6 +168,9 @@ class BuildConfig:
 CHOICES: dict[str, tuple] = {
     "target.accelerator": TARGETS,
     "target.cpu_qdq_kernels": CPU_QDQ_KERNELS,
+    "target.optimise": VELA_OPTIMISE,
+    "lowering.io_layout": IO_LAYOUTS,
+    "lowering.rewrites.*": REWRITES,
     "quantization.scheme": SCHEMES,
     "quantization.io": IO_DTYPES,
     "overrides.*.scheme": OVERRIDE_SCHEMES,

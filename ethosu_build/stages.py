@@ -30,7 +30,7 @@ from .schema import TARGETS, BuildConfig
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 2, "quantize": 4, "lower": 5, "vela": 1, "evaluate": 4, "build": 3}
+STAGE_VERSIONS = {"export": 2, "quantize": 4, "lower": 6, "vela": 1, "evaluate": 4, "build": 3}
 BATCH_DIM_MAX = 4096
 
 
@@ -66,6 +66,7 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
         # so targets that share one share the calibrated model.
         "tosa_spec": targets.tosa_spec_string(t.accelerator),
         "quantization": quantization,
+        "rewrites": cfg.lowering.rewrites,  # applied to the float graph before the quantizer sees it
         # Order matters (a later override wins); the entries' names do not.
         "overrides": [dataclasses.asdict(e) for e in cfg.overrides.values()],
         "calibration": _dataset_key(cfg.calibration),
@@ -78,13 +79,14 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
         "stage": "lower", "v": STAGE_VERSIONS["lower"], "quantize": quantize,
         # The partitioner and the TOSA passes see the target only through its TOSA spec.
         "tosa_spec": targets.tosa_spec_string(t.accelerator), "cpu_qdq_kernels": t.cpu_qdq_kernels,
+        "io_layout": cfg.lowering.io_layout,
     })
     vela = key_of({
         "stage": "vela", "v": STAGE_VERSIONS["vela"], "lower": lower,
         "accelerator": t.accelerator,
         "system_config": targets.resolved_system_config(t), "memory_mode": targets.resolved_memory_mode(t),
         "config_ini": t.config_ini, "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
-        "vela_flags": t.vela_flags,
+        "vela_flags": targets.vela_flags(t),
     })
     # Accuracy needs the quantized model, the TOSA check the lowered partitions: not Vela.
     evaluate = key_of({
@@ -163,8 +165,12 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples, float_mode
     dynamic batch for evaluation or None, info for the manifest)."""
     import torch
 
-    from . import quantize
+    from . import quantize, rewrites
 
+    # The same rewrites on both exports; the batch-1 one's changes go to the manifest.
+    changes = rewrites.apply(programs["static"], cfg.lowering.rewrites)
+    if programs["dynamic"] is not None:
+        rewrites.apply(programs["dynamic"], cfg.lowering.rewrites)
     sig = programs["static"].graph_signature
     flows = quantize.control_flow(programs["static"].graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers})
     if flows:
@@ -175,6 +181,7 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples, float_mode
     else:
         converted, info = _quantize_post_training(cfg, programs, samples)
     info["applied"] = quantize.applied_schemes(converted)
+    info["rewrites"] = changes
     quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))
     # The same quantized model with its batch dimension kept, for evaluation in batches (a
     # call of the batch-1 program costs milliseconds, per sample).
@@ -366,7 +373,14 @@ def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dic
     from .evaluate import boundary_qparams
 
     def tensors(nodes):
-        return [{"shape": list(n.meta["val"].shape), "dtype": str(n.meta["val"].dtype).replace("torch.", "")} for n in nodes]
+        entries = []
+        for n in nodes:
+            val = n.meta["val"]
+            entry = {"shape": list(val.shape), "dtype": str(val.dtype).replace("torch.", "")}
+            if val.dim() == 4:  # the memory layout the firmware must use for this tensor
+                entry["layout"] = {(0, 1, 2, 3): "NCHW", (0, 2, 3, 1): "NHWC"}.get(tuple(val.dim_order()), str(val.dim_order()))
+            entries.append(entry)
+        return entries
 
     graph = edge_program.graph_module.graph
     user_inputs = set(edge_program.graph_signature.user_inputs)
@@ -377,6 +391,16 @@ def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dic
         if q is not None and len(entries) == 1:
             entries[0]["quantization"] = {"scale": q[0], "zero_point": q[1], "dtype": str(q[2]).replace("torch.", "")}
     return {"cpu_kernels": sorted(delegation["cpu_op_counts"]), "inputs": inputs, "outputs": outputs}
+
+
+def channels_last(program, input_shape: list[int]):
+    """The program exported again with a channels-last example input: its input then has
+    dim order (0, 2, 3, 1), which ExecuTorch's Arm backend passes to the NPU as NHWC with no
+    transpose, and the layout propagates to the outputs it reaches. Same ops, same values."""
+    import torch
+
+    example = torch.zeros(input_shape).to(memory_format=torch.channels_last)
+    return torch.export.export(program.module(check_guards=False), (example,))
 
 
 def run_lower(
@@ -402,6 +426,8 @@ def run_lower(
     t = cfg.target
     console = io.StringIO()
     info: dict[str, Any] = {}
+    if cfg.lowering.io_layout == "nhwc":
+        quantized = channels_last(quantized, cfg.model.input_shape)
     try:
         # Vela prints its report to stdout; keep it for the job log instead of the terminal.
         # The lowering passes warn about torch APIs they use; those are not the user's concern.

@@ -31,6 +31,8 @@ RESERVED_VELA_FLAGS: dict[str, str] = {
     "--system-config": "target.system_config",
     "--memory-mode": "target.memory_mode",
     "--config": "target.config_ini",
+    "--optimise": "target.optimise",
+    "--arena-cache-size": "target.arena_cache_size",
     "--output-format": "(fixed to raw by the Ethos-U backend)",
     "--output-dir": "(chosen by the backend; a path would end up in the .pte)",
 }
@@ -101,6 +103,14 @@ def ini_choices(config_ini: str | None) -> tuple[set[str], set[str]]:
     return _ini_sections(str(resolve_config_ini(config_ini)))
 
 
+def vela_flags(t: TargetConfig) -> list[str]:
+    """The Vela flags the target's typed settings stand for, then the free-form vela_flags."""
+    flags = [f"--optimise={t.optimise}"] if t.optimise else []
+    if t.arena_cache_size is not None:
+        flags.append(f"--arena-cache-size={t.arena_cache_size}")
+    return flags + list(t.vela_flags)
+
+
 def compile_spec(t: TargetConfig):
     """Build the EthosUCompileSpec (imports executorch)."""
     from executorch.backends.arm.ethosu import EthosUCompileSpec
@@ -109,6 +119,6 @@ def compile_spec(t: TargetConfig):
         t.accelerator,
         system_config=resolved_system_config(t),
         memory_mode=resolved_memory_mode(t),
-        extra_flags=list(t.vela_flags),  # embedded in the .pte, like every flag
+        extra_flags=vela_flags(t),  # embedded in the .pte, like every flag
         config_ini=t.config_ini or DEFAULT_CONFIG_INI,
     )

@@ -129,6 +129,7 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         issues.append(ConfigIssue("name", f"{cfg.name!r} cannot name an artifact folder; accepted: letters, digits, '_', '-', '.'"))
     _check_model(cfg, issues)
     _check_target(cfg, issues)
+    _check_lowering(cfg, issues)
     _choice(issues, "quantization.scheme", cfg.quantization.scheme)
     _choice(issues, "quantization.io", cfg.quantization.io)
     for name, entry in cfg.overrides.items():
@@ -163,6 +164,9 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     if not _choice(issues, "target.accelerator", t.accelerator):
         return
     _choice(issues, "target.cpu_qdq_kernels", t.cpu_qdq_kernels)
+    _choice(issues, "target.optimise", t.optimise)
+    if t.arena_cache_size is not None and t.arena_cache_size <= 0:
+        issues.append(ConfigIssue("target.arena_cache_size", f"{t.arena_cache_size!r} is not a size; accepted: null (the memory mode's) or a number of bytes >= 1"))
     ini = targets.resolve_config_ini(t.config_ini)
     if t.config_ini is not None and (not ini.is_file() or ini.suffix != ".ini"):
         issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not an existing .ini file; accepted: null (Vela's Arm/vela.ini) or a path to a Vela .ini (use ./ for a file in the current folder)"))
@@ -180,6 +184,16 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} is set by ethosu-build; use {targets.RESERVED_VELA_FLAGS[name]} instead"))
         elif " " in flag:
             issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} contains a space; accepted: one option per list item, --name=value"))
+
+
+def _check_lowering(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
+    low = cfg.lowering
+    if _choice(issues, "lowering.io_layout", low.io_layout) and low.io_layout == "nhwc" and len(cfg.model.input_shape) != 4:
+        issues.append(ConfigIssue("lowering.io_layout", (
+            f"'nhwc' needs a 4-D model input, but model.input_shape is {cfg.model.input_shape!r}; accepted: nchw for this model")))
+    for i, name in enumerate(low.rewrites):
+        if _choice(issues, f"lowering.rewrites.{i}", name, "lowering.rewrites.*") and name in low.rewrites[:i]:
+            issues.append(ConfigIssue(f"lowering.rewrites.{i}", f"{name!r} is listed twice; accepted: each rewrite once"))
 
 
 def _check_override(key: str, entry: OverrideEntry, issues: list[ConfigIssue]) -> None:

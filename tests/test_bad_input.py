@@ -37,6 +37,12 @@ CONFIG_ONLY = [
     (["target.memory_mode=Shared_Sramm"], ["target.memory_mode", "did you mean 'Shared_Sram'"]),
     (["target.vela_flags=['--accelerator-config=ethos-u55-64']"], ["target.vela_flags.0", "target.accelerator"]),
     (["model.input_shape=[0,1]"], ["model.input_shape", "[0, 1]", "positive integers"]),
+    (["lowering.io_layout=nhw"], ["lowering.io_layout", "'nhw'", "nchw, nhwc", "did you mean 'nhwc'"]),
+    (["lowering.rewrites=[avg_pool]"], ["lowering.rewrites.0", "'avg_pool'", "avg_pool_crop"]),
+    (["model=deep_autoencoder", "lowering=fast"], ["lowering.io_layout", "'nhwc'", "4-D model input", "[1, 640]", "nchw"]),
+    (["target.optimise=Speed"], ["target.optimise", "'Speed'", "Performance, Size"]),
+    (["target.arena_cache_size=0"], ["target.arena_cache_size", "0", "bytes"]),
+    (["target.vela_flags=['--optimise=Size']"], ["target.vela_flags.0", "target.optimise"]),
     (["recipe=no_such_recipe"], ["recipe", "no_such_recipe", "digits_u55"]),
     (["model.factory._target_=notdotted"], ["model.factory._target_", "notdotted", "dotted path"]),
 ]

@@ -118,9 +118,9 @@ def test_keys_follow_what_changes_the_output():
     base = _keys()
     assert _keys("calibration.num_samples=64").quantize != base.quantize
     assert _keys("calibration.num_samples=64").export == base.export
-    assert _keys("target.vela_flags=['--optimise=Size']").vela != base.vela
-    assert _keys("target.vela_flags=['--optimise=Size']").lower == base.lower
-    assert _keys("target.vela_flags=['--optimise=Size']").build != base.build
+    assert _keys("target.vela_flags=['--cpu-tensor-alignment=32']").vela != base.vela
+    assert _keys("target.vela_flags=['--cpu-tensor-alignment=32']").lower == base.lower
+    assert _keys("target.vela_flags=['--cpu-tensor-alignment=32']").build != base.build
     assert _keys("target.cpu_qdq_kernels=portable").lower != base.lower
     assert _keys("evaluation.num_samples=100").lower == base.lower
     assert _keys("evaluation.num_samples=100").build != base.build

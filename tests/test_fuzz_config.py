@@ -20,11 +20,12 @@ GROUPS = {
     "calibration": ["digits", "random", "tensors", "folder"],
     "overrides": ["none", "head_float", "[head_float,linear_a16w8]"],
     "budget": ["none", "small_mcu"],
+    "lowering": ["default", "fast"],
     "recipe": ["digits_u55", "kws_u85_a16w8"],
 }
 KEYS = [
     "name", "target.accelerator", "target.system_config", "target.memory_mode", "target.config_ini", "target.vela_flags",
-    "target.cpu_qdq_kernels", "quantization.scheme", "quantization.io", "quantization.per_channel", "model.input_shape",
+    "target.cpu_qdq_kernels", "target.optimise", "target.arena_cache_size", "lowering.io_layout", "lowering.rewrites", "quantization.scheme", "quantization.io", "quantization.per_channel", "model.input_shape",
     "model.checkpoint", "model.factory._target_", "calibration.num_samples", "calibration.batch_size", "calibration.dataset.path",
     "evaluation.num_samples", "evaluation.tosa_samples", "evaluation.tosa_check", "budget.max_sram_kib", "budget.max_cpu_ops",
     "store.root", "allow_dirty",
