@@ -106,7 +106,8 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         out.append(_table(["operator", "kind", "layers", "cycles", "% of NPU cycles"], [[x["op"], x["kind"], x["layers"], x["cycles"], x["pct"]] for x in by_op]))
         low = m.get("lowering") or {}
         if kinds.get("layout") and low.get("io_layout", "nchw") == "nchw":
-            out.append("\nLayout transposes at the graph's edges go with `lowering.io_layout=nhwc` (or `lowering=fast`; README, \"Faster NPU programs\").")
+            out.append("\nTransposes convert between PyTorch's NCHW and the NPU's NHWC layout: those at the program's inputs and outputs "
+                       "go with `lowering.io_layout=nhwc` (or `lowering=fast`; README, \"Faster NPU programs\"); others (around a reshape or flatten) stay.")
     if (vela_dir / vela.PER_LAYER_CSV).is_file():
         layers = vela.top_layers(vela_dir)
         if layers:
