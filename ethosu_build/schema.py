@@ -41,7 +41,7 @@ VELA_OPTIMISE: tuple[Optional[str], ...] = (None, "Performance", "Size")  # null
 # lets the NPU read and write its own layout, with no transposes at the graph's edges.
 IO_LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
 # Graph rewrites that compute the same function (rewrites.py); applied before quantization.
-REWRITES: tuple[str, ...] = ("avg_pool_crop",)
+REWRITES: tuple[str, ...] = ("avg_pool_crop", "conv_space_to_depth")
 
 
 @dataclass

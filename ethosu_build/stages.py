@@ -104,24 +104,31 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
 # --- export ---------------------------------------------------------------------------------
 
 
+def export_program(module, input_shape: list[int], dynamic_batch: bool = False):
+    """torch.export of `module` on zeros of `input_shape`, or with its batch dimension kept
+    symbolic (traced at batch 2, so torch cannot specialize it to 1)."""
+    import torch
+
+    if not dynamic_batch:
+        return torch.export.export(module, (torch.zeros(input_shape),))
+    batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
+    return torch.export.export(module, (torch.zeros([2] + list(input_shape[1:])),), dynamic_shapes=({0: batch},))
+
+
 def run_export(model, input_shape: list[int]) -> dict[str, Any]:
     """torch.export of the model: always the static batch-1 program, and also one with a
     dynamic batch dimension when torch can keep the batch symbolic, so calibration can run
     in batches (observer cost is per call). Returns {"static": ep, "dynamic": ep or None}."""
-    import torch
-
     from . import quantize
 
-    static = torch.export.export(model, (torch.zeros(input_shape),))
+    static = export_program(model, input_shape)
     if quantize.control_flow(static.graph_module):
         # A branch predicate on the data holds for one sample; calibration runs sample by
         # sample through the quantizer's submodule-aware path (quantize_with_submodules).
         log.info("export: the model has control flow; no batch-dynamic export")
         return {"static": static, "dynamic": None}
     try:
-        batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
-        example = torch.zeros([2] + list(input_shape[1:]))
-        dynamic = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        dynamic = export_program(model, input_shape, dynamic_batch=True)
     except Exception as exc:  # torch raises several types for a batch it cannot keep symbolic
         log.info("export: batch dimension cannot be dynamic (%s)", str(exc).splitlines()[0])
         dynamic = None
@@ -163,14 +170,10 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples, float_mode
     quantization-aware training on `samples` when quantization.qat is set. Then a static
     batch-1 export for lowering. Returns (quantized batch-1 ExportedProgram, the same with a
     dynamic batch for evaluation or None, info for the manifest)."""
-    import torch
 
-    from . import quantize, rewrites
+    from . import quantize
 
-    # The same rewrites on both exports; the batch-1 one's changes go to the manifest.
-    changes = rewrites.apply(programs["static"], cfg.lowering.rewrites)
-    if programs["dynamic"] is not None:
-        rewrites.apply(programs["dynamic"], cfg.lowering.rewrites)
+    programs, changes = _rewritten(cfg, programs)
     sig = programs["static"].graph_signature
     flows = quantize.control_flow(programs["static"].graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers})
     if flows:
@@ -182,11 +185,29 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples, float_mode
         converted, info = _quantize_post_training(cfg, programs, samples)
     info["applied"] = quantize.applied_schemes(converted)
     info["rewrites"] = changes
-    quantized = torch.export.export(converted, (torch.zeros(cfg.model.input_shape),))
+    quantized = export_program(converted, cfg.model.input_shape)
     # The same quantized model with its batch dimension kept, for evaluation in batches (a
     # call of the batch-1 program costs milliseconds, per sample).
     batched_program = _export_batched(converted, cfg.model.input_shape) if info["calibration"]["batched"] else None
     return quantized, batched_program, info
+
+
+def _rewritten(cfg: BuildConfig, programs: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Both exports with lowering.rewrites applied (exported again), and the batch-1 one's
+    changes for the manifest. A batch-dynamic program that cannot be exported again after
+    the rewrites is dropped: calibration then runs sample by sample."""
+    from . import rewrites
+
+    shape = cfg.model.input_shape
+    static, changes = rewrites.apply(programs["static"], cfg.lowering.rewrites, lambda m: export_program(m, shape))
+    dynamic = programs["dynamic"]
+    if dynamic is not None and changes:
+        try:
+            dynamic, _ = rewrites.apply(dynamic, cfg.lowering.rewrites, lambda m: export_program(m, shape, dynamic_batch=True))
+        except Exception as exc:
+            log.info("quantize: the rewritten model cannot keep a dynamic batch (%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            dynamic = None
+    return {"static": static, "dynamic": dynamic}, changes
 
 
 def _quantize_post_training(cfg: BuildConfig, programs: dict[str, Any], samples) -> tuple[Any, dict[str, Any]]:
@@ -293,11 +314,8 @@ def _quantize_aware_training(cfg: BuildConfig, programs: dict[str, Any], samples
 
 
 def _export_batched(module, input_shape: list[int]):
-    import torch
-
     try:
-        batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
-        return torch.export.export(module, (torch.zeros([2] + list(input_shape[1:])),), dynamic_shapes=({0: batch},))
+        return export_program(module, input_shape, dynamic_batch=True)
     except Exception as exc:  # evaluation then runs the batch-1 program sample by sample
         log.info("quantize: no batched program for evaluation (%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None

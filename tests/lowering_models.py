@@ -40,3 +40,25 @@ def pool_head():
 def conv_features():
     torch.manual_seed(0)
     return ConvFeatures().eval()
+
+
+class StridedFirstConv(torch.nn.Module):
+    """A keyword-spotting style first layer: a strided convolution over a 1-channel map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, (6, 4), stride=2, padding=(3, 1))
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8 * 11 * 5, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.bn(self.conv(x))), 1))
+
+
+def strided_first_conv():
+    torch.manual_seed(0)
+    model = StridedFirstConv()
+    with torch.no_grad():  # statistics as a trained network has, so the fold matters
+        model.bn.running_mean.uniform_(-0.1, 0.1)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    return model.eval()
