@@ -41,6 +41,14 @@ def _add(graph, target, args: tuple, like) -> Any:
     return node
 
 
+def _args(node, names: tuple[str, ...], defaults: list[Any]) -> dict[str, Any]:
+    """An ATen call's arguments by name, with the schema's defaults filled in."""
+    args = dict(zip(names, defaults))
+    args.update(zip(names, node.args))
+    args.update(node.kwargs)
+    return args
+
+
 def _pair(v) -> list[int]:
     v = list(v) if isinstance(v, (list, tuple)) else [v]
     return v * 2 if len(v) == 1 else v
@@ -69,9 +77,7 @@ def avg_pool_crop(module) -> list[dict[str, Any]]:
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target != pool:
             continue
-        args = dict(zip(names, [None, None, [], [0, 0], False, True, None]))
-        args.update(zip(names, node.args))
-        args.update(node.kwargs)
+        args = _args(node, names, [None, None, [], [0, 0], False, True, None])
         kernel = _pair(args["kernel_size"])
         stride = _pair(args["stride"]) if args["stride"] else kernel
         sizes = _spatial(args["self"])
@@ -137,9 +143,7 @@ def conv_space_to_depth(module) -> list[dict[str, Any]]:
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target != conv:
             continue
-        args = dict(zip(names, [None, None, None, [1, 1], [0, 0], [1, 1], 1]))
-        args.update(zip(names, node.args))
-        args.update(node.kwargs)
+        args = _args(node, names, [None, None, None, [1, 1], [0, 0], [1, 1], 1])
         x, w_node, bias, groups = args["input"], args["weight"], args["bias"], args["groups"]
         stride, padding, dilation = _pair(args["stride"]), _pair(args["padding"]), _pair(args["dilation"])
         if w_node.op != "get_attr" or groups != 1 or dilation != [1, 1] or stride[0] != stride[1] or stride[0] < 2:
