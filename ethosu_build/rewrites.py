@@ -177,6 +177,10 @@ def conv_space_to_depth(module) -> list[dict[str, Any]]:
             new_weight = graph.get_attr(name)
         node.args = (source, new_weight, bias, [1, 1], [plans[0]["conv_pad"], plans[1]["conv_pad"]], [1, 1], 1)
         node.kwargs = {}
+        if not w_node.users:  # the original weight is no longer read: drop it from the program
+            owner, _, attr = w_node.target.rpartition(".")
+            graph.erase_node(w_node)
+            delattr(module.get_submodule(owner), attr)
         changes.append({
             "node": node.name, "input": [c, *sizes], "kernel": [kh, kw], "stride": s,
             "after": {"channels": c * s * s, "kernel": [kkh, kkw], "padding": [plans[0]["conv_pad"], plans[1]["conv_pad"]],

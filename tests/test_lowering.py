@@ -77,6 +77,7 @@ def test_conv_space_to_depth_computes_the_same_convolution_over_more_channels(sh
     assert [c["after"]["channels"] for c in changes] == [stride * stride]
     convs = [n for n in program.graph.nodes if n.target == torch.ops.aten.conv2d.default]
     assert [n.args[1].meta["val"].shape[1] for n in convs] == [stride * stride]  # over s*s channels
+    assert "weight" not in program.state_dict  # the original weight is gone, not carried unused
     assert [list(n.args[3]) if len(n.args) > 3 else [1, 1] for n in convs] == [[1, 1]]  # at stride 1
     with torch.no_grad():
         assert torch.allclose(program.module()(x[:1]), model(x[:1]), atol=1e-5)
