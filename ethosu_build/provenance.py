@@ -59,9 +59,13 @@ def git_info(path: Optional[Path]) -> Optional[dict[str, Any]]:
     status = _git(folder, "status", "--porcelain") or ""
     info: dict[str, Any] = {"repo": top, "commit": _git(folder, "rev-parse", "HEAD"), "dirty": bool(status)}
     if path is not None and path.is_file():
+        # `git status` says nothing of an ignored file, so a recipe that was never committed
+        # could pass as clean: a file git does not track is not committed, whatever status says.
+        tracked = _git(folder, "ls-files", "--error-unmatch", "--", str(path)) is not None
         own = _git(folder, "status", "--porcelain", "--", str(path)) or ""
         info["file"] = os.path.relpath(path, top)
-        info["file_dirty"] = bool(own)
+        info["file_tracked"] = tracked
+        info["file_dirty"] = bool(own) or not tracked
     return info
 
 
