@@ -14,13 +14,61 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .budgets import BudgetBreached
-from .errors import EXIT_CONFIG_ERROR, BuildError, ConfigError
+from .errors import EXIT_CONFIG_ERROR, BuildError, ConfigError, ConfigIssue
 
 log = logging.getLogger("ethosu_build")
 _task_started = False  # set once Hydra hands us a composed config
+
+
+def _store_folder(root) -> str:
+    """`${ethosu.store:${store.root}}` in hydra.run.dir / hydra.sweep.dir: the store root
+    checked (Hydra creates these folders before any code of ours runs) and `~` expanded."""
+    from .validate import store_root_issue
+
+    problem = store_root_issue(root)
+    if problem:
+        raise ConfigError(ConfigIssue("store.root", problem))
+    return os.path.expanduser(root)
+
+
+# Registered on import: every process that runs the task function (joblib, Ray, submitit
+# workers unpickle it from this module) resolves hydra.run.dir / hydra.sweep.dir with them.
+OmegaConf.register_new_resolver("ethosu.store", _store_folder, replace=True)
+# A run dir of its own per process: two builds started in the same second would otherwise
+# share one build.log, and a config error's run dir could not be removed safely.
+OmegaConf.register_new_resolver("ethosu.pid", os.getpid, replace=True)
+
+
+class _Refused(BaseException):
+    """A config error found before Hydra creates the run dir. Hydra turns an Exception from
+    a callback into a warning and runs the job anyway, so this one is a BaseException that
+    _main() unwraps."""
+
+    def __init__(self, error: ConfigError):
+        super().__init__(error.render())
+        self.error = error
+
+
+class PreRunCheck(Callback):
+    """Validates the composed config before Hydra creates the run dir: a config error leaves
+    nothing in the store. (A sweep's jobs are checked one by one, as they run.)"""
+
+    def on_run_start(self, config: DictConfig, config_name=None, **kwargs) -> None:
+        try:
+            container = _resolve(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+            if config_name == "search":
+                from . import search
+
+                search.search_config(container.pop("search", None))
+            from .validate import validate
+
+            validate(container, default_name=config.hydra.runtime.choices.get("recipe"))
+        except ConfigError as exc:
+            raise _Refused(exc) from exc
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -43,9 +91,15 @@ def build_app(cfg: DictConfig) -> None:
         status, message = _failure(exc)
         if status is None:  # Ctrl-C and the like: no result, the summary says "incomplete"
             raise
-        sweep.write_json_atomic(result_file, sweep.failure_row(status, message, overrides, container))
         if hc.mode != RunMode.MULTIRUN:
+            if status == "config_error":
+                # The message says it all; a config error leaves nothing in the store (this
+                # run dir is this process's own: hydra.run.dir names the pid).
+                _remove_run_dir(Path(hc.runtime.output_dir), cfg)
+            else:
+                sweep.write_json_atomic(result_file, sweep.failure_row(status, message, overrides, container))
             raise
+        sweep.write_json_atomic(result_file, sweep.failure_row(status, message, overrides, container))
         # In a sweep a failed configuration is a result, not the end: the other jobs run and
         # the summary is written; main() exits non-zero afterwards.
         if status == "crashed":
@@ -54,6 +108,22 @@ def build_app(cfg: DictConfig) -> None:
             log.error("job %s (%s) %s: %s", hc.job.num, " ".join(overrides), status, message)
         return
     sweep.write_json_atomic(result_file, sweep.success_row(result, overrides))
+
+
+def _remove_run_dir(run_dir: Path, cfg: DictConfig) -> None:
+    import shutil
+
+    from .validate import store_root_issue
+
+    root = OmegaConf.select(cfg, "store.root")
+    runs = Path(os.path.expanduser(root)).resolve() / "runs" if store_root_issue(root) is None else None
+    if runs is not None and runs in run_dir.resolve().parents:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for empty in (run_dir.parent, runs):  # the date folder and runs/, unless others use them
+            try:
+                empty.rmdir()
+            except OSError:
+                break
 
 
 def _resolve(cfg: DictConfig) -> dict:
@@ -175,9 +245,18 @@ def _main(app, prog: str) -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        app()
+        try:
+            app()
+        finally:
+            _summarize_unfinished_sweep(prog)
         if app is build_app:
             _exit_for_sweep()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing half-written was stored", file=sys.stderr)
+        sys.exit(130)
+    except _Refused as exc:
+        print(f"{prog}: {exc.error.render()}", file=sys.stderr)
+        sys.exit(exc.error.exit_code)
     except ConfigError as exc:
         print(f"{prog}: {exc.render()}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -188,7 +267,8 @@ def _main(app, prog: str) -> None:
         print(f"{prog}: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except _config_error_types() as exc:
-        print(f"{prog}: config error, nothing was built:\n{_hydra_error_message(exc)}", file=sys.stderr)
+        ours = _config_error_in(exc)  # raised by one of our resolvers, e.g. ${ethosu.store:...}
+        print(f"{prog}: {ours.render() if ours else 'config error, nothing was built:' + chr(10) + _hydra_error_message(exc)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
     except Exception as exc:
         if _task_started or not _raised_by_hydra(exc):
@@ -196,6 +276,32 @@ def _main(app, prog: str) -> None:
         # Hydra refused the command line itself (e.g. `-m` together with `--cfg`).
         print(f"{prog}: usage error, nothing was built: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
+
+
+def _config_error_in(exc: BaseException) -> ConfigError | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConfigError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _summarize_unfinished_sweep(prog: str) -> None:
+    """A sweep stopped before its end (Ctrl-C, a launcher that lost a worker) still gets
+    its summary: every job done so far, the rest `incomplete`."""
+    from . import sweep
+
+    folder = sweep.ACTIVE_SWEEP
+    if folder is None:
+        return
+    sweep.ACTIVE_SWEEP = None
+    try:
+        summary = sweep.summarize(folder)
+        print(f"{prog}: sweep stopped early, {summary.line()}; see {folder / sweep.SUMMARY_MD}", file=sys.stderr)
+    except Exception as exc:  # the summary must not hide why the sweep stopped
+        print(f"{prog}: the sweep's summary could not be written: {exc}", file=sys.stderr)
 
 
 def _exit_for_sweep() -> None:

@@ -44,7 +44,7 @@ def _row(a: Artifact, m: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_ls(store: ArtifactStore, args) -> int:
-    from .verify import check_files
+    from .store import check
 
     rows, damaged = [], 0
     for a in store.all():
@@ -53,20 +53,28 @@ def cmd_ls(store: ArtifactStore, args) -> int:
         try:
             row = _row(a, a.manifest())
         except (OSError, ValueError) as exc:
+            damaged += 1
             print(f"warning: {a.id}: unreadable manifest ({exc})", file=sys.stderr)
+            if args.check:
+                rows.append({**dict.fromkeys(("created", "target", "scheme", "overrides", "npu_partitions", "cpu_ops", "pte_bytes"), ""),
+                             "id": a.id, "check": f"manifest.json: unreadable ({exc})"})
             continue
         if args.target and row["target"] != args.target:
             continue
         if args.scheme and row["scheme"] != args.scheme:
             continue
         if args.check:
-            problems = check_files(a)
-            row["check"] = "ok" if not problems else "; ".join(problems)
-            damaged += bool(problems)
+            checked = check(a)
+            row["check"] = "; ".join(checked.problems) or ("ok" if checked.trust == "ok" else f"ok (files); manifest {_TRUST[checked.trust]}")
+            damaged += bool(checked.problems)
+            if checked.problems:  # also below the table, whatever the terminal's width
+                print(f"damaged: {a.id}: {row['check']}", file=sys.stderr)
         rows.append(row)
+    findings = [f for f in store.scan() if not args.name or f.path.split("/")[0] == args.name] if args.check else []
+    damaged += sum(f.damage for f in findings)
     rows.sort(key=lambda r: r["created"], reverse=True)  # newest first
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows + [{"id": f.path, "check": f.problem, "damage": f.damage} for f in findings], indent=1))
         return 1 if damaged else 0
     table = Table(title=f"artifacts in {store.dir}", title_justify="left")
     cols = ["id", "created", "target", "scheme", "overrides", "npu_partitions", "cpu_ops", "pte_bytes"] + (["check"] if args.check else [])
@@ -75,17 +83,24 @@ def cmd_ls(store: ArtifactStore, args) -> int:
     for r in rows:
         table.add_row(*(str(r[c]) for c in cols))
     Console().print(table if rows else f"no artifacts in {store.dir}")
+    for f in findings:
+        print(f"{'damaged' if f.damage else 'debris'}: {store.dir / f.path}: {f.problem}", file=sys.stderr)
     if damaged:
-        print(f"{damaged} artifact(s) do not match their manifest", file=sys.stderr)
+        print(f"{damaged} artifact(s) or version folder(s) are damaged (see above); `gc` removes debris and half-present versions", file=sys.stderr)
     return 1 if damaged else 0
 
 
+_TRUST = {"ok": "signed by your key", "other_key": "signed by another key (not verifiable with yours)",
+          "missing": "unsigned", "bad": "changed since it was signed"}
+
+
 def _resolve(store: ArtifactStore, ref: str):
+    from .store import NotAnArtifact
+
     try:
         return store.resolve(ref)
-    except KeyError:
-        names = sorted({x.id for x in store.all()})
-        print(f"ethosu-artifacts: no artifact {ref!r} in {store.dir}; known: {', '.join(names) or 'none'}", file=sys.stderr)
+    except NotAnArtifact as exc:
+        print(f"ethosu-artifacts: {exc}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -222,74 +237,56 @@ def cmd_verify(store: ArtifactStore, args) -> int:
 
 
 def cmd_export(store: ArtifactStore, args) -> int:
-    import shutil
-
-    from .verify import check_files
+    from .store import MANIFEST, REPORT, check
 
     a = _resolve(store, args.id)
-    problems = check_files(a)
+    dest = Path(args.dir)
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        print(f"ethosu-artifacts: export DIR {args.dir!r} exists and is not a folder; accepted: a new or existing folder", file=sys.stderr)
+        return 2
+    real = dest.resolve()
+    for inside in (store.dir, store.root / "cache"):
+        if real == inside.resolve() or inside.resolve() in real.parents:
+            print(f"ethosu-artifacts: export DIR {args.dir!r} is inside the store ({inside}); accepted: a folder outside "
+                  f"{store.dir} and {store.root / 'cache'}", file=sys.stderr)
+            return 2
+    problems = check(a).problems
     if problems:
         print(f"ethosu-artifacts: not exporting {a.id}: " + "; ".join(problems), file=sys.stderr)
         return 1
-    dest = Path(args.dir)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.pte", "manifest.json", "report.md"):
+    for name in ("model.pte", MANIFEST, REPORT):
         if (a.path / name).is_file():
-            shutil.copyfile(a.path / name, dest / name)
+            _write_atomic(dest / name, (a.path / name).read_bytes())
     print(f"exported {a.id} to {dest}")
     return 0
 
 
-STALE_SECONDS = 3600
-
-
-def _stale(path: Path) -> bool:
-    import time
-
-    return time.time() - path.stat().st_mtime > STALE_SECONDS
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def cmd_gc(store: ArtifactStore, args) -> int:
-    """Remove cache entries no artifact rests on, and the artifacts named with --artifact."""
-    import shutil
-
+    """Remove the artifacts named with --artifact, the store's debris, and the cache entries
+    no remaining artifact rests on. The store and the cache each clean their own layout."""
     from .cache import StageCache
 
-    removed_artifacts = []
-    for ref in args.artifact or []:
-        a = _resolve(store, ref)
-        removed_artifacts.append(a.id)
-        if not args.dry_run:
-            shutil.rmtree(a.path)
-    needed: set[str] = set()
+    remove = [_resolve(store, ref) for ref in args.artifact or []]
+    keep: set[str] = set()
     for a in store.all():
-        if args.dry_run and a.id in removed_artifacts:
+        if a in remove:
             continue
-        needed.update(a.manifest().get("stage_keys", {}).values())
-    cache = StageCache(store.root)
-    removed = 0
-    if cache.dir.is_dir():
-        for bucket in cache.dir.iterdir():
-            for entry in bucket.iterdir() if bucket.is_dir() else []:
-                # a temporary folder may belong to a build running now; only old ones are debris
-                if entry.name.endswith(".lock"):  # a stage's lock file: debris once old
-                    if entry.name[: -len(".lock")] in needed or not _stale(entry):
-                        continue
-                elif entry.name in needed or (entry.name.startswith(".tmp-") and not _stale(entry)):
-                    continue
-                removed += 1
-                if not args.dry_run:
-                    if entry.is_dir():
-                        shutil.rmtree(entry, ignore_errors=True)
-                    else:
-                        entry.unlink(missing_ok=True)
-    for staging in store.dir.glob("*/.staging-*") if store.dir.is_dir() else []:
-        if _stale(staging):  # left by a killed build
-            removed += 1
-            if not args.dry_run:
-                shutil.rmtree(staging, ignore_errors=True)
+        try:
+            keep.update(str(k) for k in (a.manifest().get("stage_keys") or {}).values())
+        except (OSError, ValueError, AttributeError):
+            continue  # an unreadable manifest protects nothing: its stages can be rebuilt
+    removed = store.gc(remove, dry_run=args.dry_run)
+    cache = StageCache(store.root).gc(keep, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {removed} cache entr{'y' if removed == 1 else 'ies'} or leftover folder(s), and {len(removed_artifacts)} artifact(s) {' '.join(removed_artifacts)}".rstrip())
+    n = len(cache.removed)
+    print(f"{verb} {n} cache entr{'y' if n == 1 else 'ies'} or leftover file(s), and {len(removed)} artifact folder(s) {' '.join(removed)}".rstrip())
     return 0
 
 

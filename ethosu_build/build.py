@@ -1,24 +1,25 @@
 """One build: validate -> keys -> (up to date? done) -> stages, each cached -> store.
 
-A rebuild whose build key is already stored runs no stage and imports neither torch nor
-executorch. A cache hit on a later stage skips every stage before it.
+A rebuild whose build key is already stored (and whose stored files still check out) runs
+no stage and imports neither torch nor executorch. A cache hit on a later stage skips every
+stage before it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
-import shutil
-import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from . import budgets, data, report, stages
-from .cache import StageCache
+from .cache import CorruptEntry, Entry, StageCache
 from .errors import BuildError, ConfigError, ConfigIssue
 from .fingerprint import file_sha256, source_fingerprint, tool_versions
 from .schema import BuildConfig
@@ -26,6 +27,7 @@ from .store import MANIFEST_SCHEMA, Artifact, ArtifactStore
 from .validate import validate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,34 +42,6 @@ class BuildResult:
         return not self.created and not self.stages
 
 
-@dataclass
-class _StageLog:
-    """Per-stage key, whether it ran or came from the cache, and its wall time."""
-
-    keys: stages.StageKeys
-    record: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-
-    def cached(self, stage: str) -> None:
-        self.record[stage] = {"key": getattr(self.keys, stage), "status": "cached", "seconds": 0.0}
-        log.info("%s: cached (key %s)", stage, getattr(self.keys, stage)[:12])
-
-    def run(self, stage: str, fn: Callable[[], Any]) -> Any:
-        log.info("%s: running", stage)
-        t0 = time.perf_counter()
-        try:
-            out = fn()
-        except (ConfigError, BuildError):
-            raise
-        except Exception as exc:  # a crash inside torch/executorch: name the stage, keep the trace in the log
-            log.debug("%s failed", stage, exc_info=True)
-            text = str(exc).strip().splitlines()
-            raise BuildError(f"{stage} stage failed: {type(exc).__name__}: {text[0] if text else ''} (traceback in the run's build.log)") from exc
-        seconds = round(time.perf_counter() - t0, 3)
-        self.record[stage] = {"key": getattr(self.keys, stage), "status": "ran", "seconds": seconds}
-        log.info("%s: done in %.1f s", stage, seconds)
-        return out
-
-
 def build(
     container: dict[str, Any],
     *,
@@ -75,6 +49,25 @@ def build(
     recipe_path: Optional[Path] = None,
     cli_overrides: Optional[list[str]] = None,
 ) -> BuildResult:
+    try:
+        return _build(container, recipe, recipe_path, cli_overrides or [])
+    except SystemExit as exc:
+        # Library or user code (a dataset, a model factory) that calls sys.exit must not end
+        # the process, nor a sweep: it is a failed build, named where it happened.
+        raise BuildError(f"the build was stopped by sys.exit({exc.code!r}) in {_origin(exc)}") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BuildError(f"no space left on the device holding {exc.filename or 'the store'}; nothing was stored") from exc
+        raise
+
+
+def _origin(exc: BaseException) -> str:
+    """Where an exception was raised: the innermost frame of its traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})" if frames else "unknown code"
+
+
+def _build(container: dict[str, Any], recipe: Optional[str], recipe_path: Optional[Path], cli_overrides: list[str]) -> BuildResult:
     t0 = time.perf_counter()
     cfg = validate(container, default_name=recipe)
     origin = _provenance(cfg, recipe, recipe_path)
@@ -84,27 +77,23 @@ def build(
     if existing is not None:
         return BuildResult(existing, False, {}, time.perf_counter() - t0)
 
-    run = _Run(cfg, StageCache(cfg.store.root), _StageLog(keys))
-    evaluation = run.cached_evaluation()
-    if evaluation is None:
-        # The TOSA check needs the partitioned program, which exists only while lowering.
-        check = _TosaCheck(run) if cfg.evaluation.tosa_check else None
-        run.lowered(check)
-        evaluation = run.evaluate(check)
-    built, vela_info = run.vela()
-    lower_info = {"delegation": run.lower_info()["delegation"], "vela": vela_info}
+    run = _Run(cfg, StageCache(cfg.store.root), keys)
+    evaluation = run.evaluation()
+    compiled = run.compiled()
+    lowered = run.lowered()
+    lower_info = {"delegation": lowered.info["delegation"], "vela": compiled.metrics}
     gates = budgets.check(cfg.budget, lower_info, evaluation)  # a breach raises: nothing stored
 
     staging = store.staging(cfg.name)
-    shutil.copyfile(built / "model.pte", staging / "model.pte")
+    # Only what the vela stage lists travels into the artifact (cache.Entry.read).
+    (staging / "model.pte").write_bytes(compiled.pte)
     (staging / "vela").mkdir()
-    for f in built.iterdir():
-        if f.name.endswith((".csv", ".tosa")):
-            shutil.copyfile(f, staging / "vela" / f.name)
+    for name, blob in compiled.reports.items():
+        (staging / "vela" / name).write_bytes(blob)
     (staging / "config.yaml").write_text(_config_yaml(cfg))
-    manifest = _manifest_fn(cfg, keys, recipe, cli_overrides or [], run, lower_info, evaluation, gates, origin)
+    manifest = _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, gates, origin)
     artifact, created = store.publish(cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela"))
-    return BuildResult(artifact, created, run.slog.record, time.perf_counter() - t0)
+    return BuildResult(artifact, created, run.record, time.perf_counter() - t0)
 
 
 def quantized_model(cfg: BuildConfig, model=None):
@@ -112,10 +101,149 @@ def quantized_model(cfg: BuildConfig, model=None):
     would: (float model, quantized batch-1 program, batch-dynamic program or None,
     evaluation samples). For searches that measure many quantizations without lowering;
     `model`, if given, is the float model already loaded and checked for this config."""
-    run = _Run(cfg, StageCache(cfg.store.root), _StageLog(stages.stage_keys(cfg)))
+    run = _Run(cfg, StageCache(cfg.store.root), stages.stage_keys(cfg))
     run._model = model
     quantized = run.quantized()
-    return run.model(), quantized, run._batched, run.evaluation_samples()
+    return run.model(), quantized.program, quantized.batched, run.evaluation_samples()
+
+
+# --- stage results: what each stage hands on, and how it is stored in its cache entry -------
+
+
+@dataclass
+class Exported:
+    programs: dict[str, Any]  # "static": batch-1 ExportedProgram; "dynamic": batch-dynamic or None
+
+    def save(self, folder: Path) -> None:
+        for kind, program in self.programs.items():
+            if program is not None:
+                (folder / f"{kind}.pt2").write_bytes(stages.program_bytes(program))
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Exported":
+        return cls({k: stages.load_program(entry.read(f"{k}.pt2")) if entry.has(f"{k}.pt2") else None for k in ("static", "dynamic")})
+
+
+@dataclass
+class Quantized:
+    program: Any  # the quantized batch-1 ExportedProgram, which is lowered
+    batched: Any  # the same with a dynamic batch, for evaluation in batches; or None
+    info: dict[str, Any]  # calibration / QAT / control flow / rewrites, for the manifest
+
+    def save(self, folder: Path) -> None:
+        (folder / "program.pt2").write_bytes(stages.program_bytes(self.program))
+        if self.batched is not None:
+            (folder / "batched.pt2").write_bytes(stages.program_bytes(self.batched))
+        _write_json(folder / "info.json", self.info)
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Quantized":
+        batched = stages.load_program(entry.read("batched.pt2")) if entry.has("batched.pt2") else None
+        return cls(stages.load_program(entry.read("program.pt2")), batched, entry.read_json("info.json"))
+
+
+@dataclass
+class Lowered:
+    template: bytes  # the .pte with a placeholder payload per NPU partition
+    tosa: list[bytes]  # each partition's TOSA flatbuffer
+    info: dict[str, Any]  # delegation, partitions, retargetable
+    quant_info: dict[str, Any]  # the quantize stage's info: a cached lowering needs no quantize
+
+    def save(self, folder: Path) -> None:
+        (folder / "template.pte").write_bytes(self.template)
+        for i, flatbuffer in enumerate(self.tosa):
+            (folder / f"part{i}.tosa").write_bytes(flatbuffer)
+        _write_json(folder / "info.json", self.info)
+        _write_json(folder / "quantize.json", self.quant_info)
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Lowered":
+        info = entry.read_json("info.json")
+        tosa = [entry.read(f"part{i}.tosa") for i in range(int(info["partitions"]))]
+        return cls(entry.read("template.pte"), tosa, info, entry.read_json("quantize.json"))
+
+
+@dataclass
+class Compiled:
+    pte: bytes  # model.pte for the target
+    reports: dict[str, bytes]  # Vela's summary.csv, per_layer.csv and part<i>.tosa
+    metrics: dict[str, Any]
+
+    REPORT_SUFFIXES = (".csv", ".tosa")
+
+    def save(self, folder: Path) -> None:
+        (folder / "model.pte").write_bytes(self.pte)
+        for name, blob in self.reports.items():
+            (folder / name).write_bytes(blob)
+        _write_json(folder / "info.json", self.metrics)
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Compiled":
+        reports = {n: entry.read(n) for n in sorted(entry.files) if n.endswith(cls.REPORT_SUFFIXES)}
+        return cls(entry.read("model.pte"), reports, entry.read_json("info.json"))
+
+
+@dataclass
+class Evaluated:
+    info: dict[str, Any]  # accuracy and the TOSA check
+
+    def save(self, folder: Path) -> None:
+        _write_json(folder / "info.json", self.info)
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Evaluated":
+        return cls(entry.read_json("info.json"))
+
+
+class _Stage(Generic[T]):
+    """One run of a stage: taken from the cache, or computed under the key's lock and stored.
+
+    `load(entry)` turns a verified entry into the stage's result; an entry that fails to
+    load is discarded and the stage computed again. `inputs()` returns the results of the
+    stages it consumes (computed or loaded under this stage's lock, down the pipeline, so
+    nested locks cannot deadlock), `compute(*inputs)` the result, whose `save(folder)`
+    writes the entry. Only `compute` counts as the stage's time."""
+
+    def __init__(self, run: "_Run", name: str, load: Callable[[Entry], T], compute: Callable[..., T],
+                 inputs: Callable[[], tuple] = tuple, needs_model: bool = True):
+        self.run, self.name, self.load, self.compute, self.inputs, self.needs_model = run, name, load, compute, inputs, needs_model
+
+    def get(self) -> T:
+        key = getattr(self.run.keys, self.name)
+        cache = self.run.cache
+        result = self._cached(key)
+        if result is not None:
+            return result
+        if self.needs_model:
+            # Config errors that need the model (module names, dataset sizes) are found
+            # before any lock is taken or anything is written.
+            self.run.model()
+        with cache.claim(key, self.name):
+            result = self._cached(key)  # another process may have computed it while we waited
+            if result is not None:
+                return result
+            args = self.inputs()
+            result = self.run.timed(self.name, lambda: self.compute(*args))
+            with cache.put(key, self.name) as folder:
+                result.save(folder)
+        return result
+
+    def _cached(self, key: str) -> Optional[T]:
+        entry = self.run.cache.get(key)
+        if entry is None:
+            return None
+        try:
+            result = self.load(entry)
+        except Exception as exc:  # e.g. a program that no longer deserializes
+            self.run.cache.discard(key, f"it does not load: {type(exc).__name__}: {_first_line(exc)}")
+            return None
+        self.run.cached(self.name)
+        return result
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 class _Run:
@@ -124,15 +252,45 @@ class _Run:
     A missing entry is computed under the key's lock (StageCache.claim), so parallel jobs
     that need the same stage compute it once."""
 
-    def __init__(self, cfg: BuildConfig, cache: StageCache, slog: _StageLog):
-        self.cfg, self.cache, self.slog = cfg, cache, slog
-        self.keys = slog.keys
+    def __init__(self, cfg: BuildConfig, cache: StageCache, keys: stages.StageKeys):
+        self.cfg, self.cache, self.keys = cfg, cache, keys
+        self.record: dict[str, dict[str, Any]] = {}  # per stage: key, ran or cached, seconds
         stages.thread_lock_for_tqdm()
         self._model = None
-        self._quantized = None
-        self._batched = None  # the quantized program with a dynamic batch, for evaluation
+        self._results: dict[str, Any] = {}
         self._eval_samples = None
-        self.quant_info: dict[str, Any] = {}
+        self._tosa_check: Optional[_TosaCheck] = None
+
+    # --- the stage log ---------------------------------------------------------------------
+
+    def cached(self, stage: str) -> None:
+        self.record[stage] = {"key": getattr(self.keys, stage), "status": "cached", "seconds": 0.0}
+        log.info("%s: cached (key %s)", stage, getattr(self.keys, stage)[:12])
+
+    def timed(self, stage: str, fn: Callable[[], T]) -> T:
+        log.info("%s: running", stage)
+        t0 = time.perf_counter()
+        try:
+            out = fn()
+        except (ConfigError, BuildError, CorruptEntry):
+            raise
+        except SystemExit as exc:
+            raise BuildError(f"{stage} stage: stopped by sys.exit({exc.code!r}) in {_origin(exc)}") from exc
+        except Exception as exc:  # a crash inside torch/executorch: name the stage, keep the trace in the log
+            log.debug("%s failed", stage, exc_info=True)
+            raise BuildError(f"{stage} stage failed: {type(exc).__name__}: {_first_line(exc)} (traceback in the run's build.log)") from exc
+        seconds = round(time.perf_counter() - t0, 3)
+        self.record[stage] = {"key": getattr(self.keys, stage), "status": "ran", "seconds": seconds}
+        log.info("%s: done in %.1f s", stage, seconds)
+        return out
+
+    def _stage(self, name: str, load: Callable[[Entry], T], compute: Callable[..., T], inputs: Callable[[], tuple] = tuple,
+               needs_model: bool = True) -> T:
+        if name not in self._results:
+            self._results[name] = _Stage(self, name, load, compute, inputs, needs_model).get()
+        return self._results[name]
+
+    # --- inputs ----------------------------------------------------------------------------
 
     def model(self):
         from .validate import check_model, load_model
@@ -142,161 +300,94 @@ class _Run:
             check_model(self.cfg, self._model)
         return self._model
 
-    def _cached(self, stage: str) -> Optional[Path]:
-        entry = self.cache.get(getattr(self.keys, stage))
-        if entry is not None:
-            self.slog.cached(stage)
-        return entry
+    def evaluation_samples(self):
+        cfg = self.cfg
+        if self._eval_samples is None:
+            self._eval_samples = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_shape, "evaluation.dataset")
+        return self._eval_samples
 
-    def _entry(self, stage: str, make: Callable[[Path], None]) -> tuple[Path, bool]:
-        """The stage's cache entry and whether this process computed it: when missing,
-        `make(folder)` writes it under the key's lock, unless another process published it
-        while this one waited."""
-        key = getattr(self.keys, stage)
-        entry = self.cache.get(key)
-        if entry is None:
-            with self.cache.claim(key, stage):
-                entry = self.cache.get(key)
-                if entry is None:
-                    with self.cache.put(key, stage) as tmp:
-                        make(tmp)
-                    return self.cache.get(key), True
-        return entry, False
+    # --- the stages ------------------------------------------------------------------------
 
-    def vela(self) -> tuple[Path, dict[str, Any]]:
-        """The vela stage's entry (model.pte, Vela's CSVs, the TOSA files) and its metrics."""
+    def exported(self) -> Exported:
+        model = self.model()
+        return self._stage("export", Exported.load, lambda: Exported(stages.run_export(model, self.cfg.model.input_shape)))
 
-        def make(tmp: Path) -> None:
-            lowered = self.lowered()
-            pte, metrics, console = self.slog.run("vela", lambda: self._run_vela(lowered, tmp))
-            log.debug("Vela output:\n%s", console)
-            (tmp / "model.pte").write_bytes(pte)
-            _write_json(tmp / "info.json", metrics)
+    def quantized(self) -> Quantized:
+        return self._stage("quantize", Quantized.load, self._quantize, lambda: (self.exported(), self._training_samples()))
 
-        entry, computed = self._entry("vela", make)
-        if not computed:
-            self.slog.cached("vela")
-        return entry, _read_json(entry / "info.json")
+    def _training_samples(self):
+        """What the quantizer learns ranges from: the calibration set, or QAT's training set."""
+        cfg = self.cfg
+        qat = cfg.quantization.qat
+        if qat is None:
+            return data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape, "calibration.dataset")
+        dataset = data.instantiate(qat.dataset)
+        return data.take(dataset, qat.num_samples or len(dataset), cfg.model.input_shape, "quantization.qat.dataset")
 
-    def _run_vela(self, lowered: Path, tmp: Path):
-        if self.lower_info().get("retargetable"):
-            return stages.run_vela(self.cfg, lowered, tmp)
-        # A program whose serialized form does not round-trip cannot have its payloads
-        # swapped: lower it again for this target, with Vela in place.
-        log.info("vela: the shared lowering cannot be retargeted; lowering for %s", self.cfg.target.accelerator)
-        pte, info, console = stages.run_lower(self.cfg, self.quantized(), tmp, run_vela=True)
-        return pte, info["vela"], console
-
-    def lower_info(self) -> dict[str, Any]:
-        return _read_json(self.lowered() / "info.json")
-
-    def lowered(self, inspect=None) -> Path:
-        """The lower stage's entry (template.pte, part<i>.tosa, info.json); `inspect` sees the
-        partitioned program if lowering runs (see stages.run_lower)."""
-
-        def make(tmp: Path) -> None:
-            quantized = self.quantized()
-            pte, info, _ = self.slog.run("lower", lambda: stages.run_lower(self.cfg, quantized, tmp, inspect))
-            (tmp / "template.pte").write_bytes(pte)
-            _write_json(tmp / "info.json", info)
-            _write_json(tmp / "quantize.json", self.quant_info)
-
-        entry, _ = self._entry("lower", make)
-        if "lower" not in self.slog.record:  # first use of an entry from the cache
-            self.slog.cached("lower")
-            self.quant_info = _read_json(entry / "quantize.json")
-        return entry
-
-    def quantized(self):
-        if self._quantized is not None:
-            return self._quantized
-
-        def make(tmp: Path) -> None:
-            self._quantized, self._batched, self.quant_info = self._quantize()
-            stages.save_program(self._quantized, tmp / "program.pt2")
-            if self._batched is not None:
-                stages.save_program(self._batched, tmp / "batched.pt2")
-            _write_json(tmp / "info.json", self.quant_info)
-
-        entry, computed = self._entry("quantize", make)
-        if not computed:
-            self.slog.cached("quantize")
-            self._quantized = stages.load_program(entry / "program.pt2")
-            if (entry / "batched.pt2").is_file():
-                self._batched = stages.load_program(entry / "batched.pt2")
-            self.quant_info = _read_json(entry / "info.json")
-        return self._quantized
-
-    def _quantize(self):
+    def _quantize(self, exported: Exported, samples) -> Quantized:
         from . import quantize
         from .validate import check_override_matches
 
         cfg = self.cfg
-        programs = self._exported()
-        matches = quantize.override_matches(programs["static"].graph_module, cfg.overrides)
+        matches = quantize.override_matches(exported.programs["static"].graph_module, cfg.overrides)
         check_override_matches(matches, cfg)
-        qat = cfg.quantization.qat
-        if qat is None:
-            samples = data.take(data.instantiate(cfg.calibration.dataset), cfg.calibration.num_samples, cfg.model.input_shape)
-        else:  # quantization-aware training learns the ranges from its own training set
-            dataset = data.instantiate(qat.dataset)
-            samples = data.take(dataset, qat.num_samples or len(dataset), cfg.model.input_shape)
-        model = self.model()
-        quantized, batched, info = self.slog.run("quantize", lambda: stages.run_quantize(cfg, programs, samples, model))
+        quantized, batched, info = stages.run_quantize(cfg, exported.programs, samples, self.model())
         info["override_matches"] = matches
-        return quantized, batched, info
+        return Quantized(quantized, batched, info)
 
-    def _exported(self) -> dict[str, Any]:
-        model = self.model()  # checks the model-dependent config first
-        programs: dict[str, Any] = {}
+    def lowered(self) -> Lowered:
+        def compute(quantized: Quantized) -> Lowered:
+            pte, info, _, files = stages.run_lower(self.cfg, quantized.program, self._tosa_check)
+            return Lowered(pte, [files[f"part{i}.tosa"] for i in range(info["partitions"])], info, quantized.info)
 
-        def make(tmp: Path) -> None:
-            programs.update(self.slog.run("export", lambda: stages.run_export(model, self.cfg.model.input_shape)))
-            for kind, program in programs.items():
-                if program is not None:
-                    stages.save_program(program, tmp / f"{kind}.pt2")
+        return self._stage("lower", Lowered.load, compute, lambda: (self.quantized(),))
 
-        entry, computed = self._entry("export", make)
-        if computed:
-            return programs
-        self.slog.cached("export")
-        return {
-            kind: stages.load_program(entry / f"{kind}.pt2") if (entry / f"{kind}.pt2").is_file() else None
-            for kind in ("static", "dynamic")
-        }
+    def quant_info(self) -> dict[str, Any]:
+        """The quantize stage's info, from the quantize stage if it ran, else the lowering."""
+        if "quantize" in self._results:
+            return self._results["quantize"].info
+        return self.lowered().quant_info
 
-    def evaluation_samples(self):
+    def compiled(self) -> Compiled:
+        def compute(lowered: Lowered) -> Compiled:
+            if lowered.info.get("retargetable"):
+                pte, metrics, console, files = stages.run_vela(self.cfg, lowered.template, lowered.tosa)
+            else:
+                # A program whose serialized form does not round-trip cannot have its payloads
+                # swapped: lower it again for this target, with Vela in place.
+                log.info("vela: the shared lowering cannot be retargeted; lowering for %s", self.cfg.target.accelerator)
+                pte, info, console, files = stages.run_lower(self.cfg, self.quantized().program, run_vela=True)
+                metrics = info["vela"]
+            log.debug("Vela output:\n%s", console)
+            return Compiled(pte, files, metrics)
+
+        # Vela needs only the lowering's files, not the model.
+        return self._stage("vela", Compiled.load, compute, lambda: (self.lowered(),), needs_model=False)
+
+    def evaluation(self) -> dict[str, Any]:
+        """Float vs quantized metrics and the TOSA check, cached under the evaluate key. The
+        TOSA check needs the partitioned program, which exists only while lowering: it sees
+        the lowering run for this build, or, if the lowering came from the cache, one run
+        again in memory."""
         cfg = self.cfg
-        if self._eval_samples is None:
-            self._eval_samples = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_shape)
-        return self._eval_samples
+        check = _TosaCheck(self) if cfg.evaluation.tosa_check else None
 
-    def cached_evaluation(self) -> Optional[dict[str, Any]]:
-        entry = self._cached("evaluate")
-        return None if entry is None else _read_json(entry / "info.json")
+        def inputs() -> tuple:
+            self._tosa_check = check  # seen by the lowering, if it runs now
+            self.lowered()
+            return self.quantized(), self.evaluation_samples()
 
-    def evaluate(self, check: Optional["_TosaCheck"]) -> dict[str, Any]:
-        """Float vs quantized metrics and the TOSA check, cached under the evaluate key."""
-        cfg = self.cfg
-
-        def work() -> dict[str, Any]:
-            result = stages.run_evaluate(cfg, self.model(), self.quantized(), self.evaluation_samples(), self._batched)
+        def compute(quantized: Quantized, samples) -> Evaluated:
+            result = {"accuracy": stages.run_evaluate(cfg, self.model(), quantized.program, samples, quantized.batched)["accuracy"]}
             if check is None:
                 result["tosa_check"] = {"status": "off", "reason": "evaluation.tosa_check is false"}
             else:
                 if check.result is None:  # lowering came from the cache: lower again, in memory
-                    with tempfile.TemporaryDirectory() as tmp:
-                        stages.run_lower(cfg, self.quantized(), Path(tmp), check)
+                    stages.run_lower(cfg, quantized.program, check)
                 result["tosa_check"] = check.result
-            return result
+            return Evaluated(result)
 
-        def make(tmp: Path) -> None:
-            _write_json(tmp / "info.json", self.slog.run("evaluate", work))
-
-        entry, computed = self._entry("evaluate", make)
-        if not computed:  # another process evaluated while this one waited
-            self.slog.cached("evaluate")
-        return _read_json(entry / "info.json")
+        return self._stage("evaluate", Evaluated.load, compute, inputs).info
 
 
 class _TosaCheck:
@@ -311,11 +402,13 @@ class _TosaCheck:
 
         try:
             self.result = evaluate.tosa_check(
-                edge_program, tosa_by_payload, self.run.quantized(), self.run.evaluation_samples(), self.run.cfg.evaluation.tosa_samples
+                edge_program, tosa_by_payload, self.run.quantized().program, self.run.evaluation_samples(), self.run.cfg.evaluation.tosa_samples
             )
+        except (ConfigError, BuildError):
+            raise
         except Exception as exc:  # a check that cannot run is a finding, not a failed build
             log.debug("TOSA check failed", exc_info=True)
-            self.result = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            self.result = {"status": "failed", "reason": f"{type(exc).__name__}: {_first_line(exc)}"}
 
 
 def _config_yaml(cfg: BuildConfig) -> str:
@@ -342,7 +435,8 @@ def _provenance(cfg: BuildConfig, recipe: Optional[str], recipe_path: Optional[P
 
     git = provenance.git_info(recipe_path)
     if recipe_path is not None and git and git.get("file_dirty") and not cfg.allow_dirty:
-        raise ConfigError(ConfigIssue("recipe", f"{recipe!r} ({recipe_path}) has uncommitted changes, so the artifact could not be traced to a commit; accepted: a committed recipe, or allow_dirty=true"))
+        why = "is not committed (untracked, or ignored by git)" if not git.get("file_tracked", True) else "has uncommitted changes"
+        raise ConfigError(ConfigIssue("recipe", f"{recipe!r} ({recipe_path}) {why}, so the artifact could not be traced to a commit; accepted: a committed recipe, or allow_dirty=true"))
     origin: dict[str, Any] = {"recipe_file": str(recipe_path) if recipe_path else None, "git": git, "lock": None}
     lock = provenance.lock_path(recipe_path) if recipe_path else None
     if lock is not None and lock.is_file():
@@ -356,7 +450,7 @@ def _provenance(cfg: BuildConfig, recipe: Optional[str], recipe_path: Optional[P
 
 
 def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, gates, origin):
-    quant_info = run.quant_info
+    quant_info = run.quant_info()
 
     def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -372,7 +466,7 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, 
             "tools": tool_versions(),
             "provenance": origin,
             "files": files,
-            "stages": run.slog.record,
+            "stages": run.record,
             "stage_keys": keys.as_dict(),  # every stage this artifact rests on (gc keeps them)
             "quantization": {
                 "scheme": cfg.quantization.scheme,
@@ -390,17 +484,14 @@ def _manifest_fn(cfg, keys, recipe, cli_overrides, run, lower_info, evaluation, 
                 "control_flow": quant_info.get("control_flow"),
             },
             # What the lowering did beyond ExecuTorch's defaults (each computes the same outputs).
-            "lowering": {"io_layout": cfg.lowering.io_layout, "rewrites": quant_info.get("rewrites", [])},
+            "lowering": {"io_layout": cfg.lowering.io_layout, "rewrites": quant_info.get("rewrites", []),
+                         "unmatched": quant_info.get("rewrites_unmatched", [])},  # listed rewrites that found nothing to do
             "delegation": lower_info["delegation"],
             "metrics": {"vela": lower_info["vela"], "accuracy": evaluation["accuracy"], "tosa_check": evaluation["tosa_check"]},
             "budget": gates,
         }
 
     return manifest
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -1,14 +1,19 @@
 """Content-addressed stage cache: `<root>/cache/<key[:2]>/<key>/`.
 
-An entry is a folder of payload files plus `entry.json`, which lists each file's sha256. It
-is written in a temporary folder beside its final place and renamed into place, so a killed
-build leaves no entry that reads as valid. An entry whose files do not match their recorded
-sha256 is deleted and treated as a miss, never trusted.
+An entry is a folder of payload files plus `entry.json`, which lists each file's sha256 and
+is signed with the store key (trust.py). It is written in a temporary folder beside its
+final place and renamed into place, so a killed build leaves no entry that reads as valid.
+
+Reading trusts nothing on disk: an entry counts only if its entry.json is a regular file
+signed by this reader's key, names this key, and every file it lists is a regular file
+(never a symlink) with the recorded sha256. Anything else (unsigned, signed by another key,
+changed, a symlink, a listed file missing) is discarded, with one log line, and the stage
+is computed again. Files the entry does not list are never opened. `Entry.read()` checks a
+file's hash again on the bytes it returns, so a file swapped after the check is caught too.
 
 `claim(key)` serializes the computation of one key across processes (parallel sweep jobs,
 cluster nodes on a shared filesystem): the first computes, the others wait, then read its
-entry. Locks are taken down the pipeline only (build -> lower -> quantize -> export), so
-nested claims cannot deadlock.
+entry. `gc()` is the only code that knows this layout well enough to delete from it.
 """
 
 from __future__ import annotations
@@ -16,17 +21,71 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+import stat
+import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .fingerprint import file_sha256
+from .fingerprint import canonical_json, sha256_bytes
+from .trust import store_key
 
 log = logging.getLogger(__name__)
 ENTRY = "entry.json"
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a plain name inside the entry
+_MAX_ENTRY_JSON = 1 << 20
+STALE_SECONDS = 3600  # a temporary folder or lock older than this belongs to no running build
+
+
+class CorruptEntry(Exception):
+    """A cache entry that failed a check while being read."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A verified cache entry: read its files through `read`, never by path."""
+
+    key: str
+    path: Path
+    files: dict[str, str]  # name -> sha256
+
+    def read(self, name: str) -> bytes:
+        if name not in self.files:
+            raise KeyError(name)
+        data = _read_regular(self.path / name)
+        if sha256_bytes(data) != self.files[name]:
+            raise CorruptEntry(f"{name} changed after it was verified")
+        return data
+
+    def has(self, name: str) -> bool:
+        return name in self.files
+
+    def read_json(self, name: str):
+        return json.loads(self.read(name))
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; a symlink, folder, FIFO or device is refused unopened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CorruptEntry(f"{path.name} is not a regular file")
+        return f.read()
+
+
+def _signed_payload(meta: dict) -> bytes:
+    return canonical_json({k: v for k, v in meta.items() if k != "signature"}).encode()
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)  # paths relative to the cache folder
 
 
 class StageCache:
@@ -36,22 +95,49 @@ class StageCache:
     def path(self, key: str) -> Path:
         return self.dir / key[:2] / key
 
-    def get(self, key: str) -> Optional[Path]:
-        """The entry's folder if it exists and verifies, else None (a corrupt entry is removed)."""
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, key: str) -> Optional[Entry]:
+        """The entry if it exists and verifies; anything that fails a check is discarded."""
         path = self.path(key)
-        meta_file = path / ENTRY
-        if not meta_file.is_file():
+        if not os.path.lexists(path):
             return None
         try:
-            meta = json.loads(meta_file.read_text())
-            bad = [n for n, sha in meta["files"].items() if file_sha256(path / n) != sha]
-        except (OSError, ValueError, KeyError) as exc:
-            bad = [f"unreadable: {exc}"]
-        if bad:
-            log.warning("cache entry %s is corrupt (%s); rebuilding it", key[:12], ", ".join(bad))
-            shutil.rmtree(path, ignore_errors=True)
+            return self._verify(key, path)
+        except (OSError, ValueError, KeyError, TypeError, CorruptEntry) as exc:
+            self.discard(key, str(exc) or type(exc).__name__)
             return None
-        return path
+
+    def _verify(self, key: str, path: Path) -> Entry:
+        if not _KEY.match(key):
+            raise CorruptEntry(f"{key!r} is not a stage key")
+        for p in (self.dir, path.parent, path):
+            if p.is_symlink() or not p.is_dir():
+                raise CorruptEntry(f"{p.name} is not a folder of the store (a symlink, or a file)")
+        raw = _read_regular(path / ENTRY)
+        if len(raw) > _MAX_ENTRY_JSON:
+            raise CorruptEntry(f"{ENTRY} is {len(raw)} bytes")
+        meta = json.loads(raw)
+        verdict = store_key().verify(_signed_payload(meta), meta.get("signature"))
+        if verdict != "ok":
+            reason = {"missing": "unsigned", "other_key": "signed by another key", "bad": "its signature does not match"}[verdict]
+            raise CorruptEntry(f"{ENTRY} is {reason}")
+        if meta.get("key") != key:
+            raise CorruptEntry(f"{ENTRY} names key {str(meta.get('key'))[:12]}")
+        files = meta["files"]
+        if not isinstance(files, dict) or not all(isinstance(n, str) and _FILE_NAME.match(n) and n != ENTRY for n in files):
+            raise CorruptEntry(f"{ENTRY} lists a file name outside the entry")
+        entry = Entry(key, path, dict(files))
+        for name in files:
+            entry.read(name)  # regular file, recorded sha256
+        return entry
+
+    def discard(self, key: str, reason: str) -> None:
+        """Log once and remove what is at the key's place (a symlink: only the link)."""
+        log.warning("cache entry %s is not trusted (%s); discarding it and computing the stage again", key[:12], reason)
+        _remove(self.path(key))
+
+    # --- writing ----------------------------------------------------------------------------
 
     @contextmanager
     def claim(self, key: str, stage: str) -> Iterator[None]:
@@ -59,7 +145,7 @@ class StageCache:
         from filelock import FileLock, Timeout
 
         lock_file = self.path(key).with_name(f"{key}.lock")
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        _real_dir(lock_file.parent)
         lock = FileLock(str(lock_file))
         try:
             lock.acquire(timeout=0)
@@ -74,20 +160,84 @@ class StageCache:
     @contextmanager
     def put(self, key: str, stage: str) -> Iterator[Path]:
         """Yield an empty folder to write the entry's files into; on success it becomes the
-        entry atomically. If another process published the same key first, theirs is kept."""
+        entry atomically. If another process published the same key first, theirs is kept
+        when it verifies."""
         final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        _real_dir(final.parent)
         tmp = final.parent / f".tmp-{key[:12]}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             yield tmp
-            files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            files = {}
+            for p in sorted(tmp.iterdir()):
+                if not _FILE_NAME.match(p.name) or p.is_symlink() or not p.is_file():
+                    raise ValueError(f"stage {stage} wrote {p.name!r}: an entry holds regular files with plain names only")
+                files[p.name] = sha256_bytes(p.read_bytes())
             meta = {"stage": stage, "key": key, "created": datetime.now(timezone.utc).isoformat(), "files": files}
+            meta["signature"] = store_key().sign(_signed_payload(meta))
             (tmp / ENTRY).write_text(json.dumps(meta, indent=1, sort_keys=True))
             try:
                 os.rename(tmp, final)
             except OSError:
-                if self.get(key) is None:  # the existing one was corrupt and is gone now
+                if self.get(key) is None:  # the existing one did not verify and is gone now
                     os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    # --- garbage collection -------------------------------------------------------------------
+
+    def gc(self, keep: set[str], dry_run: bool = False) -> GcReport:
+        """Remove entries whose key is not in `keep`, stale temporary folders and locks, and
+        anything else found in the cache's layout (symlinks are unlinked, never followed)."""
+        report = GcReport()
+
+        def drop(p: Path) -> None:
+            report.removed.append(str(p.relative_to(self.dir)))
+            if not dry_run:
+                _remove(p)
+
+        if self.dir.is_symlink():
+            drop(self.dir)
+            return report
+        if not self.dir.is_dir():
+            return report
+        for bucket in sorted(self.dir.iterdir()):
+            if bucket.is_symlink() or not bucket.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", bucket.name):
+                drop(bucket)
+                continue
+            for item in sorted(bucket.iterdir()):
+                name = item.name
+                if item.is_symlink():
+                    drop(item)
+                elif _KEY.match(name) and item.is_dir():
+                    if name not in keep:
+                        drop(item)
+                elif name.endswith(".lock") and _KEY.match(name[: -len(".lock")]):
+                    if name[: -len(".lock")] not in keep and _stale(item):
+                        drop(item)
+                elif name.startswith(".tmp-"):
+                    if _stale(item):  # a younger one may belong to a build running now
+                        drop(item)
+                else:
+                    drop(item)
+        return report
+
+
+def _stale(path: Path) -> bool:
+    return time.time() - path.lstat().st_mtime > STALE_SECONDS
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a symlink (the link only) or a folder tree (rmtree never follows links)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _real_dir(path: Path) -> None:
+    """Create `path` as a folder of the store; refuse to write through a symlink."""
+    path.mkdir(parents=True, exist_ok=True)
+    for p in (path, path.parent):
+        if p.is_symlink():
+            raise OSError(f"{p} is a symlink; the store writes only into its own folders")

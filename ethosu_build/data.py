@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import ConfigIssue
+from .errors import ConfigError, ConfigIssue
 from .fingerprint import canonical_json, file_sha256, source_fingerprint, tool_version
 
 TENSOR_SUFFIXES = (".pt", ".npz")
@@ -53,19 +53,28 @@ def random(shape: Sequence[int], seed: int = 0, size: int = 1024, low: float = -
 
 
 class _Arrays:
-    """Inputs (N, ...) and optional labels (N,) held in memory."""
+    """Inputs (N, ...) and optional labels (N,) held in memory as given: `take` checks and
+    converts each item, so complex, string or mis-shaped data is an error, never truncated."""
 
     def __init__(self, x, y=None):
-        import torch
-
-        self.x = torch.as_tensor(x, dtype=torch.float32)
-        self.y = None if y is None else torch.as_tensor(y, dtype=torch.long)
+        self.x = _tensor_if_numeric(x)
+        self.y = None if y is None else _tensor_if_numeric(y)
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int):
         return self.x[i] if self.y is None else (self.x[i], self.y[i])
+
+
+def _tensor_if_numeric(a):
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return a
+    array = np.asarray(a)
+    return torch.as_tensor(array) if array.dtype.kind in "biufc" else array
 
 
 # 1797 digits; a fixed permutation splits them 1437 train / 360 test.
@@ -114,19 +123,39 @@ def _folder_files(path: Path, pattern: str) -> list[Path]:
     return sorted(f for f in path.rglob(pattern) if f.is_file() and f.suffix in SAMPLE_SUFFIXES)
 
 
+class _Files:
+    """One sample per file, read when the item is taken."""
+
+    def __init__(self, files: list[Path], labels: Optional[list[int]]):
+        self.files, self.labels = files, labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def describe(self, i: int) -> str:
+        return str(self.files[i])
+
+    def __getitem__(self, i: int):
+        import numpy as np
+        import torch
+
+        f = self.files[i]
+        x = np.load(f, allow_pickle=False) if f.suffix == ".npy" else torch.load(f, map_location="cpu", weights_only=True)
+        return x if self.labels is None else (x, self.labels[i])
+
+
 def folder(path: str, pattern: str = "*", labels_from_subfolders: bool = False):
     """One sample per `.npy`/`.pt` file (sorted by path). With `labels_from_subfolders`,
     `path/<int label>/<file>` gives the label."""
-    import numpy as np
-    import torch
-
     files = _folder_files(Path(path), pattern)
-    xs = [
-        torch.as_tensor(np.load(f)) if f.suffix == ".npy" else torch.load(f, weights_only=True)
-        for f in files
-    ]
-    ys = [int(f.parent.name) for f in files] if labels_from_subfolders else None
-    return _Arrays(torch.stack([x.float() for x in xs]), ys)
+    labels = None
+    if labels_from_subfolders:
+        bad = sorted({f.parent.name for f in files if not f.parent.name.isdigit()})
+        if bad:
+            raise ValueError(f"labels_from_subfolders: folder(s) {', '.join(repr(b) for b in bad[:5])} are not integer class labels; "
+                             "accepted: path/<0, 1, ...>/<file>")
+        labels = [int(f.parent.name) for f in files]
+    return _Files(files, labels)
 
 
 # --- checks and fingerprints without heavy imports -------------------------------------------
@@ -163,20 +192,37 @@ def static_issues(key: str, dataset: dict[str, Any]) -> list[ConfigIssue]:
 
 def fingerprint(dataset: dict[str, Any]) -> str:
     """sha256 over what determines the samples: the source's config and code, the files it
-    reads (by content) and, for packaged data, the package version."""
+    reads (by content) and, for packaged data, the package version. A file or folder is
+    named in the key by its content only, never by how its path is spelled: `data/a.npz`,
+    `./data/a.npz`, its absolute path and a byte-identical copy give the same key."""
     target = str(dataset.get("_target_"))
-    parts: dict[str, Any] = {"config": dataset, "source": source_fingerprint(target)}
-    path = dataset.get("path")
-    if path is not None:
-        p = Path(str(path))
-        if p.is_file():
-            parts["files"] = file_sha256(p)
-        elif p.is_dir():
-            files = _folder_files(p, str(dataset.get("pattern", "*")))
-            parts["files"] = {str(f.relative_to(p)): file_sha256(f) for f in files}
+    parts: dict[str, Any] = {"config": _by_content(dataset, str(dataset.get("pattern", "*"))), "source": source_fingerprint(target)}
     if target in _DATA_PACKAGES:
         parts["package"] = tool_version(_DATA_PACKAGES[target])
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+
+
+def _by_content(value: Any, pattern: str, key: str = "") -> Any:
+    """`value` with every string that names an existing file or folder replaced by a hash
+    of its content: the `path` of the built-in sources, and any path argument of a user's
+    own source. A folder's sample files are hashed with their names relative to it (labels
+    may come from subfolder names); `path` of a folder source honours its `pattern`."""
+    if isinstance(value, dict):
+        return {k: _by_content(v, pattern, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_by_content(v, pattern, key) for v in value]
+    if not isinstance(value, str) or not value or value == "???":
+        return value
+    p = Path(value).expanduser()
+    try:
+        if p.is_file():
+            return {"file_sha256": file_sha256(p)}
+        if p.is_dir():
+            files = _folder_files(p, pattern) if key == "path" else sorted(f for f in p.rglob("*") if f.is_file())
+            return {"folder": {str(f.relative_to(p)): file_sha256(f) for f in files}}
+    except OSError:
+        return value
+    return value
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -197,21 +243,64 @@ def instantiate(dataset: dict[str, Any]):
     return hydra_instantiate(dataset, _convert_="all")
 
 
-def take(ds, num_samples: int, input_shape: Sequence[int]) -> Samples:
-    """The first `num_samples` items, stacked, each shaped like one model input."""
+def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset") -> Samples:
+    """The first `num_samples` items, stacked, each shaped like one model input. An item
+    that cannot be read, is not a real-valued numeric array, or does not have the model's
+    input shape is a config error naming `key`, the item and what is accepted."""
+    import numpy as np
     import torch
+
+    def which(i: int) -> str:
+        describe = getattr(ds, "describe", None)
+        return f"item {i} of {_target_name(ds)}" + (f" ({describe(i)})" if callable(describe) else "")
+
+    def bad(i: int, what: str) -> ConfigError:
+        return ConfigError(ConfigIssue(key, f"{which(i)} {what}; accepted: items that are one model input "
+                                            f"of shape {list(input_shape)[1:]} (or {list(input_shape)}), optionally with an integer label"))
 
     xs, ys = [], []
     for i in range(num_samples):
-        item = ds[i]
+        try:
+            item = ds[i]
+        except (Exception, SystemExit) as exc:  # a user's __getitem__: name it, do not crash
+            why = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {_first_line(exc)}"
+            raise bad(i, f"could not be read ({why})") from exc
         if isinstance(item, (tuple, list)):
+            if not item:
+                raise bad(i, "is an empty tuple")
             x, y = item[0], item[1] if len(item) > 1 else None
         else:
             x, y = item, None
-        x = torch.as_tensor(x, dtype=torch.float32)
-        if list(x.shape) == list(input_shape):
-            x = x[0]  # given with the leading batch dimension of 1
-        xs.append(x)
+        try:
+            if isinstance(x, torch.Tensor):  # numpy has no bfloat16: widen it, exactly
+                x = x.detach().cpu().float() if x.dtype == torch.bfloat16 else x.detach().cpu()
+            array = np.asarray(x)
+        except Exception as exc:
+            raise bad(i, f"is not an array ({type(exc).__name__}: {_first_line(exc)})") from exc
+        if array.dtype.kind not in "biuf":
+            kinds = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects"}
+            raise bad(i, f"holds {kinds.get(array.dtype.kind, array.dtype)}")
+        if list(array.shape) == list(input_shape):
+            array = array[0]  # given with the leading batch dimension of 1
+        if list(array.shape) != list(input_shape)[1:]:
+            raise bad(i, f"has shape {list(array.shape)}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise bad(i, "holds NaN or infinity, which no quantization range can cover")
+        if y is not None:
+            label = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+            if label.shape != () or label.dtype.kind not in "biu":
+                raise ConfigError(ConfigIssue(key, f"{which(i)} has label {y!r}; accepted: an integer class index (or no label)"))
+            y = int(label)
+        xs.append(torch.as_tensor(array, dtype=torch.float32))
         ys.append(y)
     labelled = all(y is not None for y in ys)
-    return Samples(torch.stack(xs), torch.as_tensor([int(y) for y in ys]) if labelled else None)
+    return Samples(torch.stack(xs), torch.as_tensor(ys) if labelled else None)
+
+
+def _target_name(ds) -> str:
+    return f"{type(ds).__module__}.{type(ds).__qualname__}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""

@@ -24,7 +24,9 @@ def _lowering(low: dict[str, Any] | None) -> str:
     if not low:  # an artifact from before the lowering options
         return "nchw IO"
     names = sorted({r["rewrite"] for r in low["rewrites"]})
-    return f"{low['io_layout']} IO" + (f"; rewrites: {', '.join(names)} ({len(low['rewrites'])} ops)" if names else "")
+    text = f"{low['io_layout']} IO" + (f"; rewrites: {', '.join(names)} ({len(low['rewrites'])} ops)" if names else "")
+    unmatched = low.get("unmatched") or []
+    return text + (f"; found nothing to rewrite: {', '.join(unmatched)}" if unmatched else "")
 
 
 def render(m: dict[str, Any], vela_dir: Path) -> str:

@@ -135,20 +135,25 @@ def run_export(model, input_shape: list[int]) -> dict[str, Any]:
     return {"static": static, "dynamic": dynamic}
 
 
-def save_program(program, path: Path) -> None:
+def program_bytes(program) -> bytes:
+    """An ExportedProgram as torch.export.save writes it (a zip archive)."""
     import torch
 
-    torch.export.save(program, str(path))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
 
 
-def load_program(path: Path):
+def load_program(data: bytes):
+    """torch.export.load of bytes from a verified cache entry (cache.Entry.read): the
+    archive may unpickle, so only entries this user's key signed ever reach it (trust.py)."""
     import torch
 
     # A quantized program holds quantized_decomposed ops, which exist only once torchao's
     # PT2E module is imported; a fresh process that reads the cache must import it first.
     import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
 
-    return torch.export.load(str(path))
+    return torch.export.load(io.BytesIO(data))
 
 
 # --- quantize -------------------------------------------------------------------------------
@@ -185,6 +190,11 @@ def run_quantize(cfg: BuildConfig, programs: dict[str, Any], samples, float_mode
         converted, info = _quantize_post_training(cfg, programs, samples)
     info["applied"] = quantize.applied_schemes(converted)
     info["rewrites"] = changes
+    # A rewrite with nothing to do in this model is reported, not an error: a preset such
+    # as lowering=fast names rewrites for whichever model a sweep builds.
+    info["rewrites_unmatched"] = [n for n in cfg.lowering.rewrites if n not in {c["rewrite"] for c in changes}]
+    for name in info["rewrites_unmatched"]:
+        log.warning("lowering.rewrites: %s found nothing to rewrite in this model (recorded in the manifest)", name)
     quantized = export_program(converted, cfg.model.input_shape)
     # The same quantized model with its batch dimension kept, for evaluation in batches (a
     # call of the batch-1 program costs milliseconds, per sample).
@@ -422,18 +432,18 @@ def channels_last(program, input_shape: list[int]):
 
 
 def run_lower(
-    cfg: BuildConfig, quantized, out_dir: Path, inspect: Optional[Callable[[Any, dict[str, bytes]], None]] = None, run_vela: bool = False,
-) -> tuple[bytes, dict[str, Any], str]:
+    cfg: BuildConfig, quantized, inspect: Optional[Callable[[Any, dict[str, bytes]], None]] = None, run_vela: bool = False,
+) -> tuple[bytes, dict[str, Any], str, dict[str, bytes]]:
     """EthosUPartitioner -> TOSA -> .pte bytes, with a placeholder payload per NPU partition
     (run_vela=False, the shared lowering that run_vela() completes per target), or with Vela
     run in place for cfg.target (run_vela=True, the fallback for programs that cannot be
     retargeted).
 
-    Each partition's TOSA flatbuffer lands in `out_dir/part<i>.tosa` (with run_vela, also
-    Vela's CSVs, see vela.collect). `inspect(edge_program, tosa_by_payload)`, if given, sees
-    the partitioned program before the CPU-side passes and serialization change it (the TOSA
-    check runs there). Returns (pte, info, Vela's console text). A graph the partitioner or
-    Vela rejects raises BuildError naming the configuration."""
+    `inspect(edge_program, tosa_by_payload)`, if given, sees the partitioned program before
+    the CPU-side passes and serialization change it (the TOSA check runs there). Returns
+    (pte, info, Vela's console text, files): files are each partition's TOSA flatbuffer as
+    `part<i>.tosa` and, with run_vela, Vela's CSVs (see vela.collect). A graph the
+    partitioner or Vela rejects raises BuildError naming the configuration."""
     import tempfile
 
     from executorch.backends.arm.ethosu import EthosUPartitioner
@@ -450,8 +460,8 @@ def run_lower(
         # Vela prints its report to stdout; keep it for the job log instead of the terminal.
         # The lowering passes warn about torch APIs they use; those are not the user's concern.
         with contextlib.redirect_stdout(console), warnings.catch_warnings(), \
-                tempfile.TemporaryDirectory(prefix="vela-", dir=out_dir) as workdir, \
-                vela.capture(Path(workdir), run_vela) as partitions, _partitioner_reasons() as reasons:
+                tempfile.TemporaryDirectory(prefix="ethosu-lower-") as workdir, \
+                vela.capture(Path(workdir) / "vela", run_vela) as partitions, _partitioner_reasons() as reasons:
             warnings.simplefilter("ignore", FutureWarning)
             edge = to_edge_transform_and_lower(
                 quantized,
@@ -473,16 +483,23 @@ def run_lower(
             delegation["runtime"] = runtime_contract(edge.exported_program(), quantized, delegation)
             program = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False))
             info["delegation"] = delegation
+            reports = Path(workdir) / "reports"
             if run_vela:
-                info["vela"] = vela.collect(partitions, out_dir)
+                info["vela"] = vela.collect(partitions, reports)
             else:
+                reports.mkdir()
                 for p in partitions:
-                    shutil.copyfile(p.folder / vela.TOSA_FILE, out_dir / f"part{p.index}.tosa")
+                    shutil.copyfile(p.folder / vela.TOSA_FILE, reports / f"part{p.index}.tosa")
                 info["partitions"] = len(partitions)
                 info["retargetable"] = pte.round_trips(program.buffer)
+            files = {f.name: f.read_bytes() for f in sorted(reports.iterdir())}
+    except (ConfigError, BuildError):
+        raise
+    except SystemExit as exc:
+        raise _vela_exited(cfg, exc, console.getvalue()) from exc
     except Exception as exc:
         raise _lowering_failed(cfg, exc) from exc
-    return program.buffer, info, console.getvalue()
+    return program.buffer, info, console.getvalue(), files
 
 
 def thread_lock_for_tqdm() -> None:
@@ -501,10 +518,11 @@ def thread_lock_for_tqdm() -> None:
         tqdm.tqdm.set_lock(threading.RLock())
 
 
-def run_vela(cfg: BuildConfig, lowered: Path, out_dir: Path) -> tuple[bytes, dict[str, Any], str]:
-    """Vela on each partition of the shared lowering in `lowered` (template.pte and
-    part<i>.tosa from run_lower) for cfg.target, filled into the program (pte.retarget).
-    Writes Vela's CSVs and the TOSA files to `out_dir`; returns (pte, Vela metrics, console)."""
+def run_vela(cfg: BuildConfig, template: bytes, tosa: list[bytes]) -> tuple[bytes, dict[str, Any], str, dict[str, bytes]]:
+    """Vela on each partition of the shared lowering (its template.pte and one TOSA
+    flatbuffer per partition, from run_lower) for cfg.target, filled into the program
+    (pte.retarget). Returns (pte, Vela metrics, console, files: Vela's CSVs and the TOSA
+    flatbuffers, see vela.collect)."""
     import tempfile
 
     from . import pte, vela
@@ -512,20 +530,33 @@ def run_vela(cfg: BuildConfig, lowered: Path, out_dir: Path) -> tuple[bytes, dic
     spec = targets.compile_spec(cfg.target)
     console = io.StringIO()
     try:
-        with contextlib.redirect_stdout(console), tempfile.TemporaryDirectory(prefix="vela-", dir=out_dir) as workdir:
+        # Vela reports on stdout and, through argparse, its refusals on stderr: both go to the log.
+        with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console), \
+                tempfile.TemporaryDirectory(prefix="ethosu-vela-") as workdir:
             parts, payloads = [], {}
-            for i in range(len(list(lowered.glob("part*.tosa")))):
-                tosa = (lowered / f"part{i}.tosa").read_bytes()
+            for i, flatbuffer in enumerate(tosa):
                 part = vela.Partition(i, Path(workdir) / f"part{i}")
-                payloads[vela.placeholder(tosa)] = vela.compile_partition(tosa, spec.compiler_flags, part)
+                payloads[vela.placeholder(flatbuffer)] = vela.compile_partition(flatbuffer, spec.compiler_flags, part)
                 parts.append(part)
-            program = pte.retarget((lowered / "template.pte").read_bytes(), payloads, spec._to_list())
-            metrics = vela.collect(parts, out_dir)
+            program = pte.retarget(template, payloads, spec._to_list())
+            reports = Path(workdir) / "reports"
+            metrics = vela.collect(parts, reports)
+            files = {f.name: f.read_bytes() for f in sorted(reports.iterdir())}
     except pte.RetargetError:
         raise
+    except SystemExit as exc:
+        raise _vela_exited(cfg, exc, console.getvalue()) from exc
     except Exception as exc:
         raise _lowering_failed(cfg, exc) from exc
-    return program, metrics, console.getvalue()
+    return program, metrics, console.getvalue(), files
+
+
+def _vela_exited(cfg: BuildConfig, exc: SystemExit, console: str) -> BuildError:
+    """Vela ends with sys.exit on a command line it rejects. Flags are validated before any
+    stage (validate.py), so this is a flag combination only Vela itself judges."""
+    said = next((line for line in reversed(console.splitlines()) if line.strip()), "")
+    return BuildError(f"Vela exited (status {exc.code!r}) for target {cfg.target.accelerator} with flags "
+                      f"{targets.vela_flags(cfg.target)} (target.vela_flags){': ' + said if said else ''}")
 
 
 def _lowering_failed(cfg: BuildConfig, exc: BaseException) -> BuildError:

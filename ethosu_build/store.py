@@ -1,31 +1,53 @@
 """The artifact store: `<root>/artifacts/<name>/v<N>/`, immutable versions.
 
 A build is assembled in a staging folder beside the versions, then, under a per-name file
-lock, either found to duplicate an existing version (same build key: that version is reused
-and the staging folder dropped) or renamed to the next free `v<N>`. A rename of a folder is
-atomic, so readers see a whole version or none, and a killed build leaves only a
-`.staging-*` folder that no listing reads.
+lock, either found to duplicate an existing version (same build key, and that version
+passes `check`: it is reused and the staging folder dropped) or renamed to the next free
+`v<N>`. A rename of a folder is atomic, so readers see a whole version or none, and a
+killed build leaves only a `.staging-*` folder that no listing reads.
+
+Nothing in the folder is taken on its word (docs, "Trust model"):
+- a version counts only as a real folder (never a symlink) holding a regular
+  `manifest.json`; `check()` compares every file with the sha256 its manifest lists, and
+  the manifest with its signature (trust.py);
+- the next version number is one past every `v<N>` name present, whatever it holds, so a
+  damaged or half-present version never blocks the next build;
+- a path given on the command line is accepted only if it is a version folder of this
+  store, and `gc` unlinks symlinks instead of following them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import stat
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from filelock import FileLock
 
-from .fingerprint import file_sha256
+from .fingerprint import canonical_json, sha256_bytes
+from .trust import Verdict, store_key
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 MANIFEST_SCHEMA = 1
+NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+NAME_MAX = 100  # leaves room for `.staging-<id>` and the version inside a 255-byte file name
 _VERSION_DIR = re.compile(r"^v(\d+)$")
+STALE_SECONDS = 3600  # a staging folder older than this belongs to no running build
+
+
+class NotAnArtifact(LookupError):
+    """A reference that names no artifact of this store."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +61,53 @@ class Artifact:
         return f"{self.name}/v{self.version}"
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.path / MANIFEST).read_text())
+        """The parsed manifest; ValueError if it is not a JSON object (or not a regular file)."""
+        data = json.loads(_read_regular(self.path / MANIFEST))
+        if not isinstance(data, dict):
+            raise ValueError(f"{MANIFEST} holds {type(data).__name__}, not an object")
+        return data
+
+
+@dataclass
+class Check:
+    """What `ArtifactStore.check` found: `problems` make a version untrustworthy (damage);
+    `trust` says whose key signed its manifest."""
+
+    problems: list[str] = field(default_factory=list)
+    trust: Verdict = "missing"
+
+    @property
+    def reusable(self) -> bool:
+        return not self.problems and self.trust == "ok"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something in the store's folder that is not a whole version (see `scan`)."""
+
+    path: str  # relative to <root>/artifacts
+    problem: str
+    damage: bool  # a version that cannot be used; otherwise debris that gc removes
+
+
+def _read_regular(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        return f.read()
+
+
+def _is_real_dir(path: Path) -> bool:
+    return not path.is_symlink() and path.is_dir()
+
+
+def _stale(path: Path) -> bool:
+    return time.time() - path.lstat().st_mtime > STALE_SECONDS
+
+
+def signed_payload(manifest: dict[str, Any]) -> bytes:
+    return canonical_json({k: v for k, v in manifest.items() if k != "signature"}).encode()
 
 
 class ArtifactStore:
@@ -50,49 +118,100 @@ class ArtifactStore:
     # --- reading ----------------------------------------------------------------------------
 
     def versions(self, name: str) -> list[Artifact]:
+        """The versions of `name`: real `v<N>` folders holding a regular manifest.json."""
         base = self.dir / name
-        if not base.is_dir():
+        if not NAME.match(name) or not _is_real_dir(self.dir) or not _is_real_dir(base):
             return []
         found = []
         for p in base.iterdir():
             m = _VERSION_DIR.match(p.name)
-            if m and (p / MANIFEST).is_file():
+            if m and _is_real_dir(p) and not (p / MANIFEST).is_symlink() and (p / MANIFEST).is_file():
                 found.append(Artifact(name, int(m.group(1)), p))
         return sorted(found, key=lambda a: a.version)
 
     def all(self) -> Iterator[Artifact]:
-        if self.dir.is_dir():
-            for base in sorted(p for p in self.dir.iterdir() if p.is_dir()):
+        if _is_real_dir(self.dir):
+            for base in sorted(p for p in self.dir.iterdir() if _is_real_dir(p)):
                 yield from self.versions(base.name)
 
     def find(self, name: str, build_key: str) -> Optional[Artifact]:
+        """The version of `name` built with `build_key` that passes `check`; a damaged or
+        untrusted one is reported and left alone (the build then makes a new version)."""
         for a in self.versions(name):
             try:
-                if a.manifest().get("build_key") == build_key:
-                    return a
+                if a.manifest().get("build_key") != build_key:
+                    continue
             except (OSError, ValueError):
                 continue
+            checked = check(a)
+            if checked.reusable:
+                return a
+            why = checked.problems[0] if checked.problems else {"missing": "its manifest is unsigned",
+                                                                  "other_key": "its manifest is signed by another key"}[checked.trust]
+            log.warning("%s has this build key but is not trusted (%s); building a new version", a.id, why)
         return None
 
     def resolve(self, ref: str) -> Artifact:
-        """`name/vN`, `name` (newest version) or a path to a version folder."""
+        """`name/vN`, `name` (its newest version) or the path of a version folder of this
+        store; anything else raises NotAnArtifact."""
+        name, sep, ver = ref.partition("/")
+        if NAME.match(name) and (not sep or _VERSION_DIR.match(ver)):
+            versions = [a for a in self.versions(name) if not sep or f"v{a.version}" == ver]
+            if versions:
+                return versions[-1]
+        return self._from_path(ref)
+
+    def _from_path(self, ref: str) -> Artifact:
         p = Path(ref)
-        if (p / MANIFEST).is_file():
-            m = _VERSION_DIR.match(p.resolve().name)
-            return Artifact(p.resolve().parent.name, int(m.group(1)) if m else 0, p)
-        name, _, ver = ref.partition("/")
-        versions = self.versions(name)
-        if ver:
-            versions = [a for a in versions if f"v{a.version}" == ver]
-        if not versions:
-            raise KeyError(ref)
-        return versions[-1]
+        known = ", ".join(sorted(a.id for a in self.all())) or "none"
+        if not os.path.lexists(p):
+            raise NotAnArtifact(f"no artifact {ref!r} in {self.dir}; known: {known}")
+        if p.is_symlink():
+            raise NotAnArtifact(f"{ref!r} is a symlink; store commands act only on the store's own folders")
+        real, base = p.resolve(), self.dir.resolve()
+        m = _VERSION_DIR.match(real.name)
+        if not (m and real.parent.parent == base and NAME.match(real.parent.name)):
+            raise NotAnArtifact(f"{ref!r} is not an artifact of the store {self.dir} (a version folder "
+                                f"{self.dir}/<name>/v<N>); known: {known}")
+        artifact = Artifact(real.parent.name, int(m.group(1)), self.dir / real.parent.name / real.name)
+        if artifact not in self.versions(artifact.name):
+            raise NotAnArtifact(f"{ref!r} is not a whole version of {artifact.name} (no regular {MANIFEST}, or a symlink)")
+        return artifact
+
+    def scan(self) -> list[Finding]:
+        """What `all()` skips: symlinks, version folders without a readable manifest,
+        leftover staging folders, files that are no version."""
+        found: list[Finding] = []
+        if not os.path.lexists(self.dir):
+            return found
+        if not _is_real_dir(self.dir):
+            return [Finding(".", f"{self.dir} is not a folder of the store (a symlink, or a file)", True)]
+        for base in sorted(self.dir.iterdir()):
+            if base.is_symlink() or not base.is_dir():
+                found.append(Finding(base.name, "a symlink (not followed)" if base.is_symlink() else "a file, not an artifact name", False))
+                continue
+            for p in sorted(base.iterdir()):
+                rel = f"{base.name}/{p.name}"
+                if p.name == ".lock" and not p.is_symlink():
+                    continue
+                if p.name.startswith(".staging-") and _is_real_dir(p):
+                    if _stale(p):
+                        found.append(Finding(rel, "staging folder left by a killed build", False))
+                elif _VERSION_DIR.match(p.name) and _is_real_dir(p):
+                    manifest = p / MANIFEST
+                    if manifest.is_symlink() or not manifest.is_file():
+                        found.append(Finding(rel, f"half-present version: no {MANIFEST}", True))
+                else:
+                    found.append(Finding(rel, "a symlink (not followed)" if p.is_symlink() else "not a version of the store", p.is_symlink()))
+        return found
 
     # --- writing ----------------------------------------------------------------------------
 
     def staging(self, name: str) -> Path:
         base = self.dir / name
         base.mkdir(parents=True, exist_ok=True)
+        if not _is_real_dir(self.dir) or not _is_real_dir(base):
+            raise OSError(f"{base} is not a folder of the store (a symlink); the store writes only into its own folders")
         path = base / f".staging-{uuid.uuid4().hex[:12]}"
         path.mkdir()
         return path
@@ -105,19 +224,23 @@ class ArtifactStore:
 
         `manifest(version, files)` returns the manifest to write, given the version number and
         the sha256/size of every staged file; `report(manifest)`, if given, renders
-        report.md, which the manifest then lists too. Returns (artifact, created)."""
+        report.md, which the manifest then lists too. The manifest is signed last.
+        Returns (artifact, created)."""
         base = self.dir / name
         try:
             with FileLock(str(base / ".lock")):
                 existing = self.find(name, build_key)
                 if existing is not None:
                     return existing, False
-                version = max((a.version for a in self.versions(name)), default=0) + 1
+                # One past every v<N> present, whatever it holds: a damaged or half-present
+                # version never collides with the next one.
+                version = max((int(m.group(1)) for p in base.iterdir() if (m := _VERSION_DIR.match(p.name))), default=0) + 1
                 files = {str(p.relative_to(staging)): _file_entry(p) for p in sorted(staging.rglob("*")) if p.is_file()}
                 content = manifest(version, files)
                 if report is not None:
                     (staging / REPORT).write_text(report(content))
                     content["files"][REPORT] = _file_entry(staging / REPORT)
+                content["signature"] = store_key().sign(signed_payload(content))
                 tmp = staging / (MANIFEST + ".tmp")
                 tmp.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
                 os.replace(tmp, staging / MANIFEST)
@@ -127,6 +250,61 @@ class ArtifactStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def gc(self, remove: list[Artifact], dry_run: bool = False) -> list[str]:
+        """Remove the versions in `remove`, and the debris `scan` finds (staging folders of
+        killed builds, half-present versions, symlinks: unlinked, never followed). Returns
+        what it removed, relative to <root>/artifacts."""
+        removed = []
+        for a in remove:
+            removed.append(f"{a.name}/v{a.version}")
+            if not dry_run and _is_real_dir(a.path):
+                shutil.rmtree(a.path)
+        for f in self.scan():
+            p = self.dir / f.path
+            if p.is_symlink() or f.problem.startswith(("staging", "half-present")):
+                removed.append(f.path)
+                if not dry_run:
+                    p.unlink() if p.is_symlink() else shutil.rmtree(p, ignore_errors=True)
+        return removed
+
+
+def check(artifact: Artifact) -> Check:
+    """Damage (manifest unreadable, a listed file missing, changed or not a regular
+    file, files it does not list, a manifest changed since it was signed) and whose key
+    signed it."""
+    result = Check()
+    try:
+        m = artifact.manifest()
+        files = m["files"]
+        if not isinstance(files, dict):
+            raise ValueError("its 'files' is not a mapping")
+    except (OSError, ValueError, KeyError) as exc:
+        result.problems.append(f"{MANIFEST}: unreadable ({exc})")
+        return result
+    result.trust = store_key().verify(signed_payload(m), m.get("signature"))
+    if result.trust == "bad":
+        result.problems.append(f"{MANIFEST}: changed since it was signed")
+    for name, entry in files.items():
+        path = artifact.path / name
+        if not _inside(artifact.path, name):
+            result.problems.append(f"{name}: not a path inside the version")
+        elif path.is_symlink() or not path.is_file():
+            result.problems.append(f"{name}: missing" if not os.path.lexists(path) else f"{name}: not a regular file")
+        elif not isinstance(entry, dict) or sha256_bytes(_read_regular(path)) != entry.get("sha256"):
+            result.problems.append(f"{name}: sha256 differs from the manifest (changed on disk)")
+    listed = {os.path.normpath(n) for n in files} | {MANIFEST}
+    for p in sorted(artifact.path.rglob("*")):
+        rel = str(p.relative_to(artifact.path))
+        if (p.is_symlink() or not p.is_dir()) and rel not in listed:
+            result.problems.append(f"{rel}: not listed in the manifest" + (" (a symlink)" if p.is_symlink() else ""))
+    return result
+
+
+def _inside(folder: Path, name: str) -> bool:
+    norm = os.path.normpath(name)
+    return not os.path.isabs(norm) and norm != ".." and not norm.startswith(".." + os.sep) and norm != "."
+
 
 def _file_entry(path: Path) -> dict[str, Any]:
-    return {"sha256": file_sha256(path), "size": path.stat().st_size}
+    data = _read_regular(path)
+    return {"sha256": sha256_bytes(data), "size": len(data)}

@@ -296,6 +296,7 @@ def pareto_plot(rows: list[dict[str, Any]]) -> bytes | None:
 # --- Hydra callback ---------------------------------------------------------------------------
 
 LAST_SUMMARY: Summary | None = None  # for app.main's exit code, in the process that ran the sweep
+ACTIVE_SWEEP: Path | None = None  # a multirun started and not ended: app.main summarizes it if it stops early
 
 
 def _sweep_dir(config) -> Path:
@@ -323,12 +324,17 @@ def _count_planned(config) -> int | None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
-        global LAST_SUMMARY
+        global LAST_SUMMARY, ACTIVE_SWEEP
         LAST_SUMMARY = None
+        try:
+            folder = _sweep_dir(config)
+        except Exception:  # a bad store.root: the launcher reports it as a config error
+            return
+        ACTIVE_SWEEP = folder
         planned = _count_planned(config)
         if planned is not None:
-            _sweep_dir(config).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(_sweep_dir(config) / PLAN, {"jobs": planned})
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / PLAN, {"jobs": planned})
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -344,7 +350,8 @@ class SweepCallback(Callback):
         log.info("sweep: %d%s job(s) done, %d failed", done, f"/{planned}" if planned else "", failed)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        global LAST_SUMMARY
+        global LAST_SUMMARY, ACTIVE_SWEEP
+        ACTIVE_SWEEP = None
         _stop_idle_workers()
         summary = summarize(_sweep_dir(config))
         LAST_SUMMARY = summary

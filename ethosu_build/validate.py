@@ -8,7 +8,10 @@ later, in `model_checks.py`, still before any build stage.
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
+import math
+import os
 import re
 import types
 import typing
@@ -17,9 +20,11 @@ from typing import Any, Optional
 
 from . import data, targets
 from .errors import ConfigError, ConfigIssue, accepted, did_you_mean
+from .store import NAME, NAME_MAX
 from .schema import CHOICES, QAT_ONLY_SCHEMES, BuildConfig, DatasetConfig, OverrideEntry, QatConfig
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def validate(container: dict[str, Any], default_name: Optional[str] = None) -> BuildConfig:
@@ -82,9 +87,15 @@ def _convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not INT_MIN <= value <= INT_MAX:  # torch, Vela and the file formats take 64-bit integers
+                issues.append(ConfigIssue(key, f"{value!r} is out of range; accepted: an integer of at most 64 bits"))
+                return None
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                issues.append(ConfigIssue(key, f"{value!r} is not a finite number; accepted: {_type_name(tp)}, not nan or inf"))
+                return None
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -125,8 +136,14 @@ def _choice(issues: list[ConfigIssue], key: str, value: Any, choices_key: str | 
 
 
 def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
-    if cfg.name is not None and not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", cfg.name):
-        issues.append(ConfigIssue("name", f"{cfg.name!r} cannot name an artifact folder; accepted: letters, digits, '_', '-', '.'"))
+    if cfg.name is not None and (not NAME.match(cfg.name) or len(cfg.name) > NAME_MAX):
+        issues.append(ConfigIssue("name", f"{cfg.name!r} cannot name an artifact folder; accepted: up to {NAME_MAX} letters, digits, "
+                                          "'_', '-', '.', starting with a letter or digit"))
+    problem = store_root_issue(cfg.store.root)
+    if problem:
+        issues.append(ConfigIssue("store.root", problem))
+    else:
+        cfg.store.root = os.path.expanduser(cfg.store.root)
     _check_model(cfg, issues)
     _check_target(cfg, issues)
     _check_lowering(cfg, issues)
@@ -165,25 +182,35 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         return
     _choice(issues, "target.cpu_qdq_kernels", t.cpu_qdq_kernels)
     _choice(issues, "target.optimise", t.optimise)
-    if t.arena_cache_size is not None and t.arena_cache_size <= 0:
-        issues.append(ConfigIssue("target.arena_cache_size", f"{t.arena_cache_size!r} is not a size; accepted: null (the memory mode's) or a number of bytes >= 1"))
+    if t.arena_cache_size is not None and not 0 < t.arena_cache_size <= targets.ARENA_CACHE_MAX:
+        issues.append(ConfigIssue("target.arena_cache_size", f"{t.arena_cache_size!r} is not a size Vela takes; accepted: null (the memory mode's) "
+                                                              f"or a number of bytes from 1 to {targets.ARENA_CACHE_MAX}"))
+    for key in ("system_config", "memory_mode", "config_ini"):
+        if getattr(t, key) is not None and not getattr(t, key).strip():
+            issues.append(ConfigIssue(f"target.{key}", f"{getattr(t, key)!r} is empty; accepted: null (ExecuTorch's default) or a name"
+                                                         + (" from the .ini" if key != "config_ini" else " of a Vela .ini file")))
+            return
+    for i, flag in enumerate(t.vela_flags):
+        problem = targets.vela_flag_issue(flag)
+        if problem:
+            issues.append(ConfigIssue(f"target.vela_flags.{i}", problem))
+    combination = targets.vela_flags_issue(targets.vela_flags(t))
+    if combination:
+        issues.append(ConfigIssue("target.vela_flags", combination))
     ini = targets.resolve_config_ini(t.config_ini)
     if t.config_ini is not None and (not ini.is_file() or ini.suffix != ".ini"):
         issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not an existing .ini file; accepted: null (Vela's Arm/vela.ini) or a path to a Vela .ini (use ./ for a file in the current folder)"))
         return
-    systems, modes = targets.ini_choices(t.config_ini)
+    try:
+        systems, modes = targets.ini_choices(t.config_ini)
+    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+        issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not a readable Vela .ini ({type(exc).__name__}: {_first_line(exc)}); "
+                                                       "accepted: null (Vela's Arm/vela.ini) or an .ini file in Vela's format"))
+        return
     if targets.resolved_system_config(t) not in systems:
         issues.append(ConfigIssue("target.system_config", f"{t.system_config!r} is not in {ini.name}; {accepted(sorted(systems), t.system_config)}"))
     if targets.resolved_memory_mode(t) not in modes:
         issues.append(ConfigIssue("target.memory_mode", f"{t.memory_mode!r} is not in {ini.name}; {accepted(sorted(modes), t.memory_mode)}"))
-    for i, flag in enumerate(t.vela_flags):
-        name = flag.split("=", 1)[0]
-        if not flag.startswith("--"):
-            issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} is not a Vela option; accepted: options like --optimise=Size (see `vela --help`)"))
-        elif name in targets.RESERVED_VELA_FLAGS:
-            issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} is set by ethosu-build; use {targets.RESERVED_VELA_FLAGS[name]} instead"))
-        elif " " in flag:
-            issues.append(ConfigIssue(f"target.vela_flags.{i}", f"{flag!r} contains a space; accepted: one option per list item, --name=value"))
 
 
 def _check_lowering(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
@@ -238,6 +265,25 @@ def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> No
     issues.extend(data.static_issues(f"{key}.dataset", ds.dataset))
 
 
+def store_root_issue(root: Any) -> Optional[str]:
+    """Why `root` cannot be the store's folder (None: it can). `~` means the home folder.
+    Nothing is created here: the folder's nearest existing parent must let us create it."""
+    accepted = "accepted: a folder path, e.g. outputs or /shared/ethosu"
+    if not isinstance(root, str) or not root.strip():
+        return f"{root!r} is not a folder; {accepted}"
+    path = Path(os.path.expanduser(root))
+    if path.exists() and not path.is_dir():
+        return f"{root!r} is a file, not a folder; {accepted}"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{root!r} cannot be created: {str(existing)!r} is a file; {accepted}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{root!r} cannot be {'written' if existing == path else 'created'}: no write permission on {str(existing)!r}; {accepted}"
+    return None
+
+
 def accepted_keys(dotted: str) -> Optional[list[str]]:
     """The keys the schema accepts at the parent of `dotted` (for Hydra's override errors)."""
     tp: Any = BuildConfig
@@ -267,6 +313,8 @@ def load_model(cfg: BuildConfig):
     target = cfg.model.factory["_target_"]
     try:
         model = instantiate(cfg.model.factory, _convert_="all")
+    except SystemExit as exc:  # the factory's own code ended with sys.exit
+        raise ConfigError(ConfigIssue("model.factory", f"{target!r} called sys.exit({exc.code!r}); accepted: a callable returning a torch.nn.Module")) from exc
     except InstantiationException as exc:
         # Hydra's first line only names the target; the reason (e.g. an unexpected keyword) follows.
         reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:400]
@@ -289,6 +337,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+def _source_failure(exc: BaseException) -> str:
+    """Why a user's callable failed, with Hydra's wrapper taken off (its first line only
+    names the target; the reason, e.g. an unexpected keyword, is its cause)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, SystemExit):
+        return f"it called sys.exit({cause.code!r})"
+    return f"{type(cause).__name__}: {_first_line(cause)}"
+
+
 def check_model(cfg: BuildConfig, model) -> None:
     """input_shape, override selectors and dataset sizes, against the real model and data."""
     import torch
@@ -297,8 +356,8 @@ def check_model(cfg: BuildConfig, model) -> None:
     try:
         with torch.no_grad():
             model(torch.zeros(cfg.model.input_shape))
-    except Exception as exc:
-        issues.append(ConfigIssue("model.input_shape", f"{cfg.model.input_shape} is rejected by the model: {_first_line(exc)}; accepted: the shape the model's forward() takes, batch 1"))
+    except (Exception, SystemExit) as exc:  # the model's own code: never let it end the process
+        issues.append(ConfigIssue("model.input_shape", f"{cfg.model.input_shape} is rejected by the model: {_source_failure(exc)}; accepted: the shape the model's forward() takes, batch 1"))
     names = [n for n, _ in model.named_modules() if n]
     for name, entry in cfg.overrides.items():
         key = f"overrides.{name}"
@@ -308,11 +367,17 @@ def check_model(cfg: BuildConfig, model) -> None:
         if entry.module_type is not None:
             issues.extend(_check_module_type(f"{key}.module_type", entry.module_type, model))
     if not issues:  # datasets are only worth loading once the model itself is right
+        labelled = {}
         for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
-            issues.extend(_check_dataset_size(key, ds))
+            found, labelled[key] = _check_dataset_size(key, ds)
+            issues.extend(found)
+        drop = cfg.budget.max_accuracy_drop
+        if drop is not None and not issues and not labelled["evaluation"]:
+            issues.append(ConfigIssue("budget.max_accuracy_drop", f"{drop!r} cannot be judged: the evaluation data "
+                                      f"({cfg.evaluation.dataset.get('_target_')}) has no labels; accepted: null, or labelled evaluation data"))
         qat = cfg.quantization.qat
         if qat is not None:
-            issues.extend(_check_dataset_size("quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None))
+            issues.extend(_check_dataset_size("quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None)[0])
     if issues:
         raise ConfigError(issues)
 
@@ -335,21 +400,21 @@ def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
     return []
 
 
-def _check_dataset_size(key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None) -> list[ConfigIssue]:
-    """The dataset loads and holds `num_samples` (null: all of it); with `labels_for`, the
-    loss that needs labels, its items must carry them."""
+def _check_dataset_size(key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None) -> tuple[list[ConfigIssue], bool]:
+    """(issues, labelled): the dataset loads and holds `num_samples` (null: all of it); with
+    `labels_for`, the loss that needs labels, its items must carry them."""
     try:
         dataset = data.instantiate(ds.dataset)
         size = len(dataset)
-        labelled = size > 0 and isinstance(dataset[0], (tuple, list))
-    except Exception as exc:
-        return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_first_line(exc)}")]
+        labelled = size > 0 and isinstance(dataset[0], (tuple, list)) and len(dataset[0]) > 1
+    except (Exception, SystemExit) as exc:  # a user's source is user code: name it, never crash
+        return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_source_failure(exc)}")], False
     if ds.num_samples is not None and ds.num_samples > size:
         null = "null or " if isinstance(ds, QatConfig) else ""
-        return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}")]
+        return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}")], labelled
     if labels_for is not None and not labelled:
-        return [ConfigIssue(f"{key}.loss", f"{labels_for!r} needs labels and {ds.dataset.get('_target_')!r} has none; accepted: distill or auto")]
-    return []
+        return [ConfigIssue(f"{key}.loss", f"{labels_for!r} needs labels and {ds.dataset.get('_target_')!r} has none; accepted: distill or auto")], labelled
+    return [], labelled
 
 
 def check_override_matches(matches: dict[str, int], cfg: BuildConfig) -> None:

@@ -14,19 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .fingerprint import file_sha256, tool_versions
-from .store import Artifact
+from .store import Artifact, check
 
 
 def check_files(artifact: Artifact) -> list[str]:
-    """Files that are missing or whose bytes no longer match the manifest."""
-    problems = []
-    for name, entry in artifact.manifest()["files"].items():
-        path = artifact.path / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif file_sha256(path) != entry["sha256"]:
-            problems.append(f"{name}: sha256 differs from the manifest (changed on disk)")
-    return problems
+    """What makes the version untrustworthy: files missing, changed or unlisted, a manifest
+    changed since it was signed (see store.check)."""
+    return check(artifact).problems
 
 
 @dataclass

@@ -47,6 +47,17 @@ def manifest(path: Path) -> dict[str, Any]:
     return json.loads((path / "manifest.json").read_text())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def store_key_file(tmp_path_factory) -> Path:
+    """The tests' own store key (trust.py), not the user's: builds in this process and in
+    the CLI subprocesses the tests start sign and verify with it."""
+    from ethosu_build.trust import KEY_ENV
+
+    path = tmp_path_factory.mktemp("key") / "store.key"
+    os.environ[KEY_ENV] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_root(tmp_path_factory) -> Path:
     """One store for tests that only need some artifact: its stage cache is shared."""

@@ -45,6 +45,15 @@ CONFIG_ONLY = [
     (["target.vela_flags=['--optimise=Size']"], ["target.vela_flags.0", "target.optimise"]),
     (["recipe=no_such_recipe"], ["recipe", "no_such_recipe", "digits_u55"]),
     (["model.factory._target_=notdotted"], ["model.factory._target_", "notdotted", "dotted path"]),
+    ([f"name={'n' * 300}"], ["name", "up to 100"]),
+    (["target.system_config=''"], ["target.system_config", "'' is empty", "null"]),
+    (["target.config_ini=''"], ["target.config_ini", "'' is empty"]),
+    (["budget.max_sram_kib=nan"], ["budget.max_sram_kib", "nan", "not a finite number"]),
+    (["quantization=int8_qat", "quantization.qat.lr=inf"], ["quantization.qat.lr", "inf", "not a finite number"]),
+    (["target.arena_cache_size=99999999999999999999"], ["target.arena_cache_size", "out of range"]),
+    (["target.arena_cache_size=4294967297"], ["target.arena_cache_size", "4294967297", "from 1 to 4294967296"]),
+    (["calibration.seed=99999999999999999999"], ["calibration.seed", "out of range", "64 bits"]),
+    (["target.vela_flags=['--optim=Size']"], ["target.vela_flags.0", "abbreviates --optimise", "target.optimise"]),
 ]
 
 # These need the model (torch) to be judged, still before any stage runs.
@@ -93,6 +102,30 @@ def test_all_errors_reported_at_once(tmp_path):
     assert "config errors (3)" in res.stderr
     for key in ("quantization.scheme", "calibration.batch_size", "target.accelerator"):
         assert key in res.stderr
+
+
+@pytest.mark.parametrize("kind", ["complex", "strings", "nan", "shape", "string labels"])
+def test_calibration_data_that_no_quantizer_can_take(kind, tmp_path):
+    """Each is named with the dataset and the item, never truncated or crashed on."""
+    import numpy as np
+
+    x = np.random.RandomState(0).rand(16, 1, 8, 8).astype("float32")
+    labels = np.arange(16) % 10
+    fragments = {"complex": "complex numbers", "strings": "strings", "nan": "NaN", "shape": "has shape [1, 4, 4]",
+                 "string labels": "has label"}[kind]
+    if kind == "complex":
+        x = x + 1j * x
+    elif kind == "strings":
+        x = np.array(["a"] * 16)
+    elif kind == "nan":
+        x[3, 0, 0, 0] = np.nan
+    elif kind == "shape":
+        x = x[:, :, :4, :4]
+    elif kind == "string labels":
+        labels = np.array(["cat"] * 16)
+    np.savez(tmp_path / "data.npz", inputs=x, labels=labels)
+    check_config_error(["calibration=tensors", "calibration.dataset.path=data.npz", "calibration.num_samples=16"],
+                       ["calibration.dataset", "item", fragments], tmp_path)
 
 
 def test_checkpoint_that_does_not_fit(tmp_path):

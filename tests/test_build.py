@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import build_in_process, manifest, run_cli
+from ethosu_build.cache import StageCache
 from ethosu_build.fingerprint import file_sha256
 
 
@@ -65,7 +66,7 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_used(tmp_path):
     first = build_in_process([], tmp_path)
     for stage, name in (("lower", "template.pte"), ("vela", "model.pte")):
         key = first.stages[stage]["key"]
-        (tmp_path / "cache" / key[:2] / key / name).write_bytes(b"garbage")
+        (StageCache(tmp_path).path(key) / name).write_bytes(b"garbage")
     again = build_in_process(["name=again"], tmp_path)
     assert again.stages["lower"]["status"] == "ran" and again.stages["vela"]["status"] == "ran"
     assert pte_sha(again) == pte_sha(first)

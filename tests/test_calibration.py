@@ -9,15 +9,14 @@ import torch
 from conftest import build_in_process, compose_config
 from ethosu_build import data
 from ethosu_build.evaluate import error_metrics
-from ethosu_build.stages import load_program, stage_keys
+from ethosu_build.build import quantized_model
 from ethosu_build.validate import validate
 
 
 def _quantized(root, overrides):
     result = build_in_process(overrides, root)
     cfg = validate(compose_config([*overrides, f"store.root={root}"])[0])
-    key = stage_keys(cfg).quantize
-    return result.artifact.manifest(), load_program(root / "cache" / key[:2] / key / "program.pt2").module(), cfg
+    return result.artifact.manifest(), quantized_model(cfg)[1].module(), cfg
 
 
 def test_batched_calibration_matches_sample_by_sample(shared_root):

@@ -71,7 +71,7 @@ def test_our_pte_is_the_bytes_of_a_plain_executorch_build(shared_root, target):
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     from conftest import compose_config
-    from ethosu_build.stages import load_program, stage_keys
+    from ethosu_build.build import quantized_model
     from ethosu_build.targets import compile_spec
     from ethosu_build.validate import validate
 
@@ -81,8 +81,7 @@ def test_our_pte_is_the_bytes_of_a_plain_executorch_build(shared_root, target):
         assert r.artifact.manifest()["stages"]["lower"]["status"] == "cached"
         assert r.artifact.manifest()["stages"]["vela"]["status"] == "ran"
     cfg = validate(compose_config([f"target={target}", f"store.root={shared_root}"])[0])
-    key = stage_keys(cfg).quantize
-    program = load_program(shared_root / "cache" / key[:2] / key / "program.pt2")
+    program = quantized_model(cfg)[1]  # the quantize stage, from the cache the builds filled
     edge = to_edge_transform_and_lower(
         program, partitioner=[EthosUPartitioner(compile_spec(cfg.target))],
         compile_config=EdgeCompileConfig(_check_ir_validity=False),

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import os
+import shutil
 from pathlib import Path
 
+import pytest
+
 from ethosu_build.cache import StageCache
-from ethosu_build.store import ArtifactStore
+from ethosu_build.store import ArtifactStore, NotAnArtifact
+from ethosu_build.trust import KEY_ENV
 
 
 def _publish(root: str, name: str, key: str, payload: bytes) -> int:
@@ -57,10 +63,117 @@ def test_cache_entry_round_trip_and_corruption(tmp_path):
     with cache.put(key, "test") as d:
         (d / "x.bin").write_bytes(b"payload")
     entry = cache.get(key)
-    assert entry is not None and (entry / "x.bin").read_bytes() == b"payload"
-    (entry / "x.bin").write_bytes(b"tampered")
+    assert entry is not None and entry.read("x.bin") == b"payload"
+    (entry.path / "x.bin").write_bytes(b"tampered")
     assert cache.get(key) is None
     assert not cache.path(key).exists()  # deleted, never trusted
+
+
+def _entry(cache: StageCache, key: str) -> Path:
+    with cache.put(key, "test") as d:
+        (d / "x.bin").write_bytes(b"payload")
+    return cache.path(key)
+
+
+def test_an_entry_whose_listing_a_store_writer_rewrote_is_not_trusted(tmp_path):
+    """entry.json's hashes are no defence against someone who can write the store: they
+    can recompute them. Only the signature, under a key outside the store, counts."""
+    cache = StageCache(tmp_path)
+    key = "cd" * 32
+    path = _entry(cache, key)
+    (path / "x.bin").write_bytes(b"planted")
+    meta = json.loads((path / "entry.json").read_text())
+    meta["files"]["x.bin"] = hashlib.sha256(b"planted").hexdigest()
+    (path / "entry.json").write_text(json.dumps(meta))
+    assert cache.get(key) is None and not path.exists()
+    path = _entry(cache, key)
+    meta = json.loads((path / "entry.json").read_text())
+    del meta["signature"]
+    (path / "entry.json").write_text(json.dumps(meta))
+    assert cache.get(key) is None
+
+
+def test_an_entry_signed_with_another_key_is_not_trusted(tmp_path, monkeypatch):
+    cache = StageCache(tmp_path)
+    key = "ef" * 32
+    _entry(cache, key)
+    assert cache.get(key) is not None
+    monkeypatch.setenv(KEY_ENV, str(tmp_path / "other.key"))  # another user, another key
+    assert cache.get(key) is None
+
+
+def test_listed_symlinks_are_refused_and_unlisted_files_never_opened(tmp_path):
+    cache = StageCache(tmp_path)
+    key = "12" * 32
+    path = _entry(cache, key)
+    os.mkfifo(path / "stray.csv")  # opening it for reading would block: the test would hang
+    (path / "leak.csv").symlink_to("/etc/hostname")
+    entry = cache.get(key)
+    assert entry is not None and set(entry.files) == {"x.bin"}
+    # a listed file replaced by a symlink to the same bytes is refused
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"payload")
+    (path / "x.bin").unlink()
+    (path / "x.bin").symlink_to(secret)
+    assert cache.get(key) is None
+    assert secret.read_bytes() == b"payload"  # the link was removed, not what it points to
+
+
+def test_cache_gc_unlinks_symlinks_and_never_follows_them(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    (precious / ("ab" * 32)).mkdir()  # looks like an entry: still not the cache's to delete
+    cache = StageCache(tmp_path / "store")
+    kept = _entry(cache, "34" * 32)
+    gone = _entry(cache, "56" * 32)
+    (cache.dir / "zz").symlink_to(precious)
+    (cache.dir / "ab").mkdir()
+    (cache.dir / "ab" / ("ab" * 32)).symlink_to(precious)
+    report = cache.gc(keep={"34" * 32})
+    assert sorted(report.removed) == sorted(["zz", f"ab/{'ab' * 32}", f"56/{'56' * 32}"])
+    assert (precious / "thesis.tex").read_text() == "years of work" and (precious / ("ab" * 32)).is_dir()
+    assert kept.is_dir() and not gone.exists() and not (cache.dir / "zz").exists()
+
+
+def _version(root: Path, name: str, key: str) -> Path:
+    _publish(str(root), name, key, b"x")
+    return ArtifactStore(root).versions(name)[-1].path
+
+
+def test_a_version_without_manifest_never_blocks_the_next_one(tmp_path):
+    store = ArtifactStore(tmp_path)
+    _version(tmp_path, "m", "k1")
+    (tmp_path / "artifacts" / "m" / "v2").mkdir()
+    (tmp_path / "artifacts" / "m" / "v2" / "model.pte").write_bytes(b"half")
+    assert _publish(str(tmp_path), "m", "k2", b"y") == 3
+    assert [f.problem for f in store.scan()] == ["half-present version: no manifest.json"]
+    assert store.gc([]) == ["m/v2"] and store.scan() == []
+
+
+def test_a_damaged_version_is_not_reused(tmp_path):
+    v1 = _version(tmp_path, "m", "k1")
+    (v1 / "model.pte").write_bytes(b"")
+    assert _publish(str(tmp_path), "m", "k1", b"x") == 2  # same build key, but v1 is damaged
+
+
+def test_paths_outside_the_store_are_not_artifacts(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    v1 = _version(tmp_path / "store", "m", "k1")
+    project = tmp_path / "fw_project"
+    shutil.copytree(v1, project)
+    (project / "src").mkdir()
+    for ref in (str(project), str(project / "src"), "/", str(tmp_path)):
+        with pytest.raises(NotAnArtifact):
+            store.resolve(ref)
+    link = tmp_path / "store" / "artifacts" / "m" / "v9"
+    link.symlink_to(project)
+    with pytest.raises(NotAnArtifact):
+        store.resolve(str(link))
+    assert store.resolve(str(v1)).id == "m/v1" and store.resolve("m").id == "m/v1"
+    assert [a.id for a in store.all()] == ["m/v1"]  # the symlinked version is not listed
+    store.gc([])
+    assert not os.path.lexists(link) and (project / "src").is_dir()
 
 
 def test_cache_writer_that_fails_leaves_no_entry(tmp_path):
@@ -73,4 +186,4 @@ def test_cache_writer_that_fails_leaves_no_entry(tmp_path):
     except RuntimeError:
         pass
     assert cache.get(key) is None
-    assert list(Path(cache.path(key)).parent.iterdir()) == []
+    assert [p.name for p in Path(cache.path(key)).parent.iterdir()] == []
