@@ -58,9 +58,9 @@ def _outputs(store: Path, model: str, target: str, variant: list[str]):
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from ethosu_build.build import quantized_model
-    from ethosu_build.evaluate import boundary_qparams
-    from ethosu_build.validate import validate
+    from ethosu_build.pipeline.build import quantized_model
+    from ethosu_build.pipeline.evaluate import boundary_qparams
+    from ethosu_build.config.validate import validate
 
     with initialize_config_module("ethosu_build.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"model={model}", f"target={target}", *variant, f"store.root={store}"])

@@ -1,9 +1,9 @@
-"""`ethosu-build`: a plain @hydra.main app (so --help, --cfg, -m and every launcher work).
+"""`ethosu-build` and `ethosu-search`: plain @hydra.main apps (so --help, --cfg, -m and every
+launcher work), and the console-script wrappers that turn errors into exit codes through
+config.errors.report, the one map both CLIs share (docs/artifacts.md, "Exit codes").
 
-The console script wraps it only to turn errors into exit codes: 2 for a config that cannot
-be composed or validated, 1 for a failed build (see errors.py). Every job also leaves its
-result in its Hydra output dir (sweep.py); in a multirun a failed job is recorded and the
-sweep goes on.
+Every job also leaves its result in its Hydra output dir (sweep.py); in a multirun a
+failed job is recorded and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -17,17 +17,15 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .budgets import BudgetBreached
-from .errors import EXIT_CONFIG_ERROR, BuildError, ConfigError, ConfigIssue
+from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, outcome, report
 
 log = logging.getLogger("ethosu_build")
-_task_started = False  # set once Hydra hands us a composed config
 
 
 def _store_folder(root) -> str:
     """`${ethosu.store:${store.root}}` in hydra.run.dir / hydra.sweep.dir: the store root
     checked (Hydra creates these folders before any code of ours runs) and `~` expanded."""
-    from .validate import store_root_issue
+    from .config.validate import store_root_issue
 
     problem = store_root_issue(root)
     if problem:
@@ -58,17 +56,24 @@ class PreRunCheck(Callback):
     nothing in the store. (A sweep's jobs are checked one by one, as they run.)"""
 
     def on_run_start(self, config: DictConfig, config_name=None, **kwargs) -> None:
+        from .config.validate import validate
+
         try:
             container = _resolve(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             if config_name == "search":
-                from . import search
+                from .config.validate import search_config
 
-                search.search_config(container.pop("search", None))
-            from .validate import validate
-
+                search_config(container.pop("search", None))
             validate(container, default_name=config.hydra.runtime.choices.get("recipe"))
         except ConfigError as exc:
             raise _Refused(exc) from exc
+
+
+def _resolve(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except Exception as exc:  # an interpolation that cannot be resolved
+        raise ConfigError(ConfigIssue(str(getattr(exc, "full_key", None) or "config"), first_line(exc))) from exc
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -77,43 +82,42 @@ def build_app(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from . import sweep
+    from .files import atomic_write_json
 
-    global _task_started
-    _task_started = True
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
-    result_file = Path(hc.runtime.output_dir) / sweep.RESULT
+    run_dir = Path(hc.runtime.output_dir)
     container = None
     try:
         container = _resolve(cfg)
         result = _build(container, hc, overrides)
     except BaseException as exc:
-        status, message = _failure(exc)
-        if status is None:  # Ctrl-C and the like: no result, the summary says "incomplete"
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # no result: the summary says "incomplete"
             raise
+        failure = outcome(exc)
         if hc.mode != RunMode.MULTIRUN:
-            if status == "config_error":
+            if failure.status == "config_error":
                 # The message says it all; a config error leaves nothing in the store (this
                 # run dir is this process's own: hydra.run.dir names the pid).
-                _remove_run_dir(Path(hc.runtime.output_dir), cfg)
+                _remove_run_dir(run_dir, cfg)
             else:
-                sweep.write_json_atomic(result_file, sweep.failure_row(status, message, overrides, container))
+                atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container))
             raise
-        sweep.write_json_atomic(result_file, sweep.failure_row(status, message, overrides, container))
+        atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container))
         # In a sweep a failed configuration is a result, not the end: the other jobs run and
         # the summary is written; main() exits non-zero afterwards.
-        if status == "crashed":
+        if failure.bug:
             log.error("job %s crashed", hc.job.num, exc_info=exc)
         else:
-            log.error("job %s (%s) %s: %s", hc.job.num, " ".join(overrides), status, message)
+            log.error("job %s (%s) %s: %s", hc.job.num, " ".join(overrides), failure.status, failure.message)
         return
-    sweep.write_json_atomic(result_file, sweep.success_row(result, overrides))
+    atomic_write_json(run_dir / sweep.RESULT, sweep.success_row(result, overrides))
 
 
 def _remove_run_dir(run_dir: Path, cfg: DictConfig) -> None:
     import shutil
 
-    from .validate import store_root_issue
+    from .config.validate import store_root_issue
 
     root = OmegaConf.select(cfg, "store.root")
     runs = Path(os.path.expanduser(root)).resolve() / "runs" if store_root_issue(root) is None else None
@@ -126,16 +130,9 @@ def _remove_run_dir(run_dir: Path, cfg: DictConfig) -> None:
                 break
 
 
-def _resolve(cfg: DictConfig) -> dict:
-    try:
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    except Exception as exc:  # an interpolation that cannot be resolved
-        raise ConfigError(_omegaconf_issue(exc)) from exc
-
-
 def _build(container: dict, hc, overrides: list[str]):
-    from .build import build
-    from .provenance import recipe_file
+    from .pipeline.build import build
+    from .store.provenance import recipe_file
 
     recipe = hc.runtime.choices.get("recipe")
     sources = [f"{src.schema}://{src.path}" for src in hc.runtime.config_sources]
@@ -155,73 +152,20 @@ def _build(container: dict, hc, overrides: list[str]):
     return result
 
 
-def _failure(exc: BaseException) -> tuple[str | None, str]:
-    """(status for the job's result, message); status None: not a failure of this job."""
-    if not isinstance(exc, Exception):
-        return None, ""
-    if isinstance(exc, ConfigError):
-        return "config_error", exc.render()
-    if isinstance(exc, BudgetBreached):
-        return "budget", str(exc)
-    if isinstance(exc, BuildError):
-        return "failed", str(exc)
-    first = str(exc).strip().splitlines()
-    return "crashed", f"{type(exc).__name__}: {first[0] if first else ''}"
-
-
-def _omegaconf_issue(exc: BaseException):
-    from .errors import ConfigIssue
-
-    key = getattr(exc, "full_key", None) or "config"
-    msg = str(exc).splitlines()[0]
-    return ConfigIssue(str(key), msg)
-
-
-def _config_error_types() -> tuple[type, ...]:
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-        SearchPathException,
-    )
-    from omegaconf.errors import OmegaConfBaseException
-
-    return (ConfigCompositionException, MissingConfigException, OverrideParseException, SearchPathException, OmegaConfBaseException)
-
-
-def _hydra_error_message(exc: BaseException) -> str:
-    """Hydra's own message, plus the keys the schema accepts where a key was misspelled."""
-    from .validate import accepted_keys
-    from .errors import did_you_mean
-
-    text = str(exc).strip()
-    cause = exc.__cause__
-    key = getattr(cause, "full_key", None)
-    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-        text += "\n" + str(cause).strip().splitlines()[0]
-    if key:
-        keys = accepted_keys(str(key))
-        if keys:
-            bad = str(key).rsplit(".", 1)[-1]
-            text += f"\naccepted keys here: {', '.join(keys)}{did_you_mean(bad, keys)}"
-    return text
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def search_app(cfg: DictConfig) -> None:
-    """`ethosu-search`: the build config plus `search.*` (search.py)."""
+    """`ethosu-search`: the build config plus `search.*` (search/)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from . import search
+    from .config.validate import search_config
+    from .search.search import Search
 
-    global _task_started
-    _task_started = True
     hc = HydraConfig.get()
     container = _resolve(cfg)
-    options = search.search_config(container.pop("search", None))
+    options = search_config(container.pop("search", None))
     command = " ".join(["ethosu-search", *hc.overrides.task])
     out = Path(hc.runtime.output_dir)
-    result = search.Search(container, options, dict(hc.runtime.choices), out, command).run()
+    result = Search(container, options, dict(hc.runtime.choices), out, command).run()
     log.info("search: %d configurations measured, %d full builds; front: %s",
              result["points_measured"], result["lowerings"], ", ".join(p.get("artifact") or p["status"] for p in result["front"]) or "none")
     print((out / "search.md").read_text())
@@ -249,43 +193,16 @@ def _main(app, prog: str) -> None:
             app()
         finally:
             _summarize_unfinished_sweep(prog)
-        if app is build_app:
-            _exit_for_sweep()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing half-written was stored", file=sys.stderr)
-        sys.exit(130)
+    except SystemExit:
+        raise  # Hydra's own exit (--help, --cfg, a usage error it printed)
     except _Refused as exc:
-        print(f"{prog}: {exc.error.render()}", file=sys.stderr)
-        sys.exit(exc.error.exit_code)
-    except ConfigError as exc:
-        print(f"{prog}: {exc.render()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except BuildError as exc:
-        print(f"{prog}: build failed, nothing was stored: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except BudgetBreached as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except _config_error_types() as exc:
-        ours = _config_error_in(exc)  # raised by one of our resolvers, e.g. ${ethosu.store:...}
-        print(f"{prog}: {ours.render() if ours else 'config error, nothing was built:' + chr(10) + _hydra_error_message(exc)}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
-    except Exception as exc:
-        if _task_started or not _raised_by_hydra(exc):
-            raise  # a crash of ours: keep the traceback
-        # Hydra refused the command line itself (e.g. `-m` together with `--cfg`).
-        print(f"{prog}: usage error, nothing was built: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
-
-
-def _config_error_in(exc: BaseException) -> ConfigError | None:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ConfigError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+        sys.exit(report(prog, exc.error))
+    except BaseException as exc:  # noqa: BLE001 (every exit goes through the one map)
+        if not isinstance(exc, (EthosuError, KeyboardInterrupt)) and _raised_by_hydra(exc) and outcome(exc).bug:
+            exc = ConfigError(ConfigIssue("command line", f"{type(exc).__name__}: {first_line(exc)}"))  # Hydra refused the command line
+        sys.exit(report(prog, exc))
+    if app is build_app:
+        _exit_for_sweep(prog)
 
 
 def _summarize_unfinished_sweep(prog: str) -> None:
@@ -304,13 +221,13 @@ def _summarize_unfinished_sweep(prog: str) -> None:
         print(f"{prog}: the sweep's summary could not be written: {exc}", file=sys.stderr)
 
 
-def _exit_for_sweep() -> None:
+def _exit_for_sweep(prog: str) -> None:
     """After a multirun: non-zero when a job failed (its kind's code, 1 when kinds differ)."""
     from . import sweep
 
     summary = sweep.LAST_SUMMARY
     if summary is not None and summary.failed:
-        print(f"ethosu-build: sweep finished, {summary.line()}; see {summary.sweep_dir / sweep.SUMMARY_MD}", file=sys.stderr)
+        print(f"{prog}: sweep finished, {summary.line()}; see {summary.sweep_dir / sweep.SUMMARY_MD}", file=sys.stderr)
         for row in summary.failed:
             print(f"  - job {row['job']} ({' '.join(row.get('overrides') or [])}): {row['status']}: {row.get('error', '')}", file=sys.stderr)
         sys.exit(summary.exit_code())

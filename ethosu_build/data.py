@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import ConfigError, ConfigIssue
+from .config.errors import ConfigError, ConfigIssue, first_line
 from .fingerprint import canonical_json, file_sha256, source_fingerprint, tool_version
 
 TENSOR_SUFFIXES = (".pt", ".npz")
@@ -263,7 +263,7 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset")
         try:
             item = ds[i]
         except (Exception, SystemExit) as exc:  # a user's __getitem__: name it, do not crash
-            why = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {_first_line(exc)}"
+            why = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {first_line(exc)}"
             raise bad(i, f"could not be read ({why})") from exc
         if isinstance(item, (tuple, list)):
             if not item:
@@ -276,7 +276,7 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset")
                 x = x.detach().cpu().float() if x.dtype == torch.bfloat16 else x.detach().cpu()
             array = np.asarray(x)
         except Exception as exc:
-            raise bad(i, f"is not an array ({type(exc).__name__}: {_first_line(exc)})") from exc
+            raise bad(i, f"is not an array ({type(exc).__name__}: {first_line(exc)})") from exc
         if array.dtype.kind not in "biuf":
             kinds = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects"}
             raise bad(i, f"holds {kinds.get(array.dtype.kind, array.dtype)}")
@@ -299,8 +299,3 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset")
 
 def _target_name(ds) -> str:
     return f"{type(ds).__module__}.{type(ds).__qualname__}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else ""

@@ -11,17 +11,19 @@ marked `incomplete`. Works with every launcher, since jobs only write files.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from .config.errors import OK_STATUSES as OK
+from .config.errors import exit_code_for
+from .files import atomic_write, atomic_write_json, csv_text, markdown_table, pareto_front
 
 log = logging.getLogger("ethosu_build")
 
@@ -29,29 +31,12 @@ RESULT = "result.json"
 PLAN = "sweep.json"  # the number of jobs planned, when the sweeper makes it knowable
 SUMMARY_CSV, SUMMARY_MD, PARETO_PNG = "summary.csv", "summary.md", "pareto.png"
 
-OK = ("built", "reused", "up_to_date")  # statuses of a job that left an artifact
-# Exit code of a sweep whose jobs failed with these statuses (errors.py codes).
-EXIT_FOR = {"config_error": 2, "failed": 1, "crashed": 1, "budget": 3, "incomplete": 1}
-
 COLUMNS = [
     "job", "status", "overrides", "artifact", "model", "target", "scheme", "module_overrides",
     "cycles", "inference_ms", "sram_kib", "flash_kib", "npu_partitions", "cpu_ops",
     "float_top1", "quantized_top1", "accuracy_drop", "sqnr_db", "tosa_max_lsb",
     "stages_ran", "seconds", "host", "error",
 ]
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write beside the target, then rename: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(text if isinstance(text, bytes) else text.encode())
-    os.replace(tmp, path)
 
 
 def success_row(result, overrides: list[str]) -> dict[str, Any]:
@@ -119,8 +104,7 @@ class Summary:
         return [r for r in self.rows if r["status"] not in OK]
 
     def exit_code(self) -> int:
-        codes = {EXIT_FOR.get(r["status"], 1) for r in self.failed}
-        return 0 if not codes else (codes.pop() if len(codes) == 1 else 1)
+        return exit_code_for(r["status"] for r in self.rows)
 
     def line(self) -> str:
         of = f" of {self.planned}" if self.planned else ""
@@ -177,12 +161,12 @@ def summarize(sweep_dir: Path | str) -> Summary:
     """Collect the job results of a sweep dir and write summary.csv, summary.md, pareto.png."""
     sweep_dir = Path(sweep_dir)
     summary = Summary(sweep_dir, read_rows(sweep_dir), planned_jobs(sweep_dir))
-    _write_text_atomic(sweep_dir / SUMMARY_CSV, _csv(summary.rows))
-    _write_text_atomic(sweep_dir / SUMMARY_MD, _markdown(summary))
+    atomic_write(sweep_dir / SUMMARY_CSV, csv_text(summary.rows, COLUMNS, _cell))
+    atomic_write(sweep_dir / SUMMARY_MD, _markdown(summary))
     summary.files = [sweep_dir / SUMMARY_CSV, sweep_dir / SUMMARY_MD]
     png = pareto_plot(summary.rows)
     if png is not None:
-        _write_text_atomic(sweep_dir / PARETO_PNG, png)
+        atomic_write(sweep_dir / PARETO_PNG, png)
         summary.files.append(sweep_dir / PARETO_PNG)
     return summary
 
@@ -197,15 +181,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({c: _cell(r.get(c)) for c in COLUMNS})
-    return out.getvalue()
-
-
 def quality_axis(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
     """Top-1 accuracy when every built row has labels to measure it, else SQNR."""
     done = [r for r in rows if r["status"] in OK]
@@ -218,18 +193,10 @@ def quality_axis(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def pareto_front(rows: list[dict[str, Any]], quality: str) -> list[dict[str, Any]]:
+def front(rows: list[dict[str, Any]], quality: str) -> list[dict[str, Any]]:
     """Rows no other row beats on both inference time (lower) and quality (higher)."""
-    pts = [r for r in rows if r["status"] in OK and r.get("inference_ms") is not None and r.get(quality) is not None]
-
-    def dominated(r):
-        return any(
-            o["inference_ms"] <= r["inference_ms"] and o[quality] >= r[quality]
-            and (o["inference_ms"] < r["inference_ms"] or o[quality] > r[quality])
-            for o in pts
-        )
-
-    return sorted((r for r in pts if not dominated(r)), key=lambda r: r["inference_ms"])
+    done = [r for r in rows if r["status"] in OK]
+    return pareto_front(done, [(lambda r: r.get("inference_ms"), "min"), (lambda r: r.get(quality), "max")])
 
 
 def _labels(rows: list[dict[str, Any]]) -> dict[int, str]:
@@ -241,23 +208,18 @@ def _labels(rows: list[dict[str, Any]]) -> dict[int, str]:
 def _markdown(summary: Summary) -> str:
     rows = summary.rows
     axis = quality_axis(rows)
-    front = {id(r) for r in pareto_front(rows, axis[0])} if axis else set()
+    on_front = {id(r) for r in front(rows, axis[0])} if axis else set()
     lines = [f"# Sweep summary: {summary.sweep_dir}", "", summary.line() + ".", ""]
     if axis:
         lines += [f"Pareto front (inference time vs {axis[1]}) marked with *.", ""]
-    lines += [
-        "| job | status | overrides | artifact | cycles | ms | SRAM KiB | flash KiB | CPU ops | top-1 | SQNR dB | error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    headers = ["job", "status", "overrides", "artifact", "cycles", "ms", "SRAM KiB", "flash KiB", "CPU ops", "top-1", "SQNR dB", "error"]
+    table = [
+        [f"{r['job']}{' *' if id(r) in on_front else ''}", r["status"], r.get("overrides"), r.get("artifact"), r.get("cycles"),
+         r.get("inference_ms"), r.get("sram_kib"), r.get("flash_kib"), r.get("cpu_ops"), r.get("quantized_top1"), r.get("sqnr_db"),
+         _cell(r.get("error"))[:300]]
+        for r in rows
     ]
-    for r in rows:
-        mark = " *" if id(r) in front else ""
-        error = _cell(r.get("error")).replace("|", "\\|").replace("\n", " ")[:300]
-        lines.append(
-            f"| {r['job']}{mark} | {r['status']} | {_cell(r.get('overrides'))} | {_cell(r.get('artifact'))} | {_cell(r.get('cycles'))} "
-            f"| {_cell(r.get('inference_ms'))} | {_cell(r.get('sram_kib'))} | {_cell(r.get('flash_kib'))} | {_cell(r.get('cpu_ops'))} "
-            f"| {_cell(r.get('quantized_top1'))} | {_cell(r.get('sqnr_db'))} | {error} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + markdown_table(headers, table, _cell) + "\n"
 
 
 def pareto_plot(rows: list[dict[str, Any]]) -> bytes | None:
@@ -275,12 +237,12 @@ def pareto_plot(rows: list[dict[str, Any]]) -> bytes | None:
     matplotlib.use("Agg")  # no display on build machines
     import matplotlib.pyplot as plt
 
-    front = pareto_front(rows, quality)
+    best = front(rows, quality)
     labels = _labels(pts)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.scatter([r["inference_ms"] for r in pts], [r[quality] for r in pts], color="#9aa5b1", label="configuration", zorder=2)
-    ax.plot([r["inference_ms"] for r in front], [r[quality] for r in front], "-o", color="#d1495b", label="Pareto front", zorder=3)
-    for r in front:
+    ax.plot([r["inference_ms"] for r in best], [r[quality] for r in best], "-o", color="#d1495b", label="Pareto front", zorder=3)
+    for r in best:
         ax.annotate(labels[id(r)], (r["inference_ms"], r[quality]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("Vela estimated inference time (ms)")
     ax.set_ylabel(label)
@@ -334,7 +296,7 @@ class SweepCallback(Callback):
         planned = _count_planned(config)
         if planned is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(folder / PLAN, {"jobs": planned})
+            atomic_write_json(folder / PLAN, {"jobs": planned})
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig

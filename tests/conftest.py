@@ -1,4 +1,5 @@
-"""Shared helpers: compose configs through Hydra's compose API, build in-process, run the CLI."""
+"""Shared helpers: compose configs as the CLI would, build in-process, run the CLIs, and the
+store assertions many tests make (consistent, nothing stored, sweep rows)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -21,16 +20,14 @@ BIN = Path(sys.executable).parent
 
 def compose_config(overrides: list[str]) -> tuple[dict[str, Any], str | None]:
     """The resolved config `ethosu-build OVERRIDES` would build, and the recipe chosen."""
-    with initialize_config_module("ethosu_build.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        recipe = cfg.hydra.runtime.choices.get("recipe")
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), recipe
+    from ethosu_build.config.compose import compose
+
+    container, recipe, _ = compose(overrides)
+    return container, recipe
 
 
 def build_in_process(overrides: list[str], root: Path):
-    from ethosu_build.build import build
+    from ethosu_build.pipeline.build import build
 
     container, recipe = compose_config(overrides + [f"store.root={root}"])
     return build(container, recipe=recipe, cli_overrides=overrides)
@@ -47,11 +44,39 @@ def manifest(path: Path) -> dict[str, Any]:
     return json.loads((path / "manifest.json").read_text())
 
 
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    from ethosu_build.files import read_csv
+
+    return read_csv(path)
+
+
+def assert_nothing_stored(root: Path) -> None:
+    """No version, no staging folder, nothing but lock files under <root>/artifacts."""
+    artifacts = root / "artifacts"
+    leftovers = [p for p in artifacts.rglob("*") if p.name != ".lock"] if artifacts.exists() else []
+    assert not leftovers, leftovers
+
+
+def assert_store_consistent(root: Path) -> None:
+    """Every version is whole and checks out, `ls --check` finds no damage, and every cache
+    entry verifies: what a killed or concurrent build must leave."""
+    from ethosu_build.store.artifacts import ArtifactStore, check
+    from ethosu_build.store.cache import StageCache
+
+    store = ArtifactStore(root)
+    for artifact in store.all():
+        assert check(artifact).problems == [], artifact.id
+    assert [f for f in store.scan() if f.damage] == []
+    cache = StageCache(root)
+    for key in cache.keys():
+        assert cache.get(key) is not None, key  # no entry that reads as valid is half-written
+
+
 @pytest.fixture(scope="session", autouse=True)
 def store_key_file(tmp_path_factory) -> Path:
-    """The tests' own store key (trust.py), not the user's: builds in this process and in
-    the CLI subprocesses the tests start sign and verify with it."""
-    from ethosu_build.trust import KEY_ENV
+    """The tests' own store key (store/trust.py), not the user's: builds in this process and
+    in the CLI subprocesses the tests start sign and verify with it."""
+    from ethosu_build.store.trust import KEY_ENV
 
     path = tmp_path_factory.mktemp("key") / "store.key"
     os.environ[KEY_ENV] = str(path)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import build_in_process, manifest, run_cli
-from ethosu_build.cache import StageCache
+from ethosu_build.store.cache import StageCache
 from ethosu_build.fingerprint import file_sha256
 
 

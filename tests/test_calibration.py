@@ -8,9 +8,9 @@ import torch
 
 from conftest import build_in_process, compose_config
 from ethosu_build import data
-from ethosu_build.evaluate import error_metrics
-from ethosu_build.build import quantized_model
-from ethosu_build.validate import validate
+from ethosu_build.pipeline.evaluate import error_metrics
+from ethosu_build.pipeline.build import quantized_model
+from ethosu_build.config.validate import validate
 
 
 def _quantized(root, overrides):

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose_config
-from ethosu_build import stages, targets
-from ethosu_build.schema import TARGETS
-from ethosu_build.validate import validate
+from ethosu_build.config import targets
+from ethosu_build.pipeline import keys as stages
+from ethosu_build.config.schema import TARGETS
+from ethosu_build.config.validate import validate
 
 CONF = ROOT / "ethosu_build" / "conf"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import build_in_process, compose_config, manifest, run_cli
-from ethosu_build.errors import ConfigError
+from ethosu_build.config.errors import ConfigError
 from test_bad_input import assert_nothing_stored
 
 GATED_U85 = ["model=digits_gated", "target=ethos-u85-256"]
@@ -105,8 +105,8 @@ def test_qat_is_at_least_as_accurate_as_ptq_and_a8w4_has_smaller_weights(tmp_pat
 
 
 def test_qat_settings_key_the_quantize_stage_and_calibration_does_not():
-    from ethosu_build.stages import stage_keys
-    from ethosu_build.validate import validate
+    from ethosu_build.pipeline.keys import stage_keys
+    from ethosu_build.config.validate import validate
 
     def keys(args):
         return stage_keys(validate(compose_config(args)[0]))

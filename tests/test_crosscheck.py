@@ -15,16 +15,11 @@ import sys
 import pytest
 import torch
 
-from conftest import BIN, build_in_process
+from conftest import BIN, build_in_process, csv_rows
 from ethosu_build.data import random
 
 TARGET, SAMPLES = "ethos-u55-128", 32
 FIGURES = {"cycles_total": "cycles", "sram_memory_used": "sram_kib", "off_chip_flash_memory_used": "off_chip_flash_kib"}
-
-
-def _rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
@@ -49,7 +44,7 @@ def test_vela_figures_match_aot_arm_compiler(tmp_path):
     m = ours.artifact.manifest()
     parts = m["metrics"]["vela"]["partitions"]
 
-    (cli_last,) = _rows(next((tmp_path / "inter" / "output").glob("*_summary_*.csv")))
+    (cli_last,) = csv_rows(next((tmp_path / "inter" / "output").glob("*_summary_*.csv")))
     for column, name in FIGURES.items():
         assert float(cli_last[column]) == pytest.approx(parts[-1][name], rel=0.01), column
 
@@ -64,7 +59,7 @@ def test_vela_figures_match_aot_arm_compiler(tmp_path):
              f"--memory-mode={t['memory_mode']}", f"--output-dir={out}", str(tosa)],
             check=True, capture_output=True, text=True,
         )
-        (row,) = _rows(next(out.glob("*_summary_*.csv")))
+        (row,) = csv_rows(next(out.glob("*_summary_*.csv")))
         for column in FIGURES:
             totals[column] += float(row[column])
     for column, name in FIGURES.items():

@@ -10,22 +10,8 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, run_cli
-from ethosu_build.cache import StageCache
-from ethosu_build.store import ArtifactStore
-from ethosu_build.verify import check_files
-
-
-def assert_consistent(root):
-    store = ArtifactStore(root)
-    for artifact in store.all():
-        assert check_files(artifact) == [], artifact.id  # a version is whole or absent
-    cache = StageCache(root)
-    if cache.dir.is_dir():
-        for bucket in cache.dir.iterdir():
-            for entry in bucket.iterdir():
-                if not entry.name.startswith(".tmp-") and not entry.name.endswith(".lock"):
-                    assert cache.get(entry.name) is not None, entry  # every entry verifies
+from conftest import BIN, assert_store_consistent, run_cli
+from ethosu_build.store.artifacts import ArtifactStore
 
 
 @pytest.mark.parametrize("moment", ["quantize: running", "lower: running", "vela: done"])
@@ -40,12 +26,12 @@ def test_a_build_killed_at_any_moment_leaves_a_consistent_store(moment, tmp_path
             break
     proc.wait(timeout=300)
     assert proc.returncode == -signal.SIGKILL
-    assert_consistent(tmp_path / "store")
+    assert_store_consistent(tmp_path / "store")
     # the next build is not blocked by a stale lock and ends with one good version
     again = run_cli(["store.root=store"], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [a.version for a in ArtifactStore(tmp_path / "store").versions("digits_cnn")] == [1]
-    assert_consistent(tmp_path / "store")
+    assert_store_consistent(tmp_path / "store")
 
 
 def test_two_identical_builds_at_once_make_one_version(tmp_path):
@@ -55,4 +41,4 @@ def test_two_identical_builds_at_once_make_one_version(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errors
     versions = ArtifactStore(tmp_path / "store").versions("digits_cnn")
     assert [a.version for a in versions] == [1]
-    assert_consistent(tmp_path / "store")
+    assert_store_consistent(tmp_path / "store")

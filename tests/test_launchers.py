@@ -3,7 +3,6 @@ writing into one store at once) and Ray (a real local Ray cluster started by the
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -13,15 +12,14 @@ import tempfile
 
 import pytest
 
-from conftest import BIN, manifest, run_cli
+from conftest import BIN, csv_rows, manifest, run_cli
 
 # Small builds: these tests are about processes and the store, not about the model.
 QUICK = ["calibration.num_samples=16", "evaluation.num_samples=32", "evaluation.tosa_samples=4"]
 
 
 def _summary_rows(sweep_dir):
-    with open(sweep_dir / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return csv_rows(sweep_dir / "summary.csv")
 
 
 def _store_is_consistent(root):

@@ -3,14 +3,16 @@ each must compute the same outputs as the default lowering, and remove what it c
 
 from __future__ import annotations
 
-import csv
 
 import pytest
 import torch
 
-from conftest import build_in_process, compose_config, manifest
-from ethosu_build import rewrites, stages, targets
-from ethosu_build.validate import validate
+from conftest import build_in_process, compose_config, csv_rows, manifest
+from ethosu_build.config import targets
+from ethosu_build.pipeline import rewrites
+from ethosu_build.pipeline.export import export_program
+from ethosu_build.pipeline.keys import stage_keys
+from ethosu_build.config.validate import validate
 
 NOISE = ["calibration=random", "evaluation=random", "calibration.num_samples=16", "evaluation.num_samples=16", "evaluation.tosa_samples=4"]
 POOL_HEAD = ["model.factory._target_=lowering_models.pool_head", "model.name=pool_head", "model.input_shape=[1,3,12,6]"] + NOISE
@@ -59,8 +61,8 @@ def test_avg_pool_crop_leaves_pools_it_cannot_improve(kwargs):
 
 
 def _space_to_depth(model, shape):
-    program = stages.export_program(model.eval(), shape)
-    return rewrites.apply(program, ["conv_space_to_depth"], lambda m: stages.export_program(m, shape))
+    program = export_program(model.eval(), shape)
+    return rewrites.apply(program, ["conv_space_to_depth"], lambda m: export_program(m, shape))
 
 
 @pytest.mark.parametrize("shape, conv", [
@@ -103,10 +105,10 @@ def _cfg(overrides):
 
 
 def test_lowering_options_key_the_stages_they_change():
-    base = stages.stage_keys(_cfg([]))
-    nhwc = stages.stage_keys(_cfg(["lowering.io_layout=nhwc"]))
-    crop = stages.stage_keys(_cfg(["lowering.rewrites=[avg_pool_crop]"]))
-    size = stages.stage_keys(_cfg(["target.optimise=Size"]))
+    base = stage_keys(_cfg([]))
+    nhwc = stage_keys(_cfg(["lowering.io_layout=nhwc"]))
+    crop = stage_keys(_cfg(["lowering.rewrites=[avg_pool_crop]"]))
+    size = stage_keys(_cfg(["target.optimise=Size"]))
     assert nhwc.quantize == base.quantize and nhwc.lower != base.lower  # layout: lowering only
     assert crop.quantize != base.quantize  # rewrites: before the quantizer
     assert size.lower == base.lower and size.vela != base.vela  # Vela settings: Vela only
@@ -118,14 +120,14 @@ def test_lowering_options_key_the_stages_they_change():
 
 
 def _layout_cycles(artifact) -> int:
-    rows = csv.DictReader(open(artifact / "vela" / "per_layer.csv"))
+    rows = csv_rows(artifact / "vela" / "per_layer.csv")
     return sum(int(r["Op Cycles"]) for r in rows if r["NNG Operator"] == "Transpose")
 
 
 @pytest.mark.slow
 def test_fast_lowering_puts_the_pool_on_the_npu_without_transposes_and_keeps_the_outputs(tmp_path):
-    from ethosu_build.build import quantized_model
-    from ethosu_build.evaluate import boundary_qparams
+    from ethosu_build.pipeline.build import quantized_model
+    from ethosu_build.pipeline.evaluate import boundary_qparams
 
     default = build_in_process(POOL_HEAD, tmp_path)
     fast = build_in_process(POOL_HEAD + ["lowering=fast"], tmp_path)
@@ -159,8 +161,8 @@ def test_nhwc_outputs_are_checked_in_their_own_layout(tmp_path):
 
 @pytest.mark.slow
 def test_space_to_depth_builds_with_the_same_outputs(tmp_path):
-    from ethosu_build.build import quantized_model
-    from ethosu_build.evaluate import boundary_qparams
+    from ethosu_build.pipeline.build import quantized_model
+    from ethosu_build.pipeline.evaluate import boundary_qparams
 
     rewritten = STRIDED + ["lowering.rewrites=[conv_space_to_depth]"]
     m = manifest(build_in_process(rewritten, tmp_path).artifact.path)

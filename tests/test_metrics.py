@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from conftest import build_in_process, run_cli
-from ethosu_build.budgets import BudgetBreached
+from conftest import build_in_process, csv_rows, run_cli
+from ethosu_build.config.errors import BudgetBreached
 from ethosu_build.fingerprint import file_sha256
 
 
@@ -32,18 +32,13 @@ def test_a16w8_has_higher_sqnr_and_more_cycles_than_int8(shared_root):
     assert a16w8["metrics"]["vela"]["total"]["cycles"] > int8["metrics"]["vela"]["total"]["cycles"]
 
 
-def _csv_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["ds_cnn", "resnet8"])
 def test_vela_totals_are_the_sum_of_the_partition_csvs(model, shared_root):
     """ds_cnn on U55 leaves its average pool on the CPU, which splits the NPU graph in two."""
     r = build_in_process([f"model={model}", "target=ethos-u55-128", "calibration.num_samples=16"], shared_root)
     m = r.artifact.manifest()
-    vela, rows = m["metrics"]["vela"], _csv_rows(r.artifact.path / "vela" / "summary.csv")
+    vela, rows = m["metrics"]["vela"], csv_rows(r.artifact.path / "vela" / "summary.csv")
     assert len(rows) == vela["total"]["partitions"] == m["delegation"]["npu_partitions"] == len(vela["partitions"])
     assert vela["total"]["cycles"] == sum(int(float(row["cycles_total"])) for row in rows)
     assert vela["total"]["sram_kib"] == pytest.approx(sum(float(row["sram_memory_used"]) for row in rows))
@@ -51,7 +46,7 @@ def test_vela_totals_are_the_sum_of_the_partition_csvs(model, shared_root):
     assert vela["total"]["macs"] == sum(int(float(row["nn_macs"])) for row in rows)
     clock = float(rows[0]["core_clock"])
     assert vela["total"]["inference_ms"] == pytest.approx(vela["total"]["cycles"] / clock * 1000)
-    layers = _csv_rows(r.artifact.path / "vela" / "per_layer.csv")
+    layers = csv_rows(r.artifact.path / "vela" / "per_layer.csv")
     assert vela["total"]["npu_ops"] == len(layers) > 0
     assert {row["partition"] for row in layers} == {str(i) for i in range(len(rows))}
     if model == "ds_cnn":
@@ -71,9 +66,9 @@ def test_our_pte_is_the_bytes_of_a_plain_executorch_build(shared_root, target):
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     from conftest import compose_config
-    from ethosu_build.build import quantized_model
-    from ethosu_build.targets import compile_spec
-    from ethosu_build.validate import validate
+    from ethosu_build.pipeline.build import quantized_model
+    from ethosu_build.config.targets import compile_spec
+    from ethosu_build.config.validate import validate
 
     build_in_process(["target=ethos-u55-128"], shared_root)
     r = build_in_process([f"target={target}"], shared_root)
@@ -103,9 +98,9 @@ BUDGETS = ["max_cpu_ops", "max_sram_kib", "max_flash_kib", "max_accuracy_drop", 
 
 
 def _measured(m, budget):
-    from ethosu_build.budgets import measured
+    from ethosu_build.pipeline.budgets import measured
 
-    return measured({"delegation": m["delegation"], "vela": m["metrics"]["vela"]}, {"accuracy": m["metrics"]["accuracy"]})[budget][0]
+    return measured(m["delegation"], m["metrics"]["vela"], m["metrics"]["accuracy"])[budget][0]
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
@@ -155,7 +150,7 @@ def test_tosa_check_runs_when_only_evaluation_changed(shared_root):
 def test_error_metrics_relations():
     import torch
 
-    from ethosu_build.evaluate import error_metrics
+    from ethosu_build.pipeline.evaluate import error_metrics
 
     ref = torch.randn(100)
     assert error_metrics(ref, ref)["sqnr_db"] == math.inf
@@ -181,7 +176,7 @@ def test_report_and_show_describe_the_artifact(shared_root):
 
 
 def test_cycles_by_operator_groups_the_per_layer_csv(tmp_path):
-    from ethosu_build import vela
+    from ethosu_build.pipeline import vela
 
     rows = [("Conv2D", 60), ("Transpose", 10), ("Conv2D", 20), ("Reshape", 5), ("AvgPool", 5)]
     with open(tmp_path / vela.PER_LAYER_CSV, "w", newline="") as f:

@@ -11,10 +11,13 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
-from conftest import run_cli
-from ethosu_build.errors import ConfigError
+from conftest import csv_rows, run_cli
+from ethosu_build.config.errors import ConfigError
 from ethosu_build.fingerprint import file_sha256
-from ethosu_build.search import Search, SearchConfig, layer_cycles, search_config
+from ethosu_build.config.schema import SearchConfig
+from ethosu_build.config.validate import search_config
+from ethosu_build.search.points import layer_cycles
+from ethosu_build.search.search import Search
 
 
 def compose_search(overrides: list[str]) -> tuple[dict, SearchConfig, dict]:
@@ -53,8 +56,7 @@ def test_search_finds_the_quick_answer_and_builds_a_front_whose_recipes_rebuild_
         assert 0 < p["n"] < 3  # mixed: some modules a16w8, the rest int8
     for name in ("search.json", "search.md", "sensitivity.csv", "sensitivity.png", "points.csv", "front.png"):
         assert (out / name).is_file(), name
-    with open(out / "sensitivity.csv") as f:
-        assert len(list(csv.DictReader(f))) == 3
+    assert len(csv_rows(out / "sensitivity.csv")) == 3
 
     # every recipe rebuilds its artifact's bytes, in a fresh store, from the command it states
     point = front[0]

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from ethosu_build.cache import StageCache
-from ethosu_build.store import ArtifactStore, NotAnArtifact
-from ethosu_build.trust import KEY_ENV
+from ethosu_build.store.cache import StageCache
+from ethosu_build.store.artifacts import ArtifactStore, NotAnArtifact
+from ethosu_build.store.trust import KEY_ENV
 
 
 def _publish(root: str, name: str, key: str, payload: bytes) -> int:
     store = ArtifactStore(root)
     staging = store.staging(name)
     (staging / "model.pte").write_bytes(payload)
-    artifact, _ = store.publish(name, key, staging, lambda v, files: {"build_key": key, "version": v, "files": files})
+    artifact, _ = store.publish(name, key, staging, lambda v, files: {"name": name, "build_key": key, "version": v, "files": files, "config": {}})
     return artifact.version
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from conftest import build_in_process, compose_config, manifest, run_cli
 from ethosu_build.fingerprint import file_sha256
-from ethosu_build.stages import stage_keys
-from ethosu_build.store import ArtifactStore
-from ethosu_build.validate import validate
+from ethosu_build.pipeline.keys import stage_keys
+from ethosu_build.store.artifacts import ArtifactStore
+from ethosu_build.config.validate import validate
 
 QUICK = ["calibration.num_samples=16", "evaluation.num_samples=32", "evaluation.tosa_samples=4"]
 
@@ -69,7 +69,7 @@ def plant_pickled_program(entry: Path, name: str, marker: Path) -> None:
 
 
 def entry_dir(root: Path, key: str) -> Path:
-    from ethosu_build.cache import StageCache
+    from ethosu_build.store.cache import StageCache
 
     return StageCache(root).path(key)
 
@@ -113,7 +113,7 @@ def test_a_hostile_store_is_neither_run_nor_read_nor_copied(tmp_path):
 def test_an_entry_that_does_not_load_is_rebuilt(tmp_path):
     """A signed entry whose program no longer loads (a torch that reads it differently) is
     discarded with one line and computed again, never a traceback."""
-    from ethosu_build.cache import StageCache
+    from ethosu_build.store.cache import StageCache
 
     root = tmp_path / "store"
     first = build_in_process(QUICK, root)
@@ -347,8 +347,8 @@ def test_a_full_disk_is_a_failed_build_and_stores_nothing(tmp_path, monkeypatch)
     import contextlib
     import errno
 
-    from ethosu_build.cache import StageCache
-    from ethosu_build.errors import BuildError
+    from ethosu_build.store.cache import StageCache
+    from ethosu_build.config.errors import BuildError
 
     @contextlib.contextmanager
     def full(self, key, stage):

@@ -4,13 +4,12 @@ and the sweep exits non-zero; a re-run skips what is done; a killed sweep can be
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
 import time
 
-from conftest import BIN, manifest, run_cli
+from conftest import BIN, csv_rows, manifest, run_cli
 
 
 def _sweep_dir(root):
@@ -19,8 +18,7 @@ def _sweep_dir(root):
 
 
 def _rows(sweep_dir):
-    with open(sweep_dir / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return csv_rows(sweep_dir / "summary.csv")
 
 
 def test_multirun_builds_each_configuration_and_writes_the_summary(tmp_path):

@@ -7,8 +7,8 @@ import argparse
 
 import pytest
 
-from ethosu_build import targets
-from ethosu_build.schema import TARGETS
+from ethosu_build.config import targets
+from ethosu_build.config.schema import TARGETS
 
 
 @pytest.mark.parametrize("accelerator", TARGETS)

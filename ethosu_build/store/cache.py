@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .fingerprint import canonical_json, sha256_bytes
+from ..fingerprint import canonical_json, sha256_bytes
 from .trust import store_key
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,13 @@ class StageCache:
         for name in files:
             entry.read(name)  # regular file, recorded sha256
         return entry
+
+    def keys(self) -> list[str]:
+        """The keys of the entries present (not yet verified), for checks and listings."""
+        if self.dir.is_symlink() or not self.dir.is_dir():
+            return []
+        return sorted(p.name for b in self.dir.iterdir() if not b.is_symlink() and b.is_dir()
+                      for p in b.iterdir() if _KEY.match(p.name) and not p.is_symlink() and p.is_dir())
 
     def discard(self, key: str, reason: str) -> None:
         """Log once and remove what is at the key's place (a symlink: only the link)."""

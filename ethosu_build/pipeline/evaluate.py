@@ -1,4 +1,5 @@
-"""Numbers that say whether a build can be trusted, measured on the host (no NPU here).
+"""Stage `evaluate`: numbers that say whether a build can be trusted, measured on the host
+(no NPU here). Key: the lowering and the evaluation settings, not Vela (keys.py).
 
 - `compare()`: float model vs the PT2E quantized model on the evaluation samples: top-1 where
   labels exist, and always output SQNR, cosine similarity and max abs error.
@@ -9,10 +10,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
+
+from ..config.errors import EthosuError, first_line
+from ..store.cache import Entry
+from .lower import Lower, run_lower
+from .quantize import Quantize, Quantized
+from .stage import Run, Stage
+
+log = logging.getLogger("ethosu_build.build")
 
 
 def _outputs(fn, x, batch: int = 1):
@@ -160,3 +173,65 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
     result: dict[str, Any] = {"status": "done", "samples": n, "max_abs_diff": max_diff, "top1_agreement": round(100.0 * agree / n, 3)}
     result["max_lsb_diff"] = None if scale is None else int(round(max_diff / scale))
     return result
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluated:
+    accuracy: dict[str, Any]
+    tosa_check: dict[str, Any]
+
+    def save(self, folder: Path) -> None:
+        (folder / "info.json").write_text(json.dumps({"accuracy": self.accuracy, "tosa_check": self.tosa_check}, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Evaluated":
+        info = entry.read_json("info.json")
+        return cls(info["accuracy"], info["tosa_check"])
+
+
+class TosaCheck:
+    """Called by the lowering with the partitioned program (Run.inspect_lowering): runs
+    tosa_check on it. A check that cannot run is a finding, not a failed build."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.result: Optional[dict[str, Any]] = None
+
+    def __call__(self, edge_program, tosa_by_payload: dict[str, bytes]) -> None:
+        run = self.run
+        try:
+            self.result = tosa_check(edge_program, tosa_by_payload, run.get(Quantize).program, run.samples("evaluation"),
+                                     run.cfg.evaluation.tosa_samples)
+        except EthosuError:
+            raise
+        except Exception as exc:
+            log.debug("TOSA check failed", exc_info=True)
+            self.result = {"status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc)}"}
+
+
+class Evaluate(Stage[Evaluated]):
+    """Float vs quantized metrics and the TOSA check. The TOSA check needs the partitioned
+    program, which exists only while lowering: it sees the lowering run for this build, or,
+    if the lowering came from the cache, one run again in memory."""
+
+    name = "evaluate"
+    result = Evaluated
+
+    @classmethod
+    def inputs(cls, run: Run) -> tuple:
+        check = TosaCheck(run) if run.cfg.evaluation.tosa_check else None
+        run.inspect_lowering = check  # seen by the lowering, if it runs now
+        run.get(Lower)
+        return run.get(Quantize), run.samples("evaluation"), check
+
+    @classmethod
+    def compute(cls, run: Run, quantized: Quantized, samples, check: Optional[TosaCheck]) -> Evaluated:
+        accuracy = compare(run.model(), quantized.program, samples, quantized.batched)
+        if check is None:
+            return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"})
+        if check.result is None:  # the lowering came from the cache: lower again, in memory
+            run_lower(run.cfg, quantized.program, check)
+        return Evaluated(accuracy, check.result)

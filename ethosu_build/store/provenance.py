@@ -78,18 +78,40 @@ def lock_content(recipe_name: str, tools: dict[str, Any], fingerprints: dict[str
 
 
 def write_lock(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    from ..files import atomic_write
+
+    atomic_write(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
-def lock_drift(lock: dict[str, Any], tools: dict[str, Any], fingerprints: dict[str, Any]) -> list[str]:
-    """Each tool version and input fingerprint that differs from the lock."""
-    drift = []
-    for tool, pinned in lock.get("tools", {}).items():
+def read_lock(path: Path) -> dict[str, Any]:
+    """A lock file's content; a file that is no lock is a config error naming it."""
+    from ..config.errors import ConfigError, ConfigIssue
+
+    try:
+        content = json.loads(path.read_text())
+        if not isinstance(content, dict) or not isinstance(content.get("tools", {}), dict) \
+                or not isinstance(content.get("fingerprints", {}), dict):
+            raise ValueError("not a mapping of tools and fingerprints")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(ConfigIssue("recipe", f"its lock {str(path)!r} is unreadable ({exc}); accepted: a file written by "
+                                                "`ethosu-artifacts lock`, or none (delete it and lock again)")) from exc
+    return content
+
+
+# What each fingerprint stands for, in drift messages.
+INPUTS = {"model_source": "model source", "checkpoint": "model weights (checkpoint)", "calibration_data": "calibration data",
+          "evaluation_data": "evaluation data", "qat_data": "QAT training data"}
+
+
+def drift(then: dict[str, Any], tools: dict[str, Any], fingerprints: dict[str, Any]) -> list[str]:
+    """Each tool version and input fingerprint recorded in `then` (a lock, or a manifest:
+    both hold `tools` and `fingerprints`) that differs from now. The one drift check, used
+    by builds of a locked recipe, `lock` and `verify`."""
+    found = []
+    for tool, pinned in (then.get("tools") or {}).items():
         if tools.get(tool) != pinned:
-            drift.append(f"tool {tool}: locked {pinned}, now {tools.get(tool)}")
-    for key, pinned in lock.get("fingerprints", {}).items():
+            found.append(f"tool {tool}: {pinned} then, {tools.get(tool)} now")
+    for key, pinned in (then.get("fingerprints") or {}).items():
         if fingerprints.get(key) != pinned:
-            drift.append(f"input {key}: fingerprint differs from the lock")
-    return drift
+            found.append(f"input {key} ({INPUTS.get(key, key)}) differs")
+    return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable
 
-from .schema import REWRITES
+from ..config.schema import REWRITES
 
 # Copied to the nodes a rewrite adds: the module path the quantizer's overrides select on.
 _KEPT_META = ("nn_module_stack", "stack_trace", "source_fn_stack")

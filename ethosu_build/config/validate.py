@@ -2,8 +2,9 @@
 
 `validate(container)` turns a resolved config (plain dicts/lists) into a typed
 `schema.BuildConfig` or raises `ConfigError` listing each bad key, its value and what is
-accepted. Checks that need the model itself (module names, input shape, dataset sizes) run
-later, in `model_checks.py`, still before any build stage.
+accepted. `convert` does the typed part for any schema dataclass (the search's too). Checks
+that need the model itself (module names, input shape, dataset sizes) run later, in
+`pipeline/model_checks.py`, still before any build stage takes a lock.
 """
 
 from __future__ import annotations
@@ -18,26 +19,34 @@ import typing
 from pathlib import Path
 from typing import Any, Optional
 
-from . import data, targets
-from .errors import ConfigError, ConfigIssue, accepted, did_you_mean
-from .store import NAME, NAME_MAX
-from .schema import CHOICES, QAT_ONLY_SCHEMES, BuildConfig, DatasetConfig, OverrideEntry, QatConfig
+from .. import data
+from . import targets
+from .errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
+from .schema import CHOICES, NAME, NAME_MAX, QAT_ONLY_SCHEMES, SEARCH_SCHEMES, BuildConfig, DatasetConfig, OverrideEntry, QatConfig, SearchConfig
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def validate(container: dict[str, Any], default_name: Optional[str] = None) -> BuildConfig:
-    """`default_name` names the artifact when `name` is null (the recipe); else model.name."""
+    """`default_name` names the artifact when `name` is null (the recipe); else model.name.
+    Every issue is reported at once: a key of the wrong type keeps its default for the
+    value checks, which then report the other keys (and nothing more about that one)."""
     issues: list[ConfigIssue] = []
-    cfg = _convert(BuildConfig, container, "", issues)
-    if not issues:
-        if cfg.name is None:
-            cfg.name = default_name or cfg.model.name
-        _check_values(cfg, issues)
+    cfg = convert(BuildConfig, container, "", issues)
+    if cfg.name is None:
+        cfg.name = default_name or cfg.model.name
+    found: list[ConfigIssue] = []
+    _check_values(cfg, found)
+    issues += [v for v in found if not any(_related(v.key, t.key) for t in issues)]
     if issues:
         raise ConfigError(issues)
     return cfg
+
+
+def _related(a: str, b: str) -> bool:
+    """One dotted key is the other or lies under it."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
 # --- structure and types, driven by the dataclasses in schema.py -----------------------------
@@ -57,21 +66,21 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
-def _convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
+def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, key, issues)
+        return convert(args[0], value, key, issues)
     if dataclasses.is_dataclass(tp):
-        return _convert_dataclass(tp, value, key, issues)
+        return __convert_dataclass(tp, value, key, issues)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             issues.append(ConfigIssue(key, f"{value!r} is not a list; accepted: {_type_name(tp)}"))
             return []
         (item_tp,) = typing.get_args(tp)
-        return [_convert(item_tp, v, f"{key}.{i}", issues) for i, v in enumerate(value)]
+        return [convert(item_tp, v, f"{key}.{i}", issues) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             issues.append(ConfigIssue(key, f"{value!r} is not a mapping; accepted: {_type_name(tp)}"))
@@ -79,7 +88,7 @@ def _convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
         _, val_tp = typing.get_args(tp)
         if val_tp is Any:
             return dict(value)
-        return {k: _convert(val_tp, v, f"{key}.{k}", issues) for k, v in value.items()}
+        return {k: convert(val_tp, v, f"{key}.{k}", issues) for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:
@@ -104,7 +113,7 @@ def _convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
     return None
 
 
-def _convert_dataclass(tp: type, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
+def __convert_dataclass(tp: type, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
     where = key or "the config"
     if value is None:
         value = {}
@@ -120,7 +129,10 @@ def _convert_dataclass(tp: type, value: Any, key: str, issues: list[ConfigIssue]
     kwargs = {}
     for name in names:
         if name in value:
-            kwargs[name] = _convert(hints[name], value[name], f"{key}.{name}" if key else name, issues)
+            before = len(issues)
+            converted = convert(hints[name], value[name], f"{key}.{name}" if key else name, issues)
+            if len(issues) == before:  # else the field keeps its default (see validate)
+                kwargs[name] = converted
     return tp(**kwargs)
 
 
@@ -204,7 +216,7 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     try:
         systems, modes = targets.ini_choices(t.config_ini)
     except (configparser.Error, UnicodeDecodeError, OSError) as exc:
-        issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not a readable Vela .ini ({type(exc).__name__}: {_first_line(exc)}); "
+        issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not a readable Vela .ini ({type(exc).__name__}: {first_line(exc)}); "
                                                        "accepted: null (Vela's Arm/vela.ini) or an .ini file in Vela's format"))
         return
     if targets.resolved_system_config(t) not in systems:
@@ -299,129 +311,15 @@ def accepted_keys(dotted: str) -> Optional[list[str]]:
     return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else None
 
 
-# --- checks against the model and the data (import torch; run only when a stage must) -------
-
-
-def load_model(cfg: BuildConfig):
-    """Instantiate `model.factory` and load `model.checkpoint`; a factory that cannot be
-    found or called with the given arguments, or a checkpoint that does not fit, is a config
-    error."""
-    import torch
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    target = cfg.model.factory["_target_"]
-    try:
-        model = instantiate(cfg.model.factory, _convert_="all")
-    except SystemExit as exc:  # the factory's own code ended with sys.exit
-        raise ConfigError(ConfigIssue("model.factory", f"{target!r} called sys.exit({exc.code!r}); accepted: a callable returning a torch.nn.Module")) from exc
-    except InstantiationException as exc:
-        # Hydra's first line only names the target; the reason (e.g. an unexpected keyword) follows.
-        reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:400]
-        raise ConfigError(ConfigIssue("model.factory", f"{target!r} could not be called: {reason}; accepted: a callable returning a torch.nn.Module")) from exc
-    if not isinstance(model, torch.nn.Module):
-        raise ConfigError(ConfigIssue("model.factory._target_", f"{target!r} returned {type(model).__name__}; accepted: a callable returning a torch.nn.Module"))
-    if cfg.model.checkpoint:
-        try:
-            state = torch.load(cfg.model.checkpoint, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
-            model.load_state_dict(state)
-        except Exception as exc:
-            raise ConfigError(ConfigIssue("model.checkpoint", f"{cfg.model.checkpoint!r} does not load into {target}: {_first_line(exc)}; accepted: a state_dict saved from this model")) from exc
-    return model.eval()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-def _source_failure(exc: BaseException) -> str:
-    """Why a user's callable failed, with Hydra's wrapper taken off (its first line only
-    names the target; the reason, e.g. an unexpected keyword, is its cause)."""
-    if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r})"
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    if isinstance(cause, SystemExit):
-        return f"it called sys.exit({cause.code!r})"
-    return f"{type(cause).__name__}: {_first_line(cause)}"
-
-
-def check_model(cfg: BuildConfig, model) -> None:
-    """input_shape, override selectors and dataset sizes, against the real model and data."""
-    import torch
-
+def search_config(raw: Any) -> SearchConfig:
     issues: list[ConfigIssue] = []
-    try:
-        with torch.no_grad():
-            model(torch.zeros(cfg.model.input_shape))
-    except (Exception, SystemExit) as exc:  # the model's own code: never let it end the process
-        issues.append(ConfigIssue("model.input_shape", f"{cfg.model.input_shape} is rejected by the model: {_source_failure(exc)}; accepted: the shape the model's forward() takes, batch 1"))
-    names = [n for n, _ in model.named_modules() if n]
-    for name, entry in cfg.overrides.items():
-        key = f"overrides.{name}"
-        if entry.module_name is not None and entry.module_name not in names:
-            hint = did_you_mean(entry.module_name, names) or f"; modules include {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
-            issues.append(ConfigIssue(f"{key}.module_name", f"{entry.module_name!r} not found in the model{hint}"))
-        if entry.module_type is not None:
-            issues.extend(_check_module_type(f"{key}.module_type", entry.module_type, model))
-    if not issues:  # datasets are only worth loading once the model itself is right
-        labelled = {}
-        for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
-            found, labelled[key] = _check_dataset_size(key, ds)
-            issues.extend(found)
-        drop = cfg.budget.max_accuracy_drop
-        if drop is not None and not issues and not labelled["evaluation"]:
-            issues.append(ConfigIssue("budget.max_accuracy_drop", f"{drop!r} cannot be judged: the evaluation data "
-                                      f"({cfg.evaluation.dataset.get('_target_')}) has no labels; accepted: null, or labelled evaluation data"))
-        qat = cfg.quantization.qat
-        if qat is not None:
-            issues.extend(_check_dataset_size("quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None)[0])
+    s = convert(SearchConfig, raw, "search", issues)
+    if not issues:
+        if s.scheme not in SEARCH_SCHEMES:
+            issues.append(ConfigIssue("search.scheme", f"{s.scheme!r} is not supported; {accepted(SEARCH_SCHEMES, s.scheme)}"))
+        for key, value, low in (("depth", s.depth, 1), ("front", s.front, 1), ("trials", s.trials, 0)):
+            if value is not None and value < low:
+                issues.append(ConfigIssue(f"search.{key}", f"{value} is too small; accepted: an integer >= {low}"))
     if issues:
         raise ConfigError(issues)
-
-
-def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
-    import importlib
-
-    import torch
-
-    module, _, cls_name = dotted.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), cls_name)
-    except (ImportError, AttributeError) as exc:
-        return [ConfigIssue(key, f"{dotted!r} cannot be imported ({_first_line(exc)}); accepted: a dotted path to a torch.nn.Module subclass, e.g. torch.nn.Linear")]
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        return [ConfigIssue(key, f"{dotted!r} is not a module class; accepted: a torch.nn.Module subclass, e.g. torch.nn.Linear")]
-    present = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()})
-    if not any(isinstance(m, cls) for m in model.modules()):
-        return [ConfigIssue(key, f"no module of type {dotted} in the model; types present: {', '.join(p for p in present if not p.startswith('torch.nn.modules.container'))}")]
-    return []
-
-
-def _check_dataset_size(key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None) -> tuple[list[ConfigIssue], bool]:
-    """(issues, labelled): the dataset loads and holds `num_samples` (null: all of it); with
-    `labels_for`, the loss that needs labels, its items must carry them."""
-    try:
-        dataset = data.instantiate(ds.dataset)
-        size = len(dataset)
-        labelled = size > 0 and isinstance(dataset[0], (tuple, list)) and len(dataset[0]) > 1
-    except (Exception, SystemExit) as exc:  # a user's source is user code: name it, never crash
-        return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_source_failure(exc)}")], False
-    if ds.num_samples is not None and ds.num_samples > size:
-        null = "null or " if isinstance(ds, QatConfig) else ""
-        return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}")], labelled
-    if labels_for is not None and not labelled:
-        return [ConfigIssue(f"{key}.loss", f"{labels_for!r} needs labels and {ds.dataset.get('_target_')!r} has none; accepted: distill or auto")], labelled
-    return [], labelled
-
-
-def check_override_matches(matches: dict[str, int], cfg: BuildConfig) -> None:
-    """An override that selects no node of the exported graph would be a silent no-op."""
-    issues = [
-        ConfigIssue(f"overrides.{name}", f"{cfg.overrides[name].describe()} selects no operator in the exported graph (the module is never called in forward()); accepted: a module that runs in forward()")
-        for name, n in matches.items() if n == 0
-    ]
-    if issues:
-        raise ConfigError(issues)
+    return s

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError, ConfigIssue
+from ..config.errors import ConfigError, ConfigIssue
 
 KEY_ENV = "ETHOSU_BUILD_KEY_FILE"
 KEY_BYTES = 32

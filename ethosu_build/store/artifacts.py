@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from filelock import FileLock
 
-from .fingerprint import canonical_json, sha256_bytes
+from ..config.schema import NAME
+from ..fingerprint import canonical_json, sha256_bytes
 from .trust import Verdict, store_key
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 MANIFEST_SCHEMA = 1
-NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
-NAME_MAX = 100  # leaves room for `.staging-<id>` and the version inside a 255-byte file name
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 STALE_SECONDS = 3600  # a staging folder older than this belongs to no running build
 
@@ -61,11 +60,26 @@ class Artifact:
         return f"{self.name}/v{self.version}"
 
     def manifest(self) -> dict[str, Any]:
-        """The parsed manifest; ValueError if it is not a JSON object (or not a regular file)."""
-        data = json.loads(_read_regular(self.path / MANIFEST))
+        """The parsed manifest; ValueError (DamagedManifest) if it is not a regular file
+        holding a JSON object with the fields every manifest has."""
+        try:
+            data = json.loads(_read_regular(self.path / MANIFEST))
+        except (OSError, ValueError) as exc:
+            raise DamagedManifest(f"{self.id}: {MANIFEST} is unreadable ({exc})") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"{MANIFEST} holds {type(data).__name__}, not an object")
+            raise DamagedManifest(f"{self.id}: {MANIFEST} holds {type(data).__name__}, not an object")
+        missing = [k for k, tp in _REQUIRED.items() if not isinstance(data.get(k), tp)]
+        if missing:
+            raise DamagedManifest(f"{self.id}: {MANIFEST} lacks {', '.join(missing)}")
         return data
+
+
+class DamagedManifest(ValueError):
+    """A version whose manifest cannot be read as one."""
+
+
+# What every manifest holds, whatever its schema version (docs/artifacts.md, "manifest.json").
+_REQUIRED = {"name": str, "version": int, "build_key": str, "files": dict, "config": dict}
 
 
 @dataclass
@@ -139,9 +153,9 @@ class ArtifactStore:
         untrusted one is reported and left alone (the build then makes a new version)."""
         for a in self.versions(name):
             try:
-                if a.manifest().get("build_key") != build_key:
+                if a.manifest()["build_key"] != build_key:
                     continue
-            except (OSError, ValueError):
+            except DamagedManifest:
                 continue
             checked = check(a)
             if checked.reusable:
@@ -241,9 +255,8 @@ class ArtifactStore:
                     (staging / REPORT).write_text(report(content))
                     content["files"][REPORT] = _file_entry(staging / REPORT)
                 content["signature"] = store_key().sign(signed_payload(content))
-                tmp = staging / (MANIFEST + ".tmp")
-                tmp.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
-                os.replace(tmp, staging / MANIFEST)
+                # The staging folder is private until the rename below publishes it whole.
+                (staging / MANIFEST).write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
                 final = base / f"v{version}"
                 os.rename(staging, final)  # fails rather than overwrite an existing version
                 return Artifact(name, version, final), True
@@ -275,12 +288,10 @@ def check(artifact: Artifact) -> Check:
     result = Check()
     try:
         m = artifact.manifest()
-        files = m["files"]
-        if not isinstance(files, dict):
-            raise ValueError("its 'files' is not a mapping")
-    except (OSError, ValueError, KeyError) as exc:
-        result.problems.append(f"{MANIFEST}: unreadable ({exc})")
+    except DamagedManifest as exc:
+        result.problems.append(str(exc).split(": ", 1)[1])
         return result
+    files = m["files"]
     result.trust = store_key().verify(signed_payload(m), m.get("signature"))
     if result.trust == "bad":
         result.problems.append(f"{MANIFEST}: changed since it was signed")

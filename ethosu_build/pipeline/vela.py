@@ -1,4 +1,8 @@
-"""Capture and read Vela's own reports, per NPU partition.
+"""Stage `vela`: Vela per target on the shared lowering's partitions, and Vela's reports.
+
+The stage (`Vela`, `run_vela`) compiles each partition's TOSA flatbuffer with the target's
+flags and fills the output and the target's compile spec into the lowering's .pte
+(pte.retarget). The rest of this module captures and reads Vela's own reports.
 
 The Ethos-U backend runs Vela once per partition in a temporary folder and throws the
 folder away. `capture()` wraps the backend's `vela_compile` so that each call runs in a
@@ -13,13 +17,23 @@ console text.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
+import io
+import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..config import targets
+from ..config.schema import BuildConfig
+from ..files import csv_text, read_csv
+from ..store.cache import Entry
+from .lower import Lower, Lowered, lowering_failed, run_lower, vela_exited
+from .stage import Run, Stage
+
+log = logging.getLogger("ethosu_build.build")
 SUMMARY_CSV = "summary.csv"
 PER_LAYER_CSV = "per_layer.csv"
 TOSA_FILE = "out.tosa"
@@ -109,11 +123,6 @@ def compile_partition(tosa_flatbuffer: bytes, flags: list[str], part: Partition)
     return result.processed_bytes
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _number(text: str) -> float | int:
     value = float(text)
     return int(value) if value.is_integer() else value
@@ -127,12 +136,12 @@ def collect(partitions: list[Partition], dest: Path) -> dict[str, Any]:
     dest.mkdir(parents=True, exist_ok=True)
     summaries, layers = [], []
     for part in partitions:
-        (row,) = _read_rows(part.output_file("_summary_*.csv"))
+        (row,) = read_csv(part.output_file("_summary_*.csv"))
         with np.load(part.output_file("_vela.npz"), allow_pickle=False) as npz:
             # The scratch (arena) the runtime must give this partition's command stream.
             row["scratch_bytes"] = str(int(npz["scratch_shape"][0]))
         summaries.append({"partition": str(part.index), **row})
-        layers.extend({"partition": str(part.index), **r} for r in _read_rows(part.output_file("_per-layer.csv")))
+        layers.extend({"partition": str(part.index), **r} for r in read_csv(part.output_file("_per-layer.csv")))
         shutil.copyfile(part.folder / TOSA_FILE, dest / f"part{part.index}.tosa")
     _write_rows(dest / SUMMARY_CSV, summaries)
     _write_rows(dest / PER_LAYER_CSV, layers)
@@ -140,22 +149,13 @@ def collect(partitions: list[Partition], dest: Path) -> dict[str, Any]:
 
 
 def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    if not rows:
-        path.write_text("")
-        return
-    fields = list(rows[0])
-    for r in rows[1:]:
-        fields += [k for k in r if k not in fields]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    path.write_text(csv_text(rows) if rows else "")
 
 
 def metrics_from_csv(folder: Path) -> dict[str, Any]:
     """Per-partition and total figures from the stored CSVs (so anyone can recompute them)."""
-    summaries = _read_rows(folder / SUMMARY_CSV) if (folder / SUMMARY_CSV).stat().st_size else []
-    layers = _read_rows(folder / PER_LAYER_CSV) if (folder / PER_LAYER_CSV).stat().st_size else []
+    summaries = read_csv(folder / SUMMARY_CSV) if (folder / SUMMARY_CSV).stat().st_size else []
+    layers = read_csv(folder / PER_LAYER_CSV) if (folder / PER_LAYER_CSV).stat().st_size else []
     parts = []
     for row in summaries:
         clock = float(row["core_clock"])
@@ -175,7 +175,7 @@ def metrics_from_csv(folder: Path) -> dict[str, Any]:
 def top_layers(folder: Path, n: int = 10) -> list[dict[str, Any]]:
     """The n layers with the most cycles, from the stored per-layer CSV."""
     path = folder / PER_LAYER_CSV
-    rows = _read_rows(path) if path.stat().st_size else []
+    rows = read_csv(path) if path.stat().st_size else []
     rows.sort(key=lambda r: float(r["Op Cycles"]), reverse=True)
     return [
         {"partition": int(r["partition"]), "op": r["Original Operator"], "name": r["Name"],
@@ -203,7 +203,7 @@ def cycles_by_operator(folder: Path) -> list[dict[str, Any]]:
     """NPU cycles per Vela operator type, all partitions together, most expensive first:
     where the cycles go, from the stored per-layer CSV."""
     path = folder / PER_LAYER_CSV
-    rows = _read_rows(path) if path.is_file() and path.stat().st_size else []
+    rows = read_csv(path) if path.is_file() and path.stat().st_size else []
     total = sum(float(r["Op Cycles"]) for r in rows) or 1.0
     by_op: dict[str, list[float]] = {}
     for r in rows:
@@ -214,3 +214,84 @@ def cycles_by_operator(folder: Path) -> list[dict[str, Any]]:
         ({"op": op, "kind": operator_kind(op), "layers": n, "cycles": _number(str(c)), "pct": round(100.0 * c / total, 2)} for op, (n, c) in by_op.items()),
         key=lambda x: -x["cycles"],
     )
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Compiled:
+    pte: bytes  # model.pte for the target
+    reports: dict[str, bytes]  # Vela's summary.csv and per_layer.csv, and part<i>.tosa
+    metrics: dict[str, Any]
+
+    REPORT_SUFFIXES = (".csv", ".tosa")
+
+    def save(self, folder: Path) -> None:
+        (folder / "model.pte").write_bytes(self.pte)
+        for name, blob in self.reports.items():
+            (folder / name).write_bytes(blob)
+        (folder / "info.json").write_text(json.dumps(self.metrics, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Compiled":
+        reports = {n: entry.read(n) for n in sorted(entry.files) if n.endswith(cls.REPORT_SUFFIXES)}
+        return cls(entry.read("model.pte"), reports, entry.read_json("info.json"))
+
+
+class Vela(Stage[Compiled]):
+    name = "vela"
+    result = Compiled
+    needs_model = False  # only the lowering's files
+
+    @classmethod
+    def inputs(cls, run: Run) -> tuple:
+        return (run.get(Lower),)
+
+    @classmethod
+    def compute(cls, run: Run, lowered: Lowered) -> Compiled:
+        from .quantize import Quantize
+
+        if lowered.info.get("retargetable"):
+            pte, metrics, console, files = run_vela(run.cfg, lowered.template, lowered.tosa)
+        else:
+            # A program whose serialized form does not round-trip cannot have its payloads
+            # swapped: lower it again for this target, with Vela in place.
+            log.info("vela: the shared lowering cannot be retargeted; lowering for %s", run.cfg.target.accelerator)
+            pte, info, console, files = run_lower(run.cfg, run.get(Quantize).program, run_vela=True)
+            metrics = info["vela"]
+        log.debug("Vela output:\n%s", console)
+        return Compiled(pte, files, metrics)
+
+
+def run_vela(cfg: BuildConfig, template: bytes, tosa: list[bytes]) -> tuple[bytes, dict[str, Any], str, dict[str, bytes]]:
+    """Vela on each partition of the shared lowering (its template.pte and one TOSA
+    flatbuffer per partition, from run_lower) for cfg.target, filled into the program
+    (pte.retarget). Returns (pte, Vela metrics, console, files: Vela's CSVs and the TOSA
+    flatbuffers, see vela.collect)."""
+    import tempfile
+
+    from . import pte
+
+    spec = targets.compile_spec(cfg.target)
+    console = io.StringIO()
+    try:
+        # Vela reports on stdout and, through argparse, its refusals on stderr: both go to the log.
+        with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console), \
+                tempfile.TemporaryDirectory(prefix="ethosu-vela-") as workdir:
+            parts, payloads = [], {}
+            for i, flatbuffer in enumerate(tosa):
+                part = Partition(i, Path(workdir) / f"part{i}")
+                payloads[placeholder(flatbuffer)] = compile_partition(flatbuffer, spec.compiler_flags, part)
+                parts.append(part)
+            program = pte.retarget(template, payloads, spec._to_list())
+            reports = Path(workdir) / "reports"
+            metrics = collect(parts, reports)
+            files = {f.name: f.read_bytes() for f in sorted(reports.iterdir())}
+    except pte.RetargetError:
+        raise
+    except SystemExit as exc:
+        raise vela_exited(cfg, exc, console.getvalue()) from exc
+    except Exception as exc:
+        raise lowering_failed(cfg, exc) from exc
+    return program, metrics, console.getvalue(), files

@@ -7,8 +7,14 @@ and the build stages receive instances of them, never raw dicts. They import not
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+# An artifact name is a folder name: `artifacts/<name>/v<N>/`. At most NAME_MAX characters
+# leaves room for `.staging-<id>` and the version inside a file system's 255-byte names.
+NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+NAME_MAX = 100
 
 # All Ethos-U configurations Vela accepts for `--accelerator-config`.
 TARGETS: tuple[str, ...] = (
@@ -162,6 +168,22 @@ class BuildConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     allow_dirty: bool = False  # build a recipe whose file has uncommitted changes
     strict: bool = False  # fail (not warn) when tools or inputs drift from the recipe's lock
+
+
+SEARCH_SCHEMES: tuple[str, ...] = ("a16w8", "int8", "float")  # what a module chosen by ethosu-search may get
+
+
+@dataclass
+class SearchConfig:
+    modules: Optional[list[str]] = None  # candidates; null: every Conv/Linear module
+    depth: Optional[int] = None  # group candidates by the first `depth` parts of their names
+    scheme: str = "a16w8"  # the scheme a chosen module gets
+    max_accuracy_drop: Optional[float] = None  # goal of the quick answer, points below float
+    min_sqnr_db: Optional[float] = None  # or this SQNR against float
+    max_cycles: Optional[float] = None  # points over this Vela cycle budget are not built
+    trials: int = 0  # Optuna NSGA-II trials after the greedy pass (0: greedy only)
+    front: int = 4  # at most this many mixed configurations are built
+    seed: int = 0
 
 
 # Values a key may take, where the set is closed. validate.py reports these as "accepted".

@@ -1,0 +1,213 @@
+"""One error vocabulary: every way ethosu-build refuses or fails, its exit code, and the
+status a sweep records for it.
+
+Code raises one of the classes below; `outcome()` is the single map from any exception to
+(exit code, status, message), used by both CLIs and by the sweep summary. See
+docs/artifacts.md, "Exit codes".
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
+
+EXIT_OK = 0
+EXIT_BUILD_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_BUDGET_BREACHED = 3
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
+
+
+class EthosuError(Exception):
+    """The base of every error ethosu-build reports on purpose (never with a traceback)."""
+
+    exit_code: ClassVar[int] = EXIT_BUILD_FAILED
+    status: ClassVar[str] = "failed"  # the job's status in a sweep's summary
+
+    def render(self) -> str:
+        """The message for the user: one or a few lines."""
+        return str(self)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    key: str  # dotted path, e.g. "overrides.block.module_name", or a command-line argument
+    message: str  # names the bad value and what is accepted
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ConfigError(EthosuError):
+    """The config is wrong; nothing was built. Exit code 2."""
+
+    exit_code = EXIT_CONFIG_ERROR
+    status = "config_error"
+    head = "config error{s} ({n}), nothing was built:"
+
+    def __init__(self, issues: Sequence[ConfigIssue] | ConfigIssue):
+        self.issues = [issues] if isinstance(issues, ConfigIssue) else list(issues)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        n = len(self.issues)
+        return "\n".join([self.head.format(s="s" if n > 1 else "", n=n)] + [f"  - {issue}" for issue in self.issues])
+
+
+class UsageError(ConfigError):
+    """A command-line argument of ethosu-artifacts is wrong (the key names the argument)."""
+
+    head = "bad argument{s} ({n}), nothing was done:"
+
+
+class NothingToDo(EthosuError):
+    """The command has nothing to act on (e.g. no stored artifact to compare a recipe with)."""
+
+    exit_code = EXIT_CONFIG_ERROR
+    status = "config_error"
+
+
+class BuildError(EthosuError):
+    """The build itself failed (Vela rejected the graph, a stage crashed). Exit code 1."""
+
+    exit_code = EXIT_BUILD_FAILED
+    status = "failed"
+
+    def render(self) -> str:
+        return f"build failed, nothing was stored: {self}"
+
+
+class BudgetBreached(EthosuError):
+    """A build gate failed; nothing was stored. Exit code 3."""
+
+    exit_code = EXIT_BUDGET_BREACHED
+    status = "budget"
+
+    def __init__(self, breaches: list[dict]):
+        self.breaches = breaches
+        lines = [f"  - budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g} {b['unit']}" for b in breaches]
+        super().__init__("budget breached, nothing stored:\n" + "\n".join(lines))
+
+
+# Sweep statuses that are not errors: a job that left an artifact.
+OK_STATUSES = ("built", "reused", "up_to_date")
+# The exit code of a sweep job's status ("crashed": a bug of ours; "incomplete": no result).
+EXIT_FOR_STATUS = {
+    "config_error": EXIT_CONFIG_ERROR, "failed": EXIT_BUILD_FAILED, "budget": EXIT_BUDGET_BREACHED,
+    "crashed": EXIT_BUILD_FAILED, "incomplete": EXIT_BUILD_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    status: str
+    message: str
+    bug: bool = False  # an exception no code of ours raised on purpose: show its traceback
+
+
+def outcome(exc: BaseException) -> Outcome:
+    """The one map from an exception to what the user sees and the sweep records."""
+    if isinstance(exc, EthosuError):
+        return Outcome(exc.exit_code, exc.status, exc.render())
+    if isinstance(exc, KeyboardInterrupt):
+        return Outcome(EXIT_INTERRUPTED, "incomplete", "interrupted; nothing half-written was stored")
+    hydra = from_hydra(exc)
+    if hydra is not None:
+        return outcome(hydra)
+    return Outcome(EXIT_BUILD_FAILED, "crashed", f"{type(exc).__name__}: {first_line(exc)}", bug=True)
+
+
+def exit_code_for(statuses: Iterable[str]) -> int:
+    """A sweep's exit code: 0 when every job left an artifact, else the code of its failures'
+    kind (1 when kinds differ)."""
+    codes = {EXIT_FOR_STATUS.get(s, EXIT_BUILD_FAILED) for s in statuses if s not in OK_STATUSES}
+    return 0 if not codes else codes.pop() if len(codes) == 1 else EXIT_BUILD_FAILED
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0].strip()[:limit] if lines else type(exc).__name__
+
+
+def from_hydra(exc: BaseException) -> ConfigError | None:
+    """A config error for Hydra's and OmegaConf's own refusals (a missing option, an override
+    that does not parse, an interpolation that does not resolve), or one of ours raised
+    through them (a resolver's); None for anything else."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # ours, raised inside a resolver
+        if isinstance(cause, ConfigError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    module = type(exc).__module__
+    if not module.startswith(("hydra.", "omegaconf.")):
+        return None
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, (HydraException, OmegaConfBaseException)):
+        return None
+    return ConfigError(ConfigIssue(_hydra_key(exc), _hydra_message(exc)))
+
+
+def _hydra_key(exc: BaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc.__cause__, "full_key", None)
+    if key:
+        return str(key)
+    text = str(exc)
+    for marker in ("Could not find '", "Could not override '", "Could not append to config. An item is already at '"):
+        if marker in text:
+            return text.split(marker, 1)[1].split("'", 1)[0].split("/")[0]
+    return "command line"
+
+
+def _hydra_message(exc: BaseException) -> str:
+    """Hydra's own words, on one line or a few, plus the keys the schema accepts where a key
+    was misspelled."""
+    from .validate import accepted_keys
+
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip() and not line.strip().startswith("See https://")]
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in str(exc):
+        lines.append(first_line(cause))
+    text = "; ".join(lines) or type(exc).__name__
+    key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
+    if key:
+        keys = accepted_keys(str(key))
+        if keys:
+            text += f"; accepted keys here: {', '.join(keys)}{did_you_mean(str(key).rsplit('.', 1)[-1], keys)}"
+    return text
+
+
+def accepted(values: Iterable[object], bad: object | None = None, limit: int = 12) -> str:
+    """'accepted: a, b, c' plus 'did you mean x?' when a close match exists."""
+    shown = [("null" if v is None else str(v)) for v in values]
+    text = "accepted: " + ", ".join(shown[:limit]) + (", ..." if len(shown) > limit else "")
+    hint = did_you_mean(bad, shown) if isinstance(bad, str) else ""
+    return f"{text}{hint}"
+
+
+def did_you_mean(bad: str, candidates: Iterable[str], n: int = 3) -> str:
+    close = difflib.get_close_matches(bad, list(candidates), n=n, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def report(prog: str, exc: BaseException) -> int:
+    """Print what the user needs to know about `exc` on stderr and return the exit code:
+    the one place both CLIs turn an exception into an exit (a bug keeps its traceback)."""
+    import sys
+    import traceback
+
+    result = outcome(exc)
+    if result.bug:
+        traceback.print_exception(exc)
+        print(f"{prog}: crashed (a bug in ethosu-build; the traceback above says where): {result.message}", file=sys.stderr)
+    else:
+        print(f"{prog}: {result.message}", file=sys.stderr)
+    return result.exit_code

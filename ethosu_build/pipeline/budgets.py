@@ -1,0 +1,43 @@
+"""Build gates: a build that breaks a budget is not stored (BudgetBreached, exit code 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..config.errors import BudgetBreached, ConfigError, ConfigIssue
+from ..config.schema import BudgetConfig
+
+
+def measured(delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The value each budget is judged on, and its unit."""
+    total = vela["total"]
+    return {
+        # Boundary (de)quantize kernels are the program's IO, present in every build; the
+        # budget counts the operators that fell back to the CPU.
+        "max_cpu_ops": (delegation["cpu_compute_op_count"], "CPU compute ops"),
+        "max_sram_kib": (total["sram_kib"], "KiB SRAM"),
+        "max_flash_kib": (total["flash_kib"], "KiB flash"),
+        "max_accuracy_drop": (accuracy["accuracy_drop"], "accuracy points"),
+        "max_inference_ms": (total["inference_ms"], "ms"),
+    }
+
+
+def check(budget: BudgetConfig, delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any]) -> dict[str, Any]:
+    """Per budget: limit, measured value and whether it passed; raises BudgetBreached."""
+    values = measured(delegation, vela, accuracy)
+    results, breaches = {}, []
+    for f in dataclasses.fields(budget):
+        limit = getattr(budget, f.name)
+        if limit is None:
+            continue
+        value, unit = values[f.name]
+        if value is None:
+            raise ConfigError(ConfigIssue(f"budget.{f.name}", f"{limit!r} cannot be judged: the evaluation data has no labels; accepted: null, or labelled evaluation data"))
+        ok = value <= limit
+        results[f.name] = {"limit": limit, "measured": value, "unit": unit, "passed": ok}
+        if not ok:
+            breaches.append({"budget": f.name, "limit": limit, "measured": value, "unit": unit})
+    if breaches:
+        raise BudgetBreached(breaches)
+    return results

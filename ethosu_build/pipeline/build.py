@@ -1,0 +1,192 @@
+"""One build: validate -> keys -> (up to date? done) -> stages -> budgets -> publish.
+
+A rebuild whose build key is already stored (and whose stored files still check out) runs
+no stage and imports neither torch nor executorch. A cache hit on a later stage skips every
+stage before it (stage.Run.get). The manifest is built from the stages' typed results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import data
+from ..config.errors import BuildError, ConfigError, ConfigIssue
+from ..config.schema import BuildConfig
+from ..config.validate import validate
+from ..fingerprint import file_sha256, source_fingerprint, tool_versions
+from ..store import provenance
+from ..store.artifacts import MANIFEST_SCHEMA, Artifact, ArtifactStore
+from . import budgets, report
+from .evaluate import Evaluate, Evaluated
+from .keys import StageKeys, stage_keys
+from .lower import Lower, Lowered
+from .quantize import Quantize
+from .stage import Run, origin
+from .vela import Compiled, Vela
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    artifact: Artifact
+    created: bool  # False: an identical build was already stored and is reused
+    stages: dict[str, dict[str, Any]]
+    seconds: float
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.created and not self.stages
+
+
+@dataclass
+class Request:
+    """How the build was asked for (recorded in the manifest; never in a key)."""
+
+    recipe: Optional[str] = None
+    recipe_path: Optional[Path] = None
+    cli_overrides: list[str] = dataclasses.field(default_factory=list)
+
+
+def build(container: dict[str, Any], *, recipe: Optional[str] = None, recipe_path: Optional[Path] = None,
+          cli_overrides: Optional[list[str]] = None) -> BuildResult:
+    try:
+        return _build(container, Request(recipe, recipe_path, list(cli_overrides or [])))
+    except SystemExit as exc:
+        # Library or user code (a dataset, a model factory) that calls sys.exit must not end
+        # the process, nor a sweep: it is a failed build, named where it happened.
+        raise BuildError(f"the build was stopped by sys.exit({exc.code!r}) in {origin(exc)}") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BuildError(f"no space left on the device holding {exc.filename or 'the store'}; nothing was stored") from exc
+        raise
+
+
+def _build(container: dict[str, Any], request: Request) -> BuildResult:
+    t0 = time.perf_counter()
+    cfg = validate(container, default_name=request.recipe)
+    origin_info = _provenance(cfg, request)
+    store = ArtifactStore(cfg.store.root)
+    keys = stage_keys(cfg)
+    existing = store.find(cfg.name, keys.build)
+    if existing is not None:
+        return BuildResult(existing, False, {}, time.perf_counter() - t0)
+
+    run = Run(cfg, keys)
+    evaluated = run.get(Evaluate)
+    compiled = run.get(Vela)
+    lowered = run.get(Lower)
+    gates = budgets.check(cfg.budget, lowered.info["delegation"], compiled.metrics, evaluated.accuracy)  # a breach raises
+
+    staging = store.staging(cfg.name)
+    # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
+    (staging / "model.pte").write_bytes(compiled.pte)
+    (staging / "vela").mkdir()
+    for name, blob in compiled.reports.items():
+        (staging / "vela" / name).write_bytes(blob)
+    (staging / "config.yaml").write_text(_config_yaml(cfg))
+
+    def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
+        return _manifest(cfg, keys, request, origin_info, run.record, lowered, compiled, evaluated, gates, version, files)
+
+    artifact, created = store.publish(cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela"))
+    return BuildResult(artifact, created, run.record, time.perf_counter() - t0)
+
+
+def quantized_model(cfg: BuildConfig, model=None):
+    """The quantize stage alone, from the stage cache or computed into it as a build would:
+    (float model, quantized batch-1 program, batch-dynamic program or None, evaluation
+    samples). For searches that measure many quantizations without lowering; `model`, if
+    given, is the float model already loaded and checked for this config."""
+    run = Run(cfg, stage_keys(cfg), model)
+    quantized = run.get(Quantize)
+    return run.model(), quantized.program, quantized.batched, run.samples("evaluation")
+
+
+def _manifest(cfg: BuildConfig, keys: StageKeys, request: Request, origin_info: dict[str, Any], record: dict[str, Any],
+              lowered: Lowered, compiled: Compiled, evaluated: Evaluated, gates: dict[str, Any],
+              version: int, files: dict[str, Any]) -> dict[str, Any]:
+    quant = lowered.quant_info  # the quantize stage's info, carried by the lowering (cached or not)
+    return {
+        "schema_version": MANIFEST_SCHEMA,
+        "name": cfg.name,
+        "version": version,
+        "build_key": keys.build,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recipe": request.recipe,
+        "command_line_overrides": list(request.cli_overrides),
+        "config": dataclasses.asdict(cfg),
+        "fingerprints": fingerprints(cfg),
+        "tools": tool_versions(),
+        "provenance": origin_info,
+        "files": files,
+        "stages": record,
+        "stage_keys": keys.as_dict(),  # every stage this artifact rests on (gc keeps them)
+        "quantization": {
+            "scheme": cfg.quantization.scheme,
+            "per_channel": cfg.quantization.per_channel,
+            "io": cfg.quantization.io,
+            "overrides": [
+                {"name": n, "selector": e.describe(), "scheme": e.scheme, "ops_selected": quant.get("override_matches", {}).get(n)}
+                for n, e in cfg.overrides.items()
+            ],
+            "applied": quant["applied"],
+            "calibration": quant["calibration"],
+            # Quantization-aware training: what the training loop did (null: post-training).
+            "qat": quant.get("qat"),
+            # cond / while_loop: each op's branches and how many calibration samples reached them.
+            "control_flow": quant.get("control_flow"),
+        },
+        # What the lowering did beyond ExecuTorch's defaults (each computes the same outputs).
+        "lowering": {"io_layout": cfg.lowering.io_layout, "rewrites": quant.get("rewrites", []),
+                     "unmatched": quant.get("rewrites_unmatched", [])},  # listed rewrites that found nothing to do
+        "delegation": lowered.info["delegation"],
+        "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
+        "budget": gates,
+    }
+
+
+def _config_yaml(cfg: BuildConfig) -> str:
+    from omegaconf import OmegaConf
+
+    header = "# The resolved config of this artifact; it rebuilds the same bytes with the same tools.\n"
+    return header + OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg)))
+
+
+def fingerprints(cfg: BuildConfig) -> dict[str, Any]:
+    """The inputs of a build, by content: what a lock pins and drift compares."""
+    return {
+        "model_source": source_fingerprint(cfg.model.factory["_target_"]),
+        "checkpoint": file_sha256(cfg.model.checkpoint) if cfg.model.checkpoint else None,
+        "calibration_data": data.fingerprint(cfg.calibration.dataset),
+        "evaluation_data": data.fingerprint(cfg.evaluation.dataset),
+        "qat_data": data.fingerprint(cfg.quantization.qat.dataset) if cfg.quantization.qat else None,
+    }
+
+
+def _provenance(cfg: BuildConfig, request: Request) -> dict[str, Any]:
+    """Git state of the recipe's repo (refusing an uncommitted recipe file unless
+    allow_dirty) and drift from the recipe's lock (an error under strict)."""
+    path, recipe = request.recipe_path, request.recipe
+    git = provenance.git_info(path)
+    if path is not None and git and git.get("file_dirty") and not cfg.allow_dirty:
+        why = "is not committed (untracked, or ignored by git)" if not git.get("file_tracked", True) else "has uncommitted changes"
+        raise ConfigError(ConfigIssue("recipe", f"{recipe!r} ({path}) {why}, so the artifact could not be traced to a commit; "
+                                                "accepted: a committed recipe, or allow_dirty=true"))
+    origin_info: dict[str, Any] = {"recipe_file": str(path) if path else None, "git": git, "lock": None}
+    lock = provenance.lock_path(path) if path else None
+    if lock is not None and lock.is_file():
+        drift = provenance.drift(provenance.read_lock(lock), tool_versions(), fingerprints(cfg))
+        origin_info["lock"] = {"file": str(lock), "drift": drift}
+        if drift and cfg.strict:
+            raise BuildError(f"recipe {recipe!r} drifted from {lock.name} (strict=true): " + "; ".join(drift))
+        for line in drift:
+            log.warning("drift from %s: %s", lock.name, line)
+    return origin_info

@@ -1,0 +1,97 @@
+"""Stage `export`: torch.export of the float model, and the program format of the cache.
+
+Always the static batch-1 program (what is lowered), and also one with a dynamic batch
+dimension when torch can keep the batch symbolic, so calibration and evaluation can run in
+batches (observer cost is per call). Key: the model factory, its source, the checkpoint's
+content and the input shape (keys.py).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config.errors import first_line
+from ..store.cache import Entry
+from .stage import Run, Stage
+
+log = logging.getLogger("ethosu_build.build")
+BATCH_DIM_MAX = 4096
+
+
+def export_program(module, input_shape: list[int], dynamic_batch: bool = False):
+    """torch.export of `module` on zeros of `input_shape`, or with its batch dimension kept
+    symbolic (traced at batch 2, so torch cannot specialize it to 1)."""
+    import torch
+
+    if not dynamic_batch:
+        return torch.export.export(module, (torch.zeros(input_shape),))
+    batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
+    return torch.export.export(module, (torch.zeros([2] + list(input_shape[1:])),), dynamic_shapes=({0: batch},))
+
+
+def batch_dynamic(module, input_shape: list[int], what: str) -> Optional[Any]:
+    """`module` exported with a dynamic batch, or None (then it runs sample by sample)."""
+    try:
+        return export_program(module, input_shape, dynamic_batch=True)
+    except Exception as exc:  # torch raises several types for a batch it cannot keep symbolic
+        log.info("%s: the batch dimension cannot be dynamic (%s)", what, first_line(exc))
+        return None
+
+
+def program_bytes(program) -> bytes:
+    """An ExportedProgram as torch.export.save writes it (a zip archive)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
+
+
+def load_program(data: bytes):
+    """torch.export.load of bytes from a verified cache entry (store/cache.py Entry.read):
+    the archive may unpickle, so only entries this user's key signed ever reach it."""
+    import torch
+
+    # A quantized program holds quantized_decomposed ops, which exist only once torchao's
+    # PT2E module is imported; a fresh process that reads the cache must import it first.
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+
+    return torch.export.load(io.BytesIO(data))
+
+
+@dataclass
+class Exported:
+    static: Any  # the batch-1 ExportedProgram
+    dynamic: Optional[Any]  # the same with a dynamic batch, or None
+
+    def save(self, folder: Path) -> None:
+        (folder / "static.pt2").write_bytes(program_bytes(self.static))
+        if self.dynamic is not None:
+            (folder / "dynamic.pt2").write_bytes(program_bytes(self.dynamic))
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Exported":
+        dynamic = load_program(entry.read("dynamic.pt2")) if entry.has("dynamic.pt2") else None
+        return cls(load_program(entry.read("static.pt2")), dynamic)
+
+
+class Export(Stage[Exported]):
+    name = "export"
+    result = Exported
+
+    @classmethod
+    def compute(cls, run: Run) -> Exported:
+        from .control_flow import control_flow
+
+        shape = run.cfg.model.input_shape
+        static = export_program(run.model(), shape)
+        if control_flow(static.graph_module):
+            # A branch predicate on the data holds for one sample; calibration runs sample by
+            # sample through the quantizer's submodule-aware path (control_flow.py).
+            log.info("export: the model has control flow; no batch-dynamic export")
+            return Exported(static, None)
+        return Exported(static, batch_dynamic(run.model(), shape, "export"))

@@ -1,0 +1,254 @@
+"""Stage `lower`: the quantized program -> EthosUPartitioner -> TOSA -> .pte, once per TOSA
+specification.
+
+The Ethos-U backend's own Vela call is stood in for (vela.capture): each NPU partition gets
+a placeholder payload naming its TOSA flatbuffer, so targets and Vela settings that share a
+TOSA specification share this stage, and the vela stage fills the payloads in per target.
+Also here: which operators stay on the CPU and why (delegation_report), and what the
+firmware must provide (runtime_contract).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..config import targets
+from ..config.errors import BuildError, EthosuError
+from ..config.schema import BuildConfig
+from ..store.cache import Entry
+from .quantize import Quantize, Quantized
+from .stage import Run, Stage
+
+
+@dataclass
+class Lowered:
+    template: bytes  # the .pte with a placeholder payload per NPU partition
+    tosa: list[bytes]  # each partition's TOSA flatbuffer
+    info: dict[str, Any]  # delegation, partitions, retargetable
+    quant_info: dict[str, Any]  # the quantize stage's info: a cached lowering needs no quantize stage
+
+    def save(self, folder: Path) -> None:
+        (folder / "template.pte").write_bytes(self.template)
+        for i, flatbuffer in enumerate(self.tosa):
+            (folder / f"part{i}.tosa").write_bytes(flatbuffer)
+        (folder / "info.json").write_text(json.dumps(self.info, indent=1, sort_keys=True))
+        (folder / "quantize.json").write_text(json.dumps(self.quant_info, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Lowered":
+        info = entry.read_json("info.json")
+        tosa = [entry.read(f"part{i}.tosa") for i in range(int(info["partitions"]))]
+        return cls(entry.read("template.pte"), tosa, info, entry.read_json("quantize.json"))
+
+
+class Lower(Stage[Lowered]):
+    name = "lower"
+    result = Lowered
+
+    @classmethod
+    def inputs(cls, run: Run) -> tuple:
+        return (run.get(Quantize),)
+
+    @classmethod
+    def compute(cls, run: Run, quantized: Quantized) -> Lowered:
+        pte, info, _, files = run_lower(run.cfg, quantized.program, run.inspect_lowering)
+        return Lowered(pte, [files[f"part{i}.tosa"] for i in range(info["partitions"])], info, quantized.info)
+
+
+_CONTROL_FLOW_OPS = ("cond", "while_loop")
+
+
+def _op_name(node) -> str:
+    return str(getattr(node.target, "__name__", node.target)).replace("::", ".")
+
+
+@contextlib.contextmanager
+def _partitioner_reasons() -> Any:
+    """Collect the reasons the TOSA partitioner gives for each node it rejects, by node name."""
+    import executorch.backends.arm.tosa.partitioner as partitioner
+
+    reasons: dict[str, str] = {}
+    original = partitioner.WhyNoPartitionReporter
+
+    class Recorder(original):  # type: ignore[misc, valid-type]
+        def report_reject(self, node, reason):
+            reasons.setdefault(node.name, reason)
+            super().report_reject(node, reason)
+
+    partitioner.WhyNoPartitionReporter = Recorder
+    try:
+        yield reasons
+    finally:
+        partitioner.WhyNoPartitionReporter = original
+
+
+def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
+    """Which ops the partitioner delegated (NPU) and which stay on the CPU, with the
+    partitioner's reason where it gave one."""
+    from .quantizer import module_path
+
+    partitions, cpu_ops = 0, []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = _op_name(node)
+        if name == "executorch_call_delegate":
+            partitions += 1
+        elif name != "getitem":
+            cpu_ops.append({"op": name, "node": node.name, "module": module_path(node), "reason": reasons.get(node.name)})
+    delegated_nodes = [
+        n for _, sub in graph_module.named_children() if hasattr(sub, "original_module")
+        for n in sub.original_module.graph.nodes if n.op == "call_function"
+    ]
+    delegated = len(delegated_nodes)
+    counts: dict[str, int] = {}
+    for op in cpu_ops:
+        counts[op["op"]] = counts.get(op["op"], 0) + 1
+    compute = [op for op in cpu_ops if "quantize_per" not in op["op"]]
+    # torch.cond / while_loop, by where they run (nested ones run where their parent does).
+    control_flow = {
+        "npu": [{"op": _op_name(n), "node": n.name} for n in delegated_nodes if _op_name(n) in _CONTROL_FLOW_OPS],
+        "cpu": [{"op": op["op"], "node": op["node"]} for op in cpu_ops if op["op"] in _CONTROL_FLOW_OPS],
+    }
+    return {
+        "npu_partitions": partitions, "npu_ops": delegated, "control_flow": control_flow, "cpu_op_count": len(cpu_ops),
+        "cpu_compute_op_count": len(compute), "cpu_op_counts": counts, "cpu_ops": cpu_ops,
+    }
+
+
+def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dict[str, Any]:
+    """What the firmware must provide: CPU kernels, and the program's inputs and outputs with
+    the quantization applied at the boundary (the NPU scratch size is in the Vela metrics)."""
+    from .evaluate import boundary_qparams
+
+    def tensors(nodes):
+        entries = []
+        for n in nodes:
+            val = n.meta["val"]
+            entry = {"shape": list(val.shape), "dtype": str(val.dtype).replace("torch.", "")}
+            if val.dim() == 4:  # the memory layout the firmware must use for this tensor
+                entry["layout"] = {(0, 1, 2, 3): "NCHW", (0, 2, 3, 1): "NHWC"}.get(tuple(val.dim_order()), str(val.dim_order()))
+            entries.append(entry)
+        return entries
+
+    graph = edge_program.graph_module.graph
+    user_inputs = set(edge_program.graph_signature.user_inputs)
+    inputs = tensors([n for n in graph.nodes if n.op == "placeholder" and n.name in user_inputs])
+    outputs = tensors([a for a in next(n for n in graph.nodes if n.op == "output").args[0] if hasattr(a, "meta")])
+    q_in, dq_out = boundary_qparams(quantized)
+    for entries, q in ((inputs, q_in), (outputs, dq_out)):
+        if q is not None and len(entries) == 1:
+            entries[0]["quantization"] = {"scale": q[0], "zero_point": q[1], "dtype": str(q[2]).replace("torch.", "")}
+    return {"cpu_kernels": sorted(delegation["cpu_op_counts"]), "inputs": inputs, "outputs": outputs}
+
+
+def channels_last(program, input_shape: list[int]):
+    """The program exported again with a channels-last example input: its input then has
+    dim order (0, 2, 3, 1), which ExecuTorch's Arm backend passes to the NPU as NHWC with no
+    transpose, and the layout propagates to the outputs it reaches. Same ops, same values."""
+    import torch
+
+    example = torch.zeros(input_shape).to(memory_format=torch.channels_last)
+    return torch.export.export(program.module(check_guards=False), (example,))
+
+
+def run_lower(
+    cfg: BuildConfig, quantized, inspect: Optional[Callable[[Any, dict[str, bytes]], None]] = None, run_vela: bool = False,
+) -> tuple[bytes, dict[str, Any], str, dict[str, bytes]]:
+    """EthosUPartitioner -> TOSA -> .pte bytes, with a placeholder payload per NPU partition
+    (run_vela=False, the shared lowering that run_vela() completes per target), or with Vela
+    run in place for cfg.target (run_vela=True, the fallback for programs that cannot be
+    retargeted).
+
+    `inspect(edge_program, tosa_by_payload)`, if given, sees the partitioned program before
+    the CPU-side passes and serialization change it (the TOSA check runs there). Returns
+    (pte, info, Vela's console text, files): files are each partition's TOSA flatbuffer as
+    `part<i>.tosa` and, with run_vela, Vela's CSVs (see vela.collect). A graph the
+    partitioner or Vela rejects raises BuildError naming the configuration."""
+    import tempfile
+
+    from executorch.backends.arm.ethosu import EthosUPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    from . import pte, vela
+
+    t = cfg.target
+    console = io.StringIO()
+    info: dict[str, Any] = {}
+    if cfg.lowering.io_layout == "nhwc":
+        quantized = channels_last(quantized, cfg.model.input_shape)
+    try:
+        # Vela prints its report to stdout; keep it for the job log instead of the terminal.
+        # The lowering passes warn about torch APIs they use; those are not the user's concern.
+        with contextlib.redirect_stdout(console), warnings.catch_warnings(), \
+                tempfile.TemporaryDirectory(prefix="ethosu-lower-") as workdir, \
+                vela.capture(Path(workdir) / "vela", run_vela) as partitions, _partitioner_reasons() as reasons:
+            warnings.simplefilter("ignore", FutureWarning)
+            edge = to_edge_transform_and_lower(
+                quantized,
+                partitioner=[EthosUPartitioner(targets.compile_spec(t))],
+                compile_config=EdgeCompileConfig(_check_ir_validity=False),
+            )
+            if inspect is not None:
+                inspect(edge.exported_program(), {p.processed_sha256: (p.folder / vela.TOSA_FILE).read_bytes() for p in partitions})
+            if t.cpu_qdq_kernels == "cortex_m":
+                # As ExecuTorch's aot_arm_compiler: boundary (de)quantize -> cortex_m:: kernels.
+                from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
+
+                edge = edge.transform([ReplaceQuantNodesPass()])
+            else:
+                # The portable quantized kernels' out variants, which to_executorch needs, are
+                # registered by loading their AOT library.
+                import executorch.kernels.quantized  # noqa: F401
+            delegation = delegation_report(edge.exported_program().graph_module, reasons)
+            delegation["runtime"] = runtime_contract(edge.exported_program(), quantized, delegation)
+            program = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False))
+            info["delegation"] = delegation
+            reports = Path(workdir) / "reports"
+            if run_vela:
+                info["vela"] = vela.collect(partitions, reports)
+            else:
+                reports.mkdir()
+                for p in partitions:
+                    shutil.copyfile(p.folder / vela.TOSA_FILE, reports / f"part{p.index}.tosa")
+                info["partitions"] = len(partitions)
+                info["retargetable"] = pte.round_trips(program.buffer)
+            files = {f.name: f.read_bytes() for f in sorted(reports.iterdir())}
+    except EthosuError:
+        raise
+    except SystemExit as exc:
+        raise vela_exited(cfg, exc, console.getvalue()) from exc
+    except Exception as exc:
+        raise lowering_failed(cfg, exc) from exc
+    return program.buffer, info, console.getvalue(), files
+
+
+def vela_exited(cfg: BuildConfig, exc: SystemExit, console: str) -> BuildError:
+    """Vela ends with sys.exit on a command line it rejects. Flags are validated before any
+    stage (validate.py), so this is a flag combination only Vela itself judges."""
+    said = next((line for line in reversed(console.splitlines()) if line.strip()), "")
+    return BuildError(f"Vela exited (status {exc.code!r}) for target {cfg.target.accelerator} with flags "
+                      f"{targets.vela_flags(cfg.target)} (target.vela_flags){': ' + said if said else ''}")
+
+
+def lowering_failed(cfg: BuildConfig, exc: BaseException) -> BuildError:
+    t = cfg.target
+    overrides = ", ".join(f"{e.describe()}:{e.scheme}" for e in cfg.overrides.values()) or "none"
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    first = first.split(" after the following passes:")[0]  # ExecuTorch lists every pass run before
+    first = first if len(first) <= 500 else first[:500] + " ..."
+    return BuildError(
+        f"lowering failed for target {t.accelerator} with quantization {cfg.quantization.scheme}"
+        f"{' (io ' + cfg.quantization.io + ')' if cfg.quantization.io else ''}, overrides {overrides}: "
+        f"{type(exc).__name__}: {first}"
+    )
+
+
+# --- evaluate -------------------------------------------------------------------------------

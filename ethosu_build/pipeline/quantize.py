@@ -1,0 +1,138 @@
+"""Stage `quantize`: the exported float model -> the quantized model, by one of three paths.
+
+- post-training (prepare_pt2e -> calibrate -> convert_pt2e), in batches on the
+  batch-dynamic export where it can;
+- a model with control flow: the quantizer's submodule-aware path (control_flow.py);
+- quantization-aware training when quantization.qat is set (qat.py).
+
+The quantizer is built here, once, from the scheme and the overrides (quantizer.py). Before
+it: the overrides must each select an operator of the exported graph, and
+lowering.rewrites edit the float graph (rewrites.py). After it: a static batch-1 export for
+lowering, and a batch-dynamic one for evaluation in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config.errors import first_line
+from ..config.schema import BuildConfig
+from ..store.cache import Entry
+from . import control_flow, qat, quantizer, rewrites
+from .export import Export, Exported, batch_dynamic, export_program, load_program, program_bytes
+from .stage import Run, Stage
+
+log = logging.getLogger("ethosu_build.build")
+
+
+@dataclass
+class Quantized:
+    program: Any  # the quantized batch-1 ExportedProgram, which is lowered
+    batched: Optional[Any]  # the same with a dynamic batch, for evaluation in batches; or None
+    info: dict[str, Any]  # calibration / QAT / control flow / rewrites / overrides, for the manifest
+
+    def save(self, folder: Path) -> None:
+        import json
+
+        (folder / "program.pt2").write_bytes(program_bytes(self.program))
+        if self.batched is not None:
+            (folder / "batched.pt2").write_bytes(program_bytes(self.batched))
+        (folder / "info.json").write_text(json.dumps(self.info, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Quantized":
+        batched = load_program(entry.read("batched.pt2")) if entry.has("batched.pt2") else None
+        return cls(load_program(entry.read("program.pt2")), batched, entry.read_json("info.json"))
+
+
+class Quantize(Stage[Quantized]):
+    name = "quantize"
+    result = Quantized
+
+    @classmethod
+    def inputs(cls, run: Run) -> tuple:
+        # The ranges come from the calibration set, or from QAT's own training set.
+        return run.get(Export), run.samples("calibration" if run.cfg.quantization.qat is None else "quantization.qat")
+
+    @classmethod
+    def compute(cls, run: Run, exported: Exported, samples) -> Quantized:
+        from .model_checks import check_override_matches
+
+        cfg = run.cfg
+        matches = quantizer.override_matches(exported.static.graph_module, cfg.overrides)
+        check_override_matches(matches, cfg)
+        programs, changes = _rewritten(cfg, exported)
+        sig = programs["static"].graph_signature
+        flows = control_flow.control_flow(programs["static"].graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers})
+        if flows:
+            control_flow.check(cfg, flows)
+        q = quantizer.build_quantizer(cfg)
+        if flows:
+            converted, info = control_flow.quantize(q, programs["static"], samples, flows)
+        elif cfg.quantization.qat is not None:
+            converted, info = qat.quantize(q, programs, samples, run.model(), cfg.quantization.qat)
+        else:
+            converted, info = _post_training(cfg, q, programs, samples)
+        info["applied"] = quantizer.applied_schemes(converted)  # before re-export drops the annotations
+        info["override_matches"] = matches
+        info["rewrites"] = changes
+        # A rewrite with nothing to do in this model is reported, not an error: a preset such
+        # as lowering=fast names rewrites for whichever model a sweep builds.
+        info["rewrites_unmatched"] = [n for n in cfg.lowering.rewrites if n not in {c["rewrite"] for c in changes}]
+        for name in info["rewrites_unmatched"]:
+            log.warning("lowering.rewrites: %s found nothing to rewrite in this model (recorded in the manifest)", name)
+        program = export_program(converted, cfg.model.input_shape)
+        # The same quantized model with its batch dimension kept, for evaluation in batches (a
+        # call of the batch-1 program costs milliseconds, per sample).
+        batched = batch_dynamic(converted, cfg.model.input_shape, "quantize (evaluation program)") if info["calibration"]["batched"] else None
+        return Quantized(program, batched, info)
+
+
+def _rewritten(cfg: BuildConfig, exported: Exported) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Both exports with lowering.rewrites applied (exported again), and the batch-1 one's
+    changes for the manifest. A batch-dynamic program that cannot be exported again after
+    the rewrites is dropped: calibration then runs sample by sample."""
+    shape = cfg.model.input_shape
+    static, changes = rewrites.apply(exported.static, cfg.lowering.rewrites, lambda m: export_program(m, shape))
+    dynamic = exported.dynamic
+    if dynamic is not None and changes:
+        try:
+            dynamic, _ = rewrites.apply(dynamic, cfg.lowering.rewrites, lambda m: export_program(m, shape, dynamic_batch=True))
+        except Exception as exc:
+            log.info("quantize: the rewritten model cannot keep a dynamic batch (%s)", first_line(exc))
+            dynamic = None
+    return {"static": static, "dynamic": dynamic}, changes
+
+
+def _post_training(cfg: BuildConfig, q, programs: dict[str, Any], samples) -> tuple[Any, dict[str, Any]]:
+    """Calibrates in batches on the batch-dynamic program; if the quantizer's annotation
+    passes left shape code that only holds for the traced batch (seen with mean()
+    decompositions), a batch fails and calibration starts again, one sample at a time, on
+    fresh observers of the static program."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    def prepare(program):
+        # torch 2.13 inserts a guards node in .module() that the Arm quantizer passes reject.
+        return prepare_pt2e(program.module(check_guards=False), q)
+
+    batched, reason = programs["dynamic"] is not None, None
+    if batched:
+        prepared = prepare(programs["dynamic"])
+        try:
+            calls = quantizer.calibrate(prepared, samples.x, cfg.calibration.batch_size, True)
+        except Exception as exc:
+            batched, reason = False, f"{type(exc).__name__}: {first_line(exc)}"
+            log.info("quantize: batched calibration failed (%s); calibrating one sample at a time", reason)
+    else:
+        reason = "the batch dimension could not be exported as dynamic"
+    if not batched:
+        prepared = prepare(programs["static"])
+        calls = quantizer.calibrate(prepared, samples.x, 1, False)
+    info = {"calibration": {
+        "samples": len(samples), "batch_size": cfg.calibration.batch_size if batched else 1,
+        "calls": calls, "batched": batched, "unbatched_reason": reason,
+    }}
+    return convert_pt2e(prepared), info

@@ -1,0 +1,173 @@
+"""The shape every stage shares, and the one place that runs a stage.
+
+A stage (export.py, quantize.py, lower.py, vela.py, evaluate.py) is a class with
+- `name`: its key in keys.StageKeys and its name in logs and the manifest;
+- `inputs(run)`: the results of the stages it consumes (its predecessors);
+- `compute(run, *inputs)`: its typed result;
+- `result`: the result's class, with `save(folder)` to write a cache entry and
+  `load(entry)` to read one back (store/cache.py verified the entry before).
+
+`Run.get(Stage)` is the only code that decides "cached, or compute under the key's lock,
+then store": a verified entry is loaded (one that fails to load is discarded and the stage
+computed again); otherwise the model checks run first (so a config error takes no lock and
+writes nothing), then, under the key's lock, the inputs are fetched, the stage computed
+and timed, and its result stored. Locks are taken down the pipeline only (lower ->
+quantize -> export), so nested claims cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
+
+from ..config.errors import BuildError, EthosuError, first_line
+from ..config.schema import BuildConfig
+from ..store.cache import Entry, StageCache
+from .keys import StageKeys
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+log = logging.getLogger("ethosu_build.build")
+R = TypeVar("R", bound="Result")
+
+
+class Result(Protocol):
+    def save(self, folder: "Path") -> None: ...
+
+    @classmethod
+    def load(cls, entry: Entry) -> "Result": ...
+
+
+class Stage(Generic[R]):
+    name: ClassVar[str]
+    result: ClassVar[type]
+    needs_model: ClassVar[bool] = True  # computing it needs the float model (and its checks)
+
+    @classmethod
+    def inputs(cls, run: "Run") -> tuple:
+        return ()
+
+    @classmethod
+    def compute(cls, run: "Run", *inputs: Any) -> R:
+        raise NotImplementedError
+
+
+class Run:
+    """The stages of one build (or of one measurement of the search), sharing the float
+    model, the data and every stage result it has fetched."""
+
+    def __init__(self, cfg: BuildConfig, keys: StageKeys, model=None):
+        self.cfg, self.keys = cfg, keys
+        self.cache = StageCache(cfg.store.root)
+        self.record: dict[str, dict[str, Any]] = {}  # per stage: key, ran or cached, seconds
+        self._results: dict[str, Any] = {}
+        self._model = model
+        self._samples: dict[str, Any] = {}
+        # Seen by the lowering when it runs in this build: the TOSA check (evaluate.py) needs
+        # the partitioned program, which exists only while lowering.
+        self.inspect_lowering: Optional[Callable[[Any, dict[str, bytes]], None]] = None
+        thread_lock_for_tqdm()
+
+    # --- shared inputs ---------------------------------------------------------------------
+
+    def model(self):
+        """The float model, loaded and checked against the config once."""
+        from .model_checks import check_model, load_model
+
+        if self._model is None:
+            model = load_model(self.cfg)
+            check_model(self.cfg, model)
+            self._model = model
+        return self._model
+
+    def samples(self, which: str):
+        """The samples of `calibration`, `evaluation` or `quantization.qat` (data.take)."""
+        from .. import data
+
+        if which not in self._samples:
+            ds_cfg = {"calibration": self.cfg.calibration, "evaluation": self.cfg.evaluation, "quantization.qat": self.cfg.quantization.qat}[which]
+            dataset = data.instantiate(ds_cfg.dataset)
+            n = ds_cfg.num_samples or len(dataset)  # qat: null is the whole dataset
+            self._samples[which] = data.take(dataset, n, self.cfg.model.input_shape, f"{which}.dataset")
+        return self._samples[which]
+
+    # --- the one helper ----------------------------------------------------------------------
+
+    def get(self, stage: type[Stage[R]]) -> R:
+        if stage.name not in self._results:
+            self._results[stage.name] = self._get(stage)
+        return self._results[stage.name]
+
+    def _get(self, stage: type[Stage[R]]) -> R:
+        key = getattr(self.keys, stage.name)
+        result = self._cached(stage, key)
+        if result is not None:
+            return result
+        if stage.needs_model:
+            self.model()
+        with self.cache.claim(key, stage.name):
+            result = self._cached(stage, key)  # another process may have computed it while we waited
+            if result is not None:
+                return result
+            inputs = stage.inputs(self)
+            result = self._timed(stage.name, lambda: stage.compute(self, *inputs))
+            with self.cache.put(key, stage.name) as folder:
+                result.save(folder)
+        return result
+
+    def _cached(self, stage: type[Stage[R]], key: str) -> Optional[R]:
+        entry = self.cache.get(key)
+        if entry is None:
+            return None
+        try:
+            result = stage.result.load(entry)
+        except Exception as exc:  # e.g. a program that no longer deserializes
+            self.cache.discard(key, f"it does not load: {type(exc).__name__}: {first_line(exc)}")
+            return None
+        self.record[stage.name] = {"key": key, "status": "cached", "seconds": 0.0}
+        log.info("%s: cached (key %s)", stage.name, key[:12])
+        return result
+
+    def _timed(self, name: str, fn: Callable[[], R]) -> R:
+        log.info("%s: running", name)
+        t0 = time.perf_counter()
+        try:
+            out = fn()
+        except EthosuError:
+            raise
+        except SystemExit as exc:
+            raise BuildError(f"{name} stage: stopped by sys.exit({exc.code!r}) in {origin(exc)}") from exc
+        except Exception as exc:  # a crash inside torch/executorch: name the stage, keep the trace in the log
+            log.debug("%s failed", name, exc_info=True)
+            raise BuildError(f"{name} stage failed: {type(exc).__name__}: {first_line(exc)} (traceback in the run's build.log)") from exc
+        seconds = round(time.perf_counter() - t0, 3)
+        self.record[name] = {"key": getattr(self.keys, name), "status": "ran", "seconds": seconds}
+        log.info("%s: done in %.1f s", name, seconds)
+        return out
+
+
+def origin(exc: BaseException) -> str:
+    """Where an exception was raised: the innermost frame of its traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})" if frames else "unknown code"
+
+
+def thread_lock_for_tqdm() -> None:
+    """Call before any stage runs. torch.fx's Interpreter opens a (disabled) tqdm bar during
+    constant folding (torchao's and ExecuTorch's), and tqdm's first bar creates a
+    multiprocessing lock: a named semaphore, which a sweep worker stopped at the end of a
+    sweep (sweep.py) never releases and the resource tracker then reports as leaked. Bars
+    are never shared between processes here, so a thread lock serves."""
+    import threading
+
+    try:
+        import tqdm  # not torch: tqdm is small; absent, nothing creates that lock either
+    except ImportError:
+        return
+    if "_lock" not in vars(tqdm.tqdm):
+        tqdm.tqdm.set_lock(threading.RLock())
+
+

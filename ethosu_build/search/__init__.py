@@ -1,0 +1,1 @@
+"""`ethosu-search`: hardware-aware mixed precision (docs/search.md)."""
