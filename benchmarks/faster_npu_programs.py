@@ -41,8 +41,16 @@ VARIANTS = {
 def _sweep(store: Path, models: list[str], targets: list[str], variant: list[str]) -> list[dict]:
     """One multirun; the manifests of its artifacts."""
     before = set((store / "sweeps").glob("*/*")) if (store / "sweeps").is_dir() else set()
-    cmd = [str(BIN / "ethosu-build"), "-m", f"model={','.join(models)}", f"target={','.join(targets)}", *variant,
-           f"store.root={store}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    cmd = [
+        str(BIN / "ethosu-build"),
+        "-m",
+        f"model={','.join(models)}",
+        f"target={','.join(targets)}",
+        *variant,
+        f"store.root={store}",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit(f"sweep failed ({res.returncode}): {' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
@@ -58,9 +66,9 @@ def _outputs(store: Path, model: str, target: str, variant: list[str]):
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
+    from ethosu_build.config.validate import validate
     from ethosu_build.pipeline.build import quantized_model
     from ethosu_build.pipeline.evaluate import boundary_qparams
-    from ethosu_build.config.validate import validate
 
     with initialize_config_module("ethosu_build.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"model={model}", f"target={target}", *variant, f"store.root={store}"])
@@ -88,20 +96,30 @@ def main() -> None:
         for name, variant in VARIANTS.items():
             for m in _sweep(store, models, targets, variant):
                 found[(m["config"]["model"]["name"], m["config"]["target"]["accelerator"], name)] = m
-        print("| model | target | " + " | ".join(f"{v} ms" for v in VARIANTS) + " | best | change | NPU partitions | CPU compute ops "
-              "| SQNR dB | TOSA check, LSB | default vs best outputs, LSB |")
+        print(
+            "| model | target | "
+            + " | ".join(f"{v} ms" for v in VARIANTS)
+            + " | best | change | NPU partitions | CPU compute ops "
+            "| SQNR dB | TOSA check, LSB | default vs best outputs, LSB |"
+        )
         print("|---|---|" + "---|" * len(VARIANTS) + "---|---|---|---|---|---|---|")
         for model in models:
             for target in targets:
                 ms = {v: found[(model, target, v)]["metrics"]["vela"]["total"]["inference_ms"] for v in VARIANTS}
                 best = min(VARIANTS, key=lambda v: (ms[v], list(VARIANTS).index(v)))
                 d, b = found[(model, target, "default")], found[(model, target, best)]
-                pair = lambda get: f"{get(d)} → {get(b)}"  # noqa: E731
-                print(f"| {model} | {target} | " + " | ".join(f"{ms[v]:.3f}" for v in VARIANTS)
-                      + f" | {best} | {100 * (ms[best] - ms['default']) / ms['default']:+.1f}% "
-                      f"| {pair(lambda m: m['delegation']['npu_partitions'])} | {pair(lambda m: m['delegation']['cpu_compute_op_count'])} "
-                      f"| {pair(lambda m: m['metrics']['accuracy']['sqnr_db'])} | {b['metrics']['tosa_check'].get('max_lsb_diff')} "
-                      f"| {_lsb_diff(store, model, target, VARIANTS[best])} |", flush=True)
+                pair = lambda get, d=d, b=b: f"{get(d)} → {get(b)}"  # noqa: E731
+                print(
+                    f"| {model} | {target} | "
+                    + " | ".join(f"{ms[v]:.3f}" for v in VARIANTS)
+                    + f" | {best} | {100 * (ms[best] - ms['default']) / ms['default']:+.1f}% "
+                    f"| {pair(lambda m: m['delegation']['npu_partitions'])} | "
+                    f"{pair(lambda m: m['delegation']['cpu_compute_op_count'])} "
+                    f"| {pair(lambda m: m['metrics']['accuracy']['sqnr_db'])} | "
+                    f"{b['metrics']['tosa_check'].get('max_lsb_diff')} "
+                    f"| {_lsb_diff(store, model, target, VARIANTS[best])} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,21 @@ def _prepare_cli_inputs(work: Path, model: str, samples: int) -> tuple[Path, Pat
 def aot(work: Path, model: str, target: str, samples: int) -> float:
     model_file, calib = _prepare_cli_inputs(work, model, samples)
     return _run(
-        [sys.executable, "-m", "executorch.backends.arm.scripts.aot_arm_compiler", "--model_name", str(model_file),
-         "--target", target, "--delegate", "--quantize", "--calibration_data", str(calib), "-o", str(work / "out.pte")],
+        [
+            sys.executable,
+            "-m",
+            "executorch.backends.arm.scripts.aot_arm_compiler",
+            "--model_name",
+            str(model_file),
+            "--target",
+            target,
+            "--delegate",
+            "--quantize",
+            "--calibration_data",
+            str(calib),
+            "-o",
+            str(work / "out.pte"),
+        ],
         work,
     )
 
@@ -80,14 +93,24 @@ def _sweep_args(jobs: int, extra: list[str]) -> list[str]:
     # lowering (u65 shares u55's TOSA specification) comes last, so jobs running side by side
     # do new work instead of waiting for each other's shared stages.
     order = ["ethos-u55-128", "ethos-u85-256", "ethos-u65-256"]
-    return ["-m", f"target={','.join(order)}", "model=ds_cnn,resnet8", "calibration.num_samples=128",
-            *(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []), *extra]
+    return [
+        "-m",
+        f"target={','.join(order)}",
+        "model=ds_cnn,resnet8",
+        "calibration.num_samples=128",
+        *(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []),
+        *extra,
+    ]
 
 
 def _report(name: str, ours_s: float, theirs_s: float, target: float, theirs_name: str) -> None:
     ratio = ours_s / theirs_s
     verdict = "meets" if ratio <= target else "MISSES"
-    print(f"{name}: ethosu-build {ours_s:.1f} s, {theirs_name} {theirs_s:.1f} s, ratio {ratio:.2f} ({verdict} target {target})", flush=True)
+    print(
+        f"{name}: ethosu-build {ours_s:.1f} s, {theirs_name} {theirs_s:.1f} s, ratio {ratio:.2f} ({verdict} target "
+        f"{target})",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -112,15 +135,26 @@ def main() -> None:
         if "single" in parts:
             _prepare_cli_inputs(work, "mobilenet_v1_025", 256)
             cli = aot(work, "mobilenet_v1_025", "ethos-u55-128", 256)
-            single = ours(work, ["model=mobilenet_v1_025", "target=ethos-u55-128", "calibration.num_samples=256", "store.root=store_single"])
+            single = ours(
+                work,
+                [
+                    "model=mobilenet_v1_025",
+                    "target=ethos-u55-128",
+                    "calibration.num_samples=256",
+                    "store.root=store_single",
+                ],
+            )
             _report("cold build of mobilenet_v1_025, 256 samples", single, cli, 0.5, "aot_arm_compiler")
         if "rerun" in parts:
             sweep12 = _sweep_args(args.jobs, ["quantization=int8,a16w8", "store.root=store_rerun"])
             # a16w8 may be rejected by Vela for some model/target: a failed row, exit 1
             first = ours(work, sweep12, ok=(0, 1))
             again = ours(work, sweep12, ok=(0, 1))
-            print(f"12-job sweep: first {first:.1f} s, re-run {again:.1f} s, ratio {again / first:.3f} "
-                  f"({'meets' if again / first < 0.10 else 'MISSES'} target 0.10)", flush=True)
+            print(
+                f"12-job sweep: first {first:.1f} s, re-run {again:.1f} s, ratio {again / first:.3f} "
+                f"({'meets' if again / first < 0.10 else 'MISSES'} target 0.10)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from . import sweep
 from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, outcome, report
+from .config.validate import search_config, store_root_issue, validate
+from .files import atomic_write_json
+from .pipeline.build import build
+from .search.search import Search
+from .store.provenance import recipe_file
 
 log = logging.getLogger("ethosu_build")
 
@@ -25,8 +35,6 @@ log = logging.getLogger("ethosu_build")
 def _store_folder(root) -> str:
     """`${ethosu.store:${store.root}}` in hydra.run.dir / hydra.sweep.dir: the store root
     checked (Hydra creates these folders before any code of ours runs) and `~` expanded."""
-    from .config.validate import store_root_issue
-
     problem = store_root_issue(root)
     if problem:
         raise ConfigError(ConfigIssue("store.root", problem))
@@ -56,13 +64,9 @@ class PreRunCheck(Callback):
     nothing in the store. (A sweep's jobs are checked one by one, as they run.)"""
 
     def on_run_start(self, config: DictConfig, config_name=None, **kwargs) -> None:
-        from .config.validate import validate
-
         try:
             container = _resolve(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             if config_name == "search":
-                from .config.validate import search_config
-
                 search_config(container.pop("search", None))
             validate(container, default_name=config.hydra.runtime.choices.get("recipe"))
         except ConfigError as exc:
@@ -78,12 +82,6 @@ def _resolve(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def build_app(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from . import sweep
-    from .files import atomic_write_json
-
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     run_dir = Path(hc.runtime.output_dir)
@@ -101,9 +99,13 @@ def build_app(cfg: DictConfig) -> None:
                 # run dir is this process's own: hydra.run.dir names the pid).
                 _remove_run_dir(run_dir, cfg)
             else:
-                atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container))
+                atomic_write_json(
+                    run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container)
+                )
             raise
-        atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container))
+        atomic_write_json(
+            run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container)
+        )
         # In a sweep a failed configuration is a result, not the end: the other jobs run and
         # the summary is written; main() exits non-zero afterwards.
         if failure.bug:
@@ -115,10 +117,6 @@ def build_app(cfg: DictConfig) -> None:
 
 
 def _remove_run_dir(run_dir: Path, cfg: DictConfig) -> None:
-    import shutil
-
-    from .config.validate import store_root_issue
-
     root = OmegaConf.select(cfg, "store.root")
     runs = Path(os.path.expanduser(root)).resolve() / "runs" if store_root_issue(root) is None else None
     if runs is not None and runs in run_dir.resolve().parents:
@@ -131,15 +129,14 @@ def _remove_run_dir(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def _build(container: dict, hc, overrides: list[str]):
-    from .pipeline.build import build
-    from .store.provenance import recipe_file
-
     recipe = hc.runtime.choices.get("recipe")
     sources = [f"{src.schema}://{src.path}" for src in hc.runtime.config_sources]
     result = build(container, recipe=recipe, recipe_path=recipe_file(recipe, sources), cli_overrides=overrides)
     a = result.artifact
     if result.up_to_date:
-        log.info("up to date: %s (build key %s), no stage ran [%.2f s]", a.id, a.manifest()["build_key"][:12], result.seconds)
+        log.info(
+            "up to date: %s (build key %s), no stage ran [%.2f s]", a.id, a.manifest()["build_key"][:12], result.seconds
+        )
     elif not result.created:
         log.info("identical to %s, reused [%.1f s]", a.id, result.seconds)
     else:
@@ -147,7 +144,12 @@ def _build(container: dict, hc, overrides: list[str]):
         d = m["delegation"]
         log.info(
             "built %s -> %s (%d bytes; %d NPU partition(s), %d CPU op(s)) [%.1f s]",
-            a.id, a.path / "model.pte", m["files"]["model.pte"]["size"], d["npu_partitions"], d["cpu_op_count"], result.seconds,
+            a.id,
+            a.path / "model.pte",
+            m["files"]["model.pte"]["size"],
+            d["npu_partitions"],
+            d["cpu_op_count"],
+            result.seconds,
         )
     return result
 
@@ -155,19 +157,18 @@ def _build(container: dict, hc, overrides: list[str]):
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def search_app(cfg: DictConfig) -> None:
     """`ethosu-search`: the build config plus `search.*` (search/)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from .config.validate import search_config
-    from .search.search import Search
-
     hc = HydraConfig.get()
     container = _resolve(cfg)
     options = search_config(container.pop("search", None))
     command = " ".join(["ethosu-search", *hc.overrides.task])
     out = Path(hc.runtime.output_dir)
     result = Search(container, options, dict(hc.runtime.choices), out, command).run()
-    log.info("search: %d configurations measured, %d full builds; front: %s",
-             result["points_measured"], result["lowerings"], ", ".join(p.get("artifact") or p["status"] for p in result["front"]) or "none")
+    log.info(
+        "search: %d configurations measured, %d full builds; front: %s",
+        result["points_measured"],
+        result["lowerings"],
+        ", ".join(p.get("artifact") or p["status"] for p in result["front"]) or "none",
+    )
     print((out / "search.md").read_text())
     print(f"results, plot and recipes: {out}")
 
@@ -199,17 +200,40 @@ def _main(app, prog: str) -> None:
         sys.exit(report(prog, exc.error))
     except BaseException as exc:  # noqa: BLE001 (every exit goes through the one map)
         if not isinstance(exc, (EthosuError, KeyboardInterrupt)) and _raised_by_hydra(exc) and outcome(exc).bug:
-            exc = ConfigError(ConfigIssue("command line", f"{type(exc).__name__}: {first_line(exc)}"))  # Hydra refused the command line
+            exc = _command_line_error(sys.argv[1:], exc)  # Hydra itself choked on the command line
         sys.exit(report(prog, exc))
     if app is build_app:
         _exit_for_sweep(prog)
 
 
+def _command_line_error(argv: list[str], exc: BaseException) -> ConfigError:
+    """Name the override Hydra could not take: a config group (a folder of conf/) takes
+    option names, so `overrides=[1]` fails deep inside Hydra with a TypeError."""
+    conf = Path(__file__).parent / "conf"
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # Hydra's own parser refused it: its message says why
+        parsed = []
+    for o in parsed:
+        group, value = o.key_or_group, o.value()
+        values = value if isinstance(value, list) else [value]
+        if "." not in group and (conf / group).is_dir() and not all(isinstance(v, str) for v in values):
+            options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+            return ConfigError(
+                ConfigIssue(
+                    group,
+                    f"{value!r} is not an option name of the {group} group; accepted: "
+                    f"{', '.join(options)} (a list of them where the group allows several)",
+                )
+            )
+    return ConfigError(
+        ConfigIssue("command line", f"Hydra could not compose it ({type(exc).__name__}: {first_line(exc)})")
+    )
+
+
 def _summarize_unfinished_sweep(prog: str) -> None:
     """A sweep stopped before its end (Ctrl-C, a launcher that lost a worker) still gets
     its summary: every job done so far, the rest `incomplete`."""
-    from . import sweep
-
     folder = sweep.ACTIVE_SWEEP
     if folder is None:
         return
@@ -223,13 +247,15 @@ def _summarize_unfinished_sweep(prog: str) -> None:
 
 def _exit_for_sweep(prog: str) -> None:
     """After a multirun: non-zero when a job failed (its kind's code, 1 when kinds differ)."""
-    from . import sweep
-
     summary = sweep.LAST_SUMMARY
     if summary is not None and summary.failed:
         print(f"{prog}: sweep finished, {summary.line()}; see {summary.sweep_dir / sweep.SUMMARY_MD}", file=sys.stderr)
         for row in summary.failed:
-            print(f"  - job {row['job']} ({' '.join(row.get('overrides') or [])}): {row['status']}: {row.get('error', '')}", file=sys.stderr)
+            print(
+                f"  - job {row['job']} ({' '.join(row.get('overrides') or [])}): {row['status']}: "
+                f"{row.get('error', '')}",
+                file=sys.stderr,
+            )
         sys.exit(summary.exit_code())
 
 

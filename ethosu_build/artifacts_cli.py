@@ -57,12 +57,17 @@ def _summary_row(a: Artifact, m: dict[str, Any]) -> dict[str, Any]:
     acc = metrics.get("accuracy") or {}
     overrides = len(cfg.get("overrides") or {})
     return {
-        "id": a.id, "created": m.get("created", ""),
+        "id": a.id,
+        "created": m.get("created", ""),
         "target": (cfg.get("target") or {}).get("accelerator", "?"),
         "scheme": (cfg.get("quantization") or {}).get("scheme", "?") + (f"+{overrides}" if overrides else ""),
-        "inference_ms": vela.get("inference_ms"), "sram_kib": vela.get("sram_kib"), "flash_kib": vela.get("flash_kib"),
-        "top1": acc.get("quantized_top1"), "sqnr_db": acc.get("sqnr_db"),
-        "npu_partitions": d.get("npu_partitions"), "cpu_ops": d.get("cpu_compute_op_count"),
+        "inference_ms": vela.get("inference_ms"),
+        "sram_kib": vela.get("sram_kib"),
+        "flash_kib": vela.get("flash_kib"),
+        "top1": acc.get("quantized_top1"),
+        "sqnr_db": acc.get("sqnr_db"),
+        "npu_partitions": d.get("npu_partitions"),
+        "cpu_ops": d.get("cpu_compute_op_count"),
         "pte_bytes": (m["files"].get("model.pte") or {}).get("size"),
     }
 
@@ -89,11 +94,15 @@ def cmd_ls(store: ArtifactStore, args) -> int:
             if args.check:
                 rows.append({"id": a.id, "created": "", "check": str(exc).split(": ", 1)[1]})
             continue
-        if (args.target and row["target"] != args.target) or (args.scheme and row["scheme"].split("+")[0] != args.scheme):
+        if (args.target and row["target"] != args.target) or (
+            args.scheme and row["scheme"].split("+")[0] != args.scheme
+        ):
             continue
         if args.check:
             checked = check(a)
-            row["check"] = "; ".join(checked.problems) or ("ok" if checked.trust == "ok" else f"ok (files); manifest {_TRUST[checked.trust]}")
+            row["check"] = "; ".join(checked.problems) or (
+                "ok" if checked.trust == "ok" else f"ok (files); manifest {_TRUST[checked.trust]}"
+            )
             damaged += bool(checked.problems)
             if checked.problems:  # also below the table, whatever the terminal's width
                 print(f"damaged: {a.id}: {row['check']}", file=sys.stderr)
@@ -108,13 +117,17 @@ def cmd_ls(store: ArtifactStore, args) -> int:
     for f in findings:
         print(f"{'damaged' if f.damage else 'debris'}: {store.dir / f.path}: {f.problem}", file=sys.stderr)
     if damaged:
-        print(f"{damaged} artifact(s) or version folder(s) are damaged (see above); `gc` removes debris and half-present versions", file=sys.stderr)
+        print(
+            f"{damaged} artifact(s) or version folder(s) are damaged (see above); `gc` removes debris and "
+            "half-present versions",
+            file=sys.stderr,
+        )
     return 1 if damaged else 0
 
 
 def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: bool) -> None:
-    """The figures people compare, fitting 80 columns: the id is never cut, other columns
-    wrap; top-1 where the evaluation data has labels, else SQNR."""
+    """The figures people compare, in 80 columns: the id is never cut; top-1 where every
+    build has labelled evaluation data, else SQNR. `--json` has every field."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -122,25 +135,45 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
     if not rows:
         Console().print(f"no artifacts in {store.dir}")
         return
-    quality = ("top-1 %", "top1") if all(r.get("top1") is not None for r in rows if "target" in r) else ("SQNR dB", "sqnr_db")
-    table = Table(title=f"artifacts in {store.dir}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    built = [r for r in rows if "target" in r]
+    quality = (
+        ("top-1%", "top1", 4) if built and all(r.get("top1") is not None for r in built) else ("SQNR dB", "sqnr_db", 3)
+    )
+    table = Table(
+        title=f"artifacts in {store.dir}, newest first (ms, SRAM and flash KiB: Vela's estimate)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+    )
     table.add_column("id", no_wrap=True)
-    for head in ("target", "scheme"):
-        table.add_column(head, overflow="fold")
-    for head in ("ms", "SRAM KiB", "flash KiB", quality[0]):
-        table.add_column(head, justify="right")
-    table.add_column("created", overflow="fold")
+    table.add_column("target", no_wrap=True)
+    table.add_column("scheme", no_wrap=True)
+    for head in ("ms", "SRAM", "flash", quality[0]):
+        table.add_column(head, justify="right", no_wrap=True)
     if with_check:
-        table.add_column("check", overflow="fold")
+        table.add_column("check", overflow="fold", ratio=1)
     for r in rows:
-        cells = [r["id"], str(r.get("target", "")).removeprefix("ethos-"), r.get("scheme", ""), _num(r.get("inference_ms")),
-                 _num(r.get("sram_kib")), _num(r.get("flash_kib")), _num(r.get(quality[1]), 4), str(r.get("created", ""))[:16].replace("T", " ")]
-        table.add_row(*cells, *([r.get("check", "")] if with_check else []))
+        cells = [
+            r["id"],
+            str(r.get("target", "")).removeprefix("ethos-"),
+            r.get("scheme", ""),
+            _num(r.get("inference_ms")),
+            _num(r.get("sram_kib")),
+            _num(r.get("flash_kib")),
+            _num(r.get(quality[1]), quality[2]),
+        ]
+        check = r.get("check", "")
+        table.add_row(*cells, *([check if check.startswith("ok") else "DAMAGED (below)"] if with_check else []))
     Console().print(table)
 
 
-_TRUST = {"ok": "signed by your key", "other_key": "signed by another key (not verifiable with yours)",
-          "missing": "unsigned", "bad": "changed since it was signed"}
+_TRUST = {
+    "ok": "signed by your key",
+    "other_key": "signed by another key (not verifiable with yours)",
+    "missing": "unsigned",
+    "bad": "changed since it was signed",
+}
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -184,7 +217,9 @@ def _recipe(args) -> tuple[dict[str, Any], Any, Path]:
     container, _, sources = compose([f"recipe={args.recipe}"], args.searchpath)
     path = recipe_file(args.recipe, sources)
     if path is None:  # compose found it: this only happens for a recipe outside a recipe/ folder
-        raise UsageError(ConfigIssue("RECIPE", f"{args.recipe!r} has no file under a recipe/ folder of the search path"))
+        raise UsageError(
+            ConfigIssue("RECIPE", f"{args.recipe!r} has no file under a recipe/ folder of the search path")
+        )
     return container, validate(container, default_name=args.recipe), path
 
 
@@ -222,7 +257,10 @@ def cmd_verify(store: ArtifactStore, args) -> int:
             print(f"  note: {note}")
         return 0
     if verdict.built_sha256:
-        print(f"DIFFERS: {verdict.subject} builds sha256 {verdict.built_sha256}, {verdict.stored.id} holds {verdict.stored_sha256}")
+        print(
+            f"DIFFERS: {verdict.subject} builds sha256 {verdict.built_sha256}, {verdict.stored.id} holds "
+            f"{verdict.stored_sha256}"
+        )
     else:
         print(f"DIFFERS: {verdict.subject}")
     for cause in verdict.causes:
@@ -237,12 +275,19 @@ def cmd_export(store: ArtifactStore, args) -> int:
     a = _resolve(store, args.id, "ID")
     dest = Path(args.dir)
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise UsageError(ConfigIssue("DIR", f"{args.dir!r} exists and is not a folder; accepted: a new or existing folder"))
+        raise UsageError(
+            ConfigIssue("DIR", f"{args.dir!r} exists and is not a folder; accepted: a new or existing folder")
+        )
     real = dest.resolve()
     for inside in (store.dir, store.root / "cache"):
         if real == inside.resolve() or inside.resolve() in real.parents:
-            raise UsageError(ConfigIssue("DIR", f"{args.dir!r} is inside the store ({inside}); accepted: a folder outside "
-                                                f"{store.dir} and {store.root / 'cache'}"))
+            raise UsageError(
+                ConfigIssue(
+                    "DIR",
+                    f"{args.dir!r} is inside the store ({inside}); accepted: a folder outside "
+                    f"{store.dir} and {store.root / 'cache'}",
+                )
+            )
     problems = check(a).problems
     if problems:
         raise UsageError(ConfigIssue("ID", f"not exporting {a.id}: " + "; ".join(problems)))
@@ -272,7 +317,10 @@ def cmd_gc(store: ArtifactStore, args) -> int:
     cache = StageCache(store.root).gc(keep, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     n = len(cache.removed)
-    print(f"{verb} {n} cache entr{'y' if n == 1 else 'ies'} or leftover file(s), and {len(removed)} artifact folder(s) {' '.join(removed)}".rstrip())
+    print(
+        f"{verb} {n} cache entr{'y' if n == 1 else 'ies'} or leftover file(s), and {len(removed)} artifact folder(s) "
+        f"{' '.join(removed)}".rstrip()
+    )
     return 0
 
 
@@ -298,9 +346,14 @@ def cmd_summarize(store: ArtifactStore, args) -> int:
     from . import sweep
 
     folder = Path(args.dir)
-    if not folder.is_dir() or not sweep.read_rows(folder):
-        raise UsageError(ConfigIssue("SWEEP_DIR", f"{args.dir!r} is not a sweep dir (no job folders with a .hydra/ or "
-                                                  f"{sweep.RESULT}); accepted: a hydra.sweep.dir, e.g. outputs/sweeps/DATE/TIME"))
+    if not sweep.is_sweep_dir(folder):
+        raise UsageError(
+            ConfigIssue(
+                "SWEEP_DIR",
+                f"{args.dir!r} is not a sweep dir (no job folders with a .hydra/ or "
+                f"{sweep.RESULT}); accepted: a hydra.sweep.dir, e.g. outputs/sweeps/DATE/TIME",
+            )
+        )
     summary = sweep.summarize(folder)
     if args.json:
         print(json.dumps(summary.rows, indent=1))
@@ -317,15 +370,20 @@ def cmd_summarize(store: ArtifactStore, args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog=PROG, description="List, inspect, check, verify and copy ethosu-build artifacts.",
-                                  epilog="Docs: docs/artifacts.md (the store), docs/trust.md (what the store promises).")
+    top = argparse.ArgumentParser(
+        prog=PROG,
+        description="List, inspect, check, verify and copy ethosu-build artifacts.",
+        epilog="Docs: docs/artifacts.md (the store), docs/trust.md (what the store promises).",
+    )
     top.add_argument("--root", default="outputs", help="store root (store.root of the builds); default: outputs")
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("ls", help="list artifacts, newest first")
     p.add_argument("name", nargs="?", help="only this artifact name")
     p.add_argument("--target", help="only this accelerator, e.g. ethos-u55-128")
     p.add_argument("--scheme", help="only this global scheme, e.g. int8")
-    p.add_argument("--check", action="store_true", help="check every version's files and signed manifest (exit 1 on damage)")
+    p.add_argument(
+        "--check", action="store_true", help="check every version's files and signed manifest (exit 1 on damage)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("show", help="one artifact's report.md, as tables")
@@ -336,7 +394,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("a")
     p.add_argument("b")
     p.set_defaults(func=cmd_diff)
-    p = sub.add_parser("verify", help="check files, rebuild from config.yaml in a temporary store, compare model.pte (exit 0 MATCH, 1 DIFFERS)")
+    p = sub.add_parser(
+        "verify",
+        help="check files, rebuild from config.yaml in a temporary store, compare model.pte (exit 0 MATCH, 1 DIFFERS)",
+    )
     p.add_argument("id", nargs="?")
     p.add_argument("--recipe", help="build this recipe and compare with its newest artifact instead")
     p.add_argument("--searchpath", help="a folder with your own config groups (as hydra.searchpath)")
@@ -353,7 +414,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--artifact", action="append", help="also remove this artifact version (repeatable)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_gc)
-    p = sub.add_parser("summarize", help="write summary.csv, summary.md and pareto.png of a sweep dir from its job results")
+    p = sub.add_parser(
+        "summarize", help="write summary.csv, summary.md and pareto.png of a sweep dir from its job results"
+    )
     p.add_argument("dir", help="the sweep dir (hydra.sweep.dir), e.g. outputs/sweeps/2026-11-28/12-00-00")
     p.add_argument("--json", action="store_true", help="print the rows")
     p.set_defaults(func=cmd_summarize)
@@ -368,7 +431,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         root = Path(args.root)
         if root.exists() and not root.is_dir():
-            raise UsageError(ConfigIssue("--root", f"{args.root!r} is a file; accepted: the store's folder (store.root of the builds)"))
+            raise UsageError(
+                ConfigIssue(
+                    "--root", f"{args.root!r} is a file; accepted: the store's folder (store.root of the builds)"
+                )
+            )
         code = args.func(ArtifactStore(root), args)
     except BaseException as exc:  # noqa: BLE001 (every exit goes through the one map)
         if isinstance(exc, SystemExit):

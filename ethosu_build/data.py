@@ -16,9 +16,10 @@ run during validation and the up-to-date check, before any heavy import.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from .config.errors import ConfigError, ConfigIssue, first_line
 from .fingerprint import canonical_json, file_sha256, source_fingerprint, tool_version
@@ -99,7 +100,7 @@ def digits(split: str = "train"):
     return _Arrays(x, d.target[order])
 
 
-def tensors(path: str, inputs_key: str = "inputs", labels_key: Optional[str] = "labels"):
+def tensors(path: str, inputs_key: str = "inputs", labels_key: str | None = "labels"):
     """A `.pt` (tensor, or dict of tensors) or `.npz` file with inputs and optional labels."""
     p = Path(path)
     if p.suffix == ".npz":
@@ -126,7 +127,7 @@ def _folder_files(path: Path, pattern: str) -> list[Path]:
 class _Files:
     """One sample per file, read when the item is taken."""
 
-    def __init__(self, files: list[Path], labels: Optional[list[int]]):
+    def __init__(self, files: list[Path], labels: list[int] | None):
         self.files, self.labels = files, labels
 
     def __len__(self) -> int:
@@ -140,7 +141,11 @@ class _Files:
         import torch
 
         f = self.files[i]
-        x = np.load(f, allow_pickle=False) if f.suffix == ".npy" else torch.load(f, map_location="cpu", weights_only=True)
+        x = (
+            np.load(f, allow_pickle=False)
+            if f.suffix == ".npy"
+            else torch.load(f, map_location="cpu", weights_only=True)
+        )
         return x if self.labels is None else (x, self.labels[i])
 
 
@@ -152,8 +157,11 @@ def folder(path: str, pattern: str = "*", labels_from_subfolders: bool = False):
     if labels_from_subfolders:
         bad = sorted({f.parent.name for f in files if not f.parent.name.isdigit()})
         if bad:
-            raise ValueError(f"labels_from_subfolders: folder(s) {', '.join(repr(b) for b in bad[:5])} are not integer class labels; "
-                             "accepted: path/<0, 1, ...>/<file>")
+            raise ValueError(
+                f"labels_from_subfolders: folder(s) {', '.join(repr(b) for b in bad[:5])} are not integer class "
+                "labels; "
+                "accepted: path/<0, 1, ...>/<file>"
+            )
         labels = [int(f.parent.name) for f in files]
     return _Files(files, labels)
 
@@ -166,7 +174,11 @@ def static_issues(key: str, dataset: dict[str, Any]) -> list[ConfigIssue]:
     issues = []
     target = dataset.get("_target_")
     if not isinstance(target, str) or not target:
-        issues.append(ConfigIssue(f"{key}._target_", f"missing; give a callable such as ethosu_build.data.digits (got {target!r})"))
+        issues.append(
+            ConfigIssue(
+                f"{key}._target_", f"missing; give a callable such as ethosu_build.data.digits (got {target!r})"
+            )
+        )
         return issues
     path = dataset.get("path")
     if path is None:
@@ -177,14 +189,33 @@ def static_issues(key: str, dataset: dict[str, Any]) -> list[ConfigIssue]:
     p = Path(str(path))
     if target.endswith("data.tensors"):
         if not p.is_file():
-            issues.append(ConfigIssue(f"{key}.path", f"tensors file {str(path)!r} does not exist; accepted: an existing {' or '.join(TENSOR_SUFFIXES)} file"))
+            issues.append(
+                ConfigIssue(
+                    f"{key}.path",
+                    f"tensors file {str(path)!r} does not exist; accepted: an existing "
+                    f"{' or '.join(TENSOR_SUFFIXES)} file",
+                )
+            )
         elif p.suffix not in TENSOR_SUFFIXES:
-            issues.append(ConfigIssue(f"{key}.path", f"{str(path)!r} is not a tensors file; accepted suffixes: {', '.join(TENSOR_SUFFIXES)}"))
+            issues.append(
+                ConfigIssue(
+                    f"{key}.path",
+                    f"{str(path)!r} is not a tensors file; accepted suffixes: {', '.join(TENSOR_SUFFIXES)}",
+                )
+            )
     elif target.endswith("data.folder"):
         if not p.is_dir():
-            issues.append(ConfigIssue(f"{key}.path", f"folder {str(path)!r} does not exist; accepted: an existing folder of {'/'.join(SAMPLE_SUFFIXES)} files"))
+            issues.append(
+                ConfigIssue(
+                    f"{key}.path",
+                    f"folder {str(path)!r} does not exist; accepted: an existing folder of "
+                    f"{'/'.join(SAMPLE_SUFFIXES)} files",
+                )
+            )
         elif not _folder_files(p, str(dataset.get("pattern", "*"))):
-            issues.append(ConfigIssue(f"{key}.path", f"folder {str(path)!r} holds no {'/'.join(SAMPLE_SUFFIXES)} sample files"))
+            issues.append(
+                ConfigIssue(f"{key}.path", f"folder {str(path)!r} holds no {'/'.join(SAMPLE_SUFFIXES)} sample files")
+            )
     elif not p.exists():
         issues.append(ConfigIssue(f"{key}.path", f"{str(path)!r} does not exist"))
     return issues
@@ -196,7 +227,10 @@ def fingerprint(dataset: dict[str, Any]) -> str:
     named in the key by its content only, never by how its path is spelled: `data/a.npz`,
     `./data/a.npz`, its absolute path and a byte-identical copy give the same key."""
     target = str(dataset.get("_target_"))
-    parts: dict[str, Any] = {"config": _by_content(dataset, str(dataset.get("pattern", "*"))), "source": source_fingerprint(target)}
+    parts: dict[str, Any] = {
+        "config": _by_content(dataset, str(dataset.get("pattern", "*"))),
+        "source": source_fingerprint(target),
+    }
     if target in _DATA_PACKAGES:
         parts["package"] = tool_version(_DATA_PACKAGES[target])
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
@@ -231,7 +265,7 @@ def _by_content(value: Any, pattern: str, key: str = "") -> Any:
 @dataclass
 class Samples:
     x: Any  # torch.Tensor (N, *input_shape[1:])
-    y: Optional[Any]  # torch.Tensor (N,) of labels, or None
+    y: Any | None  # torch.Tensor (N,) of labels, or None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -255,15 +289,24 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset")
         return f"item {i} of {_target_name(ds)}" + (f" ({describe(i)})" if callable(describe) else "")
 
     def bad(i: int, what: str) -> ConfigError:
-        return ConfigError(ConfigIssue(key, f"{which(i)} {what}; accepted: items that are one model input "
-                                            f"of shape {list(input_shape)[1:]} (or {list(input_shape)}), optionally with an integer label"))
+        return ConfigError(
+            ConfigIssue(
+                key,
+                f"{which(i)} {what}; accepted: items that are one model input "
+                f"of shape {list(input_shape)[1:]} (or {list(input_shape)}), optionally with an integer label",
+            )
+        )
 
     xs, ys = [], []
     for i in range(num_samples):
         try:
             item = ds[i]
         except (Exception, SystemExit) as exc:  # a user's __getitem__: name it, do not crash
-            why = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {first_line(exc)}"
+            why = (
+                f"it called sys.exit({exc.code!r})"
+                if isinstance(exc, SystemExit)
+                else f"{type(exc).__name__}: {first_line(exc)}"
+            )
             raise bad(i, f"could not be read ({why})") from exc
         if isinstance(item, (tuple, list)):
             if not item:
@@ -289,7 +332,9 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset")
         if y is not None:
             label = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
             if label.shape != () or label.dtype.kind not in "biu":
-                raise ConfigError(ConfigIssue(key, f"{which(i)} has label {y!r}; accepted: an integer class index (or no label)"))
+                raise ConfigError(
+                    ConfigIssue(key, f"{which(i)} has label {y!r}; accepted: an integer class index (or no label)")
+                )
             y = int(label)
         xs.append(torch.as_tensor(array, dtype=torch.float32))
         ys.append(y)

@@ -12,8 +12,9 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -33,7 +34,9 @@ def atomic_write_json(path: Path, obj: Any, indent: int = 1) -> None:
     atomic_write(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
 
 
-def csv_text(rows: Sequence[dict[str, Any]], fields: Optional[Sequence[str]] = None, cell: Callable[[Any], Any] = lambda v: v) -> str:
+def csv_text(
+    rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None, cell: Callable[[Any], Any] = lambda v: v
+) -> str:
     """CSV of `rows` with a header: `fields` in order, else every key in order of first use
     (rows that carry more keys add columns)."""
     if fields is None:
@@ -51,7 +54,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cell: Optional[Callable[[Any], str]] = None) -> str:
+def markdown_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], cell: Callable[[Any], str] | None = None
+) -> str:
     """A GitHub markdown table; `cell` formats each value (default: 4 significant digits for
     floats, '-' for None), and a '|' inside a cell is escaped."""
     fmt = cell or format_cell
@@ -68,7 +73,7 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def pareto_front(items: Iterable[T], objectives: Sequence[tuple[Callable[[T], Optional[float]], str]]) -> list[T]:
+def pareto_front(items: Iterable[T], objectives: Sequence[tuple[Callable[[T], float | None], str]]) -> list[T]:
     """The items no other item beats: at least as good on every objective and better on
     one. `objectives` are (value of an item, "min" or "max"); items with a missing value
     are left out. Sorted by the first objective, best first."""

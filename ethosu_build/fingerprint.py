@@ -59,7 +59,7 @@ def tool_versions_for_key() -> dict[str, str | None]:
     """As tool_versions(), but Python only to major.minor: a patch release of the
     interpreter does not change the program."""
     versions = dict(tool_versions())
-    versions["python"] = "%d.%d" % sys.version_info[:2]
+    versions["python"] = "{}.{}".format(*sys.version_info[:2])
     return versions
 
 
@@ -79,9 +79,7 @@ def _module_origin(dotted: str) -> Path | None:
     for i in range(1, len(parts)):
         if not found.submodule_search_locations:
             break
-        sub = importlib.machinery.PathFinder.find_spec(
-            ".".join(parts[: i + 1]), list(found.submodule_search_locations)
-        )
+        sub = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), list(found.submodule_search_locations))
         if sub is None:
             break
         found = sub

@@ -15,11 +15,17 @@ import io
 import json
 import logging
 import os
+import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from .config.errors import OK_STATUSES as OK
 from .config.errors import exit_code_for
@@ -32,10 +38,29 @@ PLAN = "sweep.json"  # the number of jobs planned, when the sweeper makes it kno
 SUMMARY_CSV, SUMMARY_MD, PARETO_PNG = "summary.csv", "summary.md", "pareto.png"
 
 COLUMNS = [
-    "job", "status", "overrides", "artifact", "model", "target", "scheme", "module_overrides",
-    "cycles", "inference_ms", "sram_kib", "flash_kib", "npu_partitions", "cpu_ops",
-    "float_top1", "quantized_top1", "accuracy_drop", "sqnr_db", "tosa_max_lsb",
-    "stages_ran", "seconds", "host", "error",
+    "job",
+    "status",
+    "overrides",
+    "artifact",
+    "model",
+    "target",
+    "scheme",
+    "module_overrides",
+    "cycles",
+    "inference_ms",
+    "sram_kib",
+    "flash_kib",
+    "npu_partitions",
+    "cpu_ops",
+    "float_top1",
+    "quantized_top1",
+    "accuracy_drop",
+    "sqnr_db",
+    "tosa_max_lsb",
+    "stages_ran",
+    "seconds",
+    "host",
+    "error",
 ]
 
 
@@ -46,24 +71,33 @@ def success_row(result, overrides: list[str]) -> dict[str, Any]:
     tosa = m["metrics"].get("tosa_check") or {}
     status = "up_to_date" if result.up_to_date else ("built" if result.created else "reused")
     return {
-        "status": status, "overrides": overrides, "artifact": result.artifact.id,
-        "model": cfg["model"]["name"], "target": cfg["target"]["accelerator"], "scheme": cfg["quantization"]["scheme"],
+        "status": status,
+        "overrides": overrides,
+        "artifact": result.artifact.id,
+        "model": cfg["model"]["name"],
+        "target": cfg["target"]["accelerator"],
+        "scheme": cfg["quantization"]["scheme"],
         "module_overrides": ";".join(f"{n}:{o['scheme']}" for n, o in cfg["overrides"].items()),
-        "cycles": vela.get("cycles"), "inference_ms": vela.get("inference_ms"),
-        "sram_kib": vela.get("sram_kib"), "flash_kib": vela.get("flash_kib"),
-        "npu_partitions": m["delegation"]["npu_partitions"], "cpu_ops": m["delegation"]["cpu_compute_op_count"],
-        "float_top1": acc.get("float_top1"), "quantized_top1": acc.get("quantized_top1"),
-        "accuracy_drop": acc.get("accuracy_drop"), "sqnr_db": acc.get("sqnr_db"),
+        "cycles": vela.get("cycles"),
+        "inference_ms": vela.get("inference_ms"),
+        "sram_kib": vela.get("sram_kib"),
+        "flash_kib": vela.get("flash_kib"),
+        "npu_partitions": m["delegation"]["npu_partitions"],
+        "cpu_ops": m["delegation"]["cpu_compute_op_count"],
+        "float_top1": acc.get("float_top1"),
+        "quantized_top1": acc.get("quantized_top1"),
+        "accuracy_drop": acc.get("accuracy_drop"),
+        "sqnr_db": acc.get("sqnr_db"),
         "tosa_max_lsb": tosa.get("max_lsb_diff"),
         "stages_ran": ",".join(s for s, r in result.stages.items() if r.get("status") == "ran"),
-        "seconds": round(result.seconds, 2), "error": "", **_where(),
+        "seconds": round(result.seconds, 2),
+        "error": "",
+        **_where(),
     }
 
 
 def _where() -> dict[str, Any]:
     """Which machine and process ran the job (launchers spread jobs over both)."""
-    import socket
-
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -79,8 +113,12 @@ def failure_row(status: str, error: str, overrides: list[str], container: dict[s
 
     overrides_cfg = get("overrides") or {}
     return {
-        "status": status, "overrides": overrides, "error": error,
-        "model": get("model", "name"), "target": get("target", "accelerator"), "scheme": get("quantization", "scheme"),
+        "status": status,
+        "overrides": overrides,
+        "error": error,
+        "model": get("model", "name"),
+        "target": get("target", "accelerator"),
+        "scheme": get("quantization", "scheme"),
         "module_overrides": ";".join(f"{n}:{o.get('scheme')}" for n, o in overrides_cfg.items() if isinstance(o, dict)),
         **_where(),
     }
@@ -108,8 +146,11 @@ class Summary:
 
     def line(self) -> str:
         of = f" of {self.planned}" if self.planned else ""
-        return (f"{self.count(*OK)}{of} job(s) done ({self.count('built')} built, {self.count('reused', 'up_to_date')} reused), "
-                f"{len(self.failed)} failed")
+        return (
+            f"{self.count(*OK)}{of} job(s) done ({self.count('built')} built, {self.count('reused', 'up_to_date')} "
+            "reused), "
+            f"{len(self.failed)} failed"
+        )
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -118,6 +159,15 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     dirs = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
     dirs |= {p.parent for p in sweep_dir.rglob(RESULT)}
     return sorted(dirs, key=lambda d: (len(d.parts), _num(d.name), str(d)))
+
+
+def is_sweep_dir(folder: Path) -> bool:
+    """A hydra.sweep.dir: its plan, or job folders (Hydra's .hydra/, or a result) right in it."""
+    if not folder.is_dir():
+        return False
+    return (folder / PLAN).is_file() or any(
+        (d / ".hydra").is_dir() or (d / RESULT).is_file() for d in folder.iterdir() if d.is_dir()
+    )
 
 
 def _num(name: str) -> int:
@@ -131,8 +181,11 @@ def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads((job_dir / RESULT).read_text())
         except FileNotFoundError:
-            row = {"status": "incomplete", "overrides": _overrides_of(job_dir),
-                   "error": "no result: the job is still running or its process was killed"}
+            row = {
+                "status": "incomplete",
+                "overrides": _overrides_of(job_dir),
+                "error": "no result: the job is still running or its process was killed",
+            }
         except ValueError as exc:
             row = {"status": "incomplete", "overrides": _overrides_of(job_dir), "error": f"unreadable {RESULT}: {exc}"}
         row["job"] = str(job_dir.relative_to(sweep_dir))
@@ -141,8 +194,6 @@ def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def _overrides_of(job_dir: Path) -> list[str]:
-    from omegaconf import OmegaConf
-
     path = job_dir / ".hydra" / "overrides.yaml"
     try:
         return [str(o) for o in OmegaConf.load(path)]
@@ -212,11 +263,35 @@ def _markdown(summary: Summary) -> str:
     lines = [f"# Sweep summary: {summary.sweep_dir}", "", summary.line() + ".", ""]
     if axis:
         lines += [f"Pareto front (inference time vs {axis[1]}) marked with *.", ""]
-    headers = ["job", "status", "overrides", "artifact", "cycles", "ms", "SRAM KiB", "flash KiB", "CPU ops", "top-1", "SQNR dB", "error"]
+    headers = [
+        "job",
+        "status",
+        "overrides",
+        "artifact",
+        "cycles",
+        "ms",
+        "SRAM KiB",
+        "flash KiB",
+        "CPU ops",
+        "top-1",
+        "SQNR dB",
+        "error",
+    ]
     table = [
-        [f"{r['job']}{' *' if id(r) in on_front else ''}", r["status"], r.get("overrides"), r.get("artifact"), r.get("cycles"),
-         r.get("inference_ms"), r.get("sram_kib"), r.get("flash_kib"), r.get("cpu_ops"), r.get("quantized_top1"), r.get("sqnr_db"),
-         _cell(r.get("error"))[:300]]
+        [
+            f"{r['job']}{' *' if id(r) in on_front else ''}",
+            r["status"],
+            r.get("overrides"),
+            r.get("artifact"),
+            r.get("cycles"),
+            r.get("inference_ms"),
+            r.get("sram_kib"),
+            r.get("flash_kib"),
+            r.get("cpu_ops"),
+            r.get("quantized_top1"),
+            r.get("sqnr_db"),
+            _cell(r.get("error"))[:300],
+        ]
         for r in rows
     ]
     return "\n".join(lines) + markdown_table(headers, table, _cell) + "\n"
@@ -240,10 +315,21 @@ def pareto_plot(rows: list[dict[str, Any]]) -> bytes | None:
     best = front(rows, quality)
     labels = _labels(pts)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.scatter([r["inference_ms"] for r in pts], [r[quality] for r in pts], color="#9aa5b1", label="configuration", zorder=2)
-    ax.plot([r["inference_ms"] for r in best], [r[quality] for r in best], "-o", color="#d1495b", label="Pareto front", zorder=3)
+    ax.scatter(
+        [r["inference_ms"] for r in pts], [r[quality] for r in pts], color="#9aa5b1", label="configuration", zorder=2
+    )
+    ax.plot(
+        [r["inference_ms"] for r in best],
+        [r[quality] for r in best],
+        "-o",
+        color="#d1495b",
+        label="Pareto front",
+        zorder=3,
+    )
     for r in best:
-        ax.annotate(labels[id(r)], (r["inference_ms"], r[quality]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            labels[id(r)], (r["inference_ms"], r[quality]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
     ax.set_xlabel("Vela estimated inference time (ms)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
@@ -268,8 +354,6 @@ def _sweep_dir(config) -> Path:
 def _count_planned(config) -> int | None:
     """How many jobs the basic sweeper will launch (product of the sweep overrides); None for
     other sweepers (Optuna and the like decide as they go)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return None
     try:
@@ -299,9 +383,6 @@ class SweepCallback(Callback):
             atomic_write_json(folder / PLAN, {"jobs": planned})
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             return
         sweep_dir = _sweep_dir(config)
@@ -326,10 +407,7 @@ def _stop_idle_workers() -> None:
     command waits; stop them at once instead (loky's own shutdown(kill_workers=True)).
     stages.py keeps tqdm from giving workers a named semaphore that would then be reported
     as leaked."""
-    import sys
-
     module = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(module, "_executor", None)
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)
-

@@ -33,10 +33,16 @@ def build_in_process(overrides: list[str], root: Path):
     return build(container, recipe=recipe, cli_overrides=overrides)
 
 
-def run_cli(args: list[str], cwd: Path, tool: str = "ethosu-build", env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, tool: str = "ethosu-build", env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / tool), *args], cwd=cwd, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=900,
+        [str(BIN / tool), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=900,
     )
 
 

@@ -6,10 +6,10 @@ import json
 import shutil
 
 import pytest
-
 from conftest import build_in_process, run_cli
-from ethosu_build.store.cache import StageCache
+
 from ethosu_build.models import DIGITS_CNN_WEIGHTS
+from ethosu_build.store.cache import StageCache
 
 
 def cli(args, root, **kw):

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 # (command-line overrides, fragments the message must contain)
@@ -19,18 +18,45 @@ CONFIG_ONLY = [
     (["calibration.num_sample=5"], ["calibration.num_sample", "num_samples"]),
     (["+model.inptu_shape=[1]"], ["model.inptu_shape", "unknown key", "did you mean 'input_shape'"]),
     (["+overrides.x={scheme: int8}"], ["overrides.x", "exactly one selector", "module_name, module_type, io"]),
-    (["+overrides.x={module_name: head, module_type: torch.nn.Linear, scheme: int8}"], ["overrides.x", "exactly one selector", "module_name='head'"]),
+    (
+        ["+overrides.x={module_name: head, module_type: torch.nn.Linear, scheme: int8}"],
+        ["overrides.x", "exactly one selector", "module_name='head'"],
+    ),
     (["+overrides.x={module_name: head, scheme: int4}"], ["overrides.x.scheme", "'int4'", "int8, a16w8, a8w4, float"]),
-    (["quantization.scheme=a8w4"], ["quantization.scheme", "'a8w4'", "quantization.qat is null", "a8w4_qat", "int8, a16w8"]),
-    (["+overrides.x={module_name: head, scheme: a8w4}"], ["overrides.x.scheme", "'a8w4'", "quantization-aware training"]),
-    (["quantization=int8_qat", "+overrides.x={io: true, scheme: a8w4}"], ["overrides.x.scheme", "'a8w4' is not an IO scheme", "int8, float"]),
-    (["quantization=int8_qat", "quantization.qat.optimizer=adamw"], ["quantization.qat.optimizer", "'adamw'", "adam, sgd", "did you mean 'adam'"]),
-    (["quantization=int8_qat", "quantization.qat.lr=0", "quantization.qat.epochs=0"], ["quantization.qat.lr", "quantization.qat.epochs", "accepted: an integer >= 1", "e.g. 1e-4"]),
-    (["quantization=int8_qat", "quantization.qat.loss=hinge"], ["quantization.qat.loss", "'hinge'", "auto, cross_entropy, distill"]),
+    (
+        ["quantization.scheme=a8w4"],
+        ["quantization.scheme", "'a8w4'", "quantization.qat is null", "a8w4_qat", "int8, a16w8"],
+    ),
+    (
+        ["+overrides.x={module_name: head, scheme: a8w4}"],
+        ["overrides.x.scheme", "'a8w4'", "quantization-aware training"],
+    ),
+    (
+        ["quantization=int8_qat", "+overrides.x={io: true, scheme: a8w4}"],
+        ["overrides.x.scheme", "'a8w4' is not an IO scheme", "int8, float"],
+    ),
+    (
+        ["quantization=int8_qat", "quantization.qat.optimizer=adamw"],
+        ["quantization.qat.optimizer", "'adamw'", "adam, sgd", "did you mean 'adam'"],
+    ),
+    (
+        ["quantization=int8_qat", "quantization.qat.lr=0", "quantization.qat.epochs=0"],
+        ["quantization.qat.lr", "quantization.qat.epochs", "accepted: an integer >= 1", "e.g. 1e-4"],
+    ),
+    (
+        ["quantization=int8_qat", "quantization.qat.loss=hinge"],
+        ["quantization.qat.loss", "'hinge'", "auto, cross_entropy, distill"],
+    ),
     (["model.checkpoint=missing.pt"], ["model.checkpoint", "missing.pt", "does not exist"]),
-    (["calibration=tensors", "calibration.dataset.path=nope.npz"], ["calibration.dataset.path", "nope.npz", ".pt or .npz"]),
+    (
+        ["calibration=tensors", "calibration.dataset.path=nope.npz"],
+        ["calibration.dataset.path", "nope.npz", ".pt or .npz"],
+    ),
     (["calibration=tensors"], ["calibration.dataset.path", "missing"]),
-    (["evaluation=folder", "evaluation.dataset.path=no_such_dir"], ["evaluation.dataset.path", "no_such_dir", "does not exist"]),
+    (
+        ["evaluation=folder", "evaluation.dataset.path=no_such_dir"],
+        ["evaluation.dataset.path", "no_such_dir", "does not exist"],
+    ),
     (["calibration.num_samples=0"], ["calibration.num_samples", "0", "not positive"]),
     (["calibration.num_samples=abc"], ["calibration.num_samples", "'abc'", "integer"]),
     (["target.system_config=Nope"], ["target.system_config", "'Nope'", "Ethos_U55_High_End_Embedded"]),
@@ -39,7 +65,10 @@ CONFIG_ONLY = [
     (["model.input_shape=[0,1]"], ["model.input_shape", "[0, 1]", "positive integers"]),
     (["lowering.io_layout=nhw"], ["lowering.io_layout", "'nhw'", "nchw, nhwc", "did you mean 'nhwc'"]),
     (["lowering.rewrites=[avg_pool]"], ["lowering.rewrites.0", "'avg_pool'", "avg_pool_crop"]),
-    (["model=deep_autoencoder", "lowering=fast"], ["lowering.io_layout", "'nhwc'", "4-D model input", "[1, 640]", "nchw"]),
+    (
+        ["model=deep_autoencoder", "lowering=fast"],
+        ["lowering.io_layout", "'nhwc'", "4-D model input", "[1, 640]", "nchw"],
+    ),
     (["target.optimise=Speed"], ["target.optimise", "'Speed'", "Performance, Size"]),
     (["target.arena_cache_size=0"], ["target.arena_cache_size", "0", "bytes"]),
     (["target.vela_flags=['--optimise=Size']"], ["target.vela_flags.0", "target.optimise"]),
@@ -58,16 +87,37 @@ CONFIG_ONLY = [
 
 # These need the model (torch) to be judged, still before any stage runs.
 MODEL_CHECKS = [
-    (["+overrides.x={module_name: blocks.9, scheme: a16w8}"], ["overrides.x.module_name", "'blocks.9'", "not found", "did you mean", "'blocks.0'"]),
-    (["+overrides.x={module_type: torch.Tensor, scheme: float}"], ["overrides.x.module_type", "torch.Tensor", "not a module class"]),
-    (["+overrides.x={module_type: torch.nn.Linearr, scheme: float}"], ["overrides.x.module_type", "torch.nn.Linearr", "cannot be imported"]),
-    (["+overrides.x={module_type: torch.nn.LSTM, scheme: float}"], ["overrides.x.module_type", "no module of type torch.nn.LSTM", "torch.nn.modules.conv.Conv2d"]),
+    (
+        ["+overrides.x={module_name: blocks.9, scheme: a16w8}"],
+        ["overrides.x.module_name", "'blocks.9'", "not found", "did you mean", "'blocks.0'"],
+    ),
+    (
+        ["+overrides.x={module_type: torch.Tensor, scheme: float}"],
+        ["overrides.x.module_type", "torch.Tensor", "not a module class"],
+    ),
+    (
+        ["+overrides.x={module_type: torch.nn.Linearr, scheme: float}"],
+        ["overrides.x.module_type", "torch.nn.Linearr", "cannot be imported"],
+    ),
+    (
+        ["+overrides.x={module_type: torch.nn.LSTM, scheme: float}"],
+        ["overrides.x.module_type", "no module of type torch.nn.LSTM", "torch.nn.modules.conv.Conv2d"],
+    ),
     (["model.input_shape=[1,3,8,8]"], ["model.input_shape", "[1, 3, 8, 8]", "rejected by the model"]),
     (["calibration.num_samples=5000"], ["calibration.num_samples", "5000", "larger than the dataset", "1..1437"]),
     (["evaluation.num_samples=361"], ["evaluation.num_samples", "361", "1..360"]),
-    (["quantization=int8_qat", "quantization.qat.num_samples=5000"], ["quantization.qat.num_samples", "5000", "null or 1..1437"]),
-    (["quantization=int8_qat", "calibration=random", "quantization.qat.loss=cross_entropy"], ["quantization.qat.loss", "needs labels", "distill or auto"]),
-    (["model.factory._target_=ethosu_build.models.no_such_model"], ["model.factory", "no_such_model", "could not be called"]),
+    (
+        ["quantization=int8_qat", "quantization.qat.num_samples=5000"],
+        ["quantization.qat.num_samples", "5000", "null or 1..1437"],
+    ),
+    (
+        ["quantization=int8_qat", "calibration=random", "quantization.qat.loss=cross_entropy"],
+        ["quantization.qat.loss", "needs labels", "distill or auto"],
+    ),
+    (
+        ["model.factory._target_=ethosu_build.models.no_such_model"],
+        ["model.factory", "no_such_model", "could not be called"],
+    ),
 ]
 
 
@@ -97,7 +147,9 @@ def test_config_error_found_against_the_model(args, fragments, tmp_path):
 
 
 def test_all_errors_reported_at_once(tmp_path):
-    res = run_cli(["quantization.scheme=int4", "calibration.batch_size=0", "target.accelerator=u55", "store.root=store"], tmp_path)
+    res = run_cli(
+        ["quantization.scheme=int4", "calibration.batch_size=0", "target.accelerator=u55", "store.root=store"], tmp_path
+    )
     assert res.returncode == 2
     assert "config errors (3)" in res.stderr
     for key in ("quantization.scheme", "calibration.batch_size", "target.accelerator"):
@@ -111,8 +163,13 @@ def test_calibration_data_that_no_quantizer_can_take(kind, tmp_path):
 
     x = np.random.RandomState(0).rand(16, 1, 8, 8).astype("float32")
     labels = np.arange(16) % 10
-    fragments = {"complex": "complex numbers", "strings": "strings", "nan": "NaN", "shape": "has shape [1, 4, 4]",
-                 "string labels": "has label"}[kind]
+    fragments = {
+        "complex": "complex numbers",
+        "strings": "strings",
+        "nan": "NaN",
+        "shape": "has shape [1, 4, 4]",
+        "string labels": "has label",
+    }[kind]
     if kind == "complex":
         x = x + 1j * x
     elif kind == "strings":
@@ -124,25 +181,36 @@ def test_calibration_data_that_no_quantizer_can_take(kind, tmp_path):
     elif kind == "string labels":
         labels = np.array(["cat"] * 16)
     np.savez(tmp_path / "data.npz", inputs=x, labels=labels)
-    check_config_error(["calibration=tensors", "calibration.dataset.path=data.npz", "calibration.num_samples=16"],
-                       ["calibration.dataset", "item", fragments], tmp_path)
+    check_config_error(
+        ["calibration=tensors", "calibration.dataset.path=data.npz", "calibration.num_samples=16"],
+        ["calibration.dataset", "item", fragments],
+        tmp_path,
+    )
 
 
 def test_checkpoint_that_does_not_fit(tmp_path):
     import torch
 
     torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
-    check_config_error(["model.checkpoint=other.pt"], ["model.checkpoint", "other.pt", "does not load", "state_dict"], tmp_path)
+    check_config_error(
+        ["model.checkpoint=other.pt"], ["model.checkpoint", "other.pt", "does not load", "state_dict"], tmp_path
+    )
 
 
 def test_override_on_a_module_never_called(user_repo):
     """A module that exists but never runs in forward() selects no operator: an error, not a
     silent no-op."""
     nets = user_repo / "mymodels" / "nets.py"
-    nets.write_text(nets.read_text().replace("self.classifier = nn.Linear(width, 4)", "self.classifier = nn.Linear(width, 4)\n        self.unused = nn.Linear(4, 4)"))
+    nets.write_text(
+        nets.read_text().replace(
+            "self.classifier = nn.Linear(width, 4)",
+            "self.classifier = nn.Linear(width, 4)\n        self.unused = nn.Linear(4, 4)",
+        )
+    )
     check_config_error(
         ["hydra.searchpath=[file://conf]", "model=tiny_net", "+overrides.u={module_name: unused, scheme: float}"],
-        ["overrides.u", "module_name=unused", "selects no operator"], user_repo,
+        ["overrides.u", "module_name=unused", "selects no operator"],
+        user_repo,
     )
 
 

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from conftest import build_in_process, manifest, run_cli
-from ethosu_build.store.cache import StageCache
+
 from ethosu_build.fingerprint import file_sha256
+from ethosu_build.store.cache import StageCache
 
 
 def pte_sha(result) -> str:
@@ -78,7 +79,14 @@ def test_a16w8_block_override_changes_the_program_and_is_reported(shared_root):
     assert pte_sha(plain) != pte_sha(mixed)
     assert mixed.artifact.name == plain.artifact.name and mixed.artifact.version != plain.artifact.version
     q = mixed.artifact.manifest()["quantization"]
-    assert q["overrides"] == [{"name": "b1", "selector": "module_name=blocks.1", "scheme": "a16w8", "ops_selected": q["overrides"][0]["ops_selected"]}]
+    assert q["overrides"] == [
+        {
+            "name": "b1",
+            "selector": "module_name=blocks.1",
+            "scheme": "a16w8",
+            "ops_selected": q["overrides"][0]["ops_selected"],
+        }
+    ]
     assert q["overrides"][0]["ops_selected"] > 0
     modules = q["applied"]["modules"]
     assert modules and all((s == "a16w8") == m.startswith("blocks.1.") for m, s in modules.items() if m != "<top>")
@@ -106,7 +114,10 @@ def test_module_type_override_and_later_override_wins(shared_root):
 
 
 def test_uint8_io_and_per_tensor_are_distinct_programs(shared_root):
-    shas = {q: pte_sha(build_in_process([f"quantization={q}"], shared_root)) for q in ("int8", "int8_per_tensor", "uint8_io")}
+    shas = {
+        q: pte_sha(build_in_process([f"quantization={q}"], shared_root))
+        for q in ("int8", "int8_per_tensor", "uint8_io")
+    }
     assert len(set(shas.values())) == 3
 
 
@@ -132,12 +143,18 @@ def test_artifacts_cli_lists_and_shows(shared_root):
     rows = json.loads(ls.stdout)
     assert built.id in [r["id"] for r in rows]
     assert [r["created"] for r in rows] == sorted((r["created"] for r in rows), reverse=True)
-    other = run_cli(["--root", str(shared_root), "ls", "--json", "--target", "ethos-u85-2048"], shared_root, tool="ethosu-artifacts")
+    other = run_cli(
+        ["--root", str(shared_root), "ls", "--json", "--target", "ethos-u85-2048"], shared_root, tool="ethosu-artifacts"
+    )
     assert json.loads(other.stdout) == []
-    show = run_cli(["--root", str(shared_root), "show", built.id], shared_root, tool="ethosu-artifacts", env={"COLUMNS": "200"})
+    show = run_cli(
+        ["--root", str(shared_root), "show", built.id], shared_root, tool="ethosu-artifacts", env={"COLUMNS": "200"}
+    )
     assert show.returncode == 0, show.stderr
     assert built.manifest()["build_key"][:16] in show.stdout
-    as_json = run_cli(["--root", str(shared_root), "show", str(built.path), "--json"], shared_root, tool="ethosu-artifacts")
+    as_json = run_cli(
+        ["--root", str(shared_root), "show", str(built.path), "--json"], shared_root, tool="ethosu-artifacts"
+    )
     assert json.loads(as_json.stdout) == built.manifest()
     missing = run_cli(["--root", str(shared_root), "show", "nope/v9"], shared_root, tool="ethosu-artifacts")
     assert missing.returncode == 2 and "no artifact 'nope/v9'" in missing.stderr

@@ -5,12 +5,12 @@ the two quantized models agree more closely than either agrees with the float mo
 from __future__ import annotations
 
 import torch
-
 from conftest import build_in_process, compose_config
+
 from ethosu_build import data
-from ethosu_build.pipeline.evaluate import error_metrics
-from ethosu_build.pipeline.build import quantized_model
 from ethosu_build.config.validate import validate
+from ethosu_build.pipeline.build import quantized_model
+from ethosu_build.pipeline.evaluate import error_metrics
 
 
 def _quantized(root, overrides):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, compose_config
+
 from ethosu_build.config import targets
-from ethosu_build.pipeline import keys as stages
 from ethosu_build.config.schema import TARGETS
 from ethosu_build.config.validate import validate
+from ethosu_build.pipeline import keys as stages
 
 CONF = ROOT / "ethosu_build" / "conf"
 
@@ -21,7 +21,9 @@ def options(group: str) -> list[str]:
 
 def test_conf_and_recipes_are_reachable_from_the_top_level():
     assert (ROOT / "conf" / "config.yaml").is_file()
-    assert sorted(p.name for p in (ROOT / "recipes").glob("*.yaml")) == sorted(p.name for p in (CONF / "recipe").glob("*.yaml"))
+    assert sorted(p.name for p in (ROOT / "recipes").glob("*.yaml")) == sorted(
+        p.name for p in (CONF / "recipe").glob("*.yaml")
+    )
 
 
 def test_every_target_has_an_option():
@@ -107,7 +109,9 @@ def test_keys_ignore_where_the_store_is():
 
 
 def test_calibration_and_lowering_are_shared_by_targets_with_one_tosa_spec():
-    u55_128, u55_256, u65, u85 = (_keys(f"target={t}") for t in ("ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256"))
+    u55_128, u55_256, u65, u85 = (
+        _keys(f"target={t}") for t in ("ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256")
+    )
     assert u55_128.export == u85.export
     assert u55_128.quantize == u55_256.quantize == u65.quantize != u85.quantize
     assert u55_128.lower == u55_256.lower == u65.lower != u85.lower

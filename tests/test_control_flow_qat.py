@@ -4,15 +4,21 @@ builds through ExecuTorch and Vela, and the config errors they can end in."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import build_in_process, compose_config, manifest, run_cli
-from ethosu_build.config.errors import ConfigError
 from test_bad_input import assert_nothing_stored
+
+from ethosu_build.config.errors import ConfigError
 
 GATED_U85 = ["model=digits_gated", "target=ethos-u85-256"]
 WHILE_U85 = [
-    "model.factory._target_=control_flow_models.halve_until_small", "model.name=halve", "target=ethos-u85-256",
-    "calibration=random", "evaluation=random", "calibration.num_samples=8", "evaluation.num_samples=8", "evaluation.tosa_samples=4",
+    "model.factory._target_=control_flow_models.halve_until_small",
+    "model.name=halve",
+    "target=ethos-u85-256",
+    "calibration=random",
+    "evaluation=random",
+    "calibration.num_samples=8",
+    "evaluation.num_samples=8",
+    "evaluation.tosa_samples=4",
 ]
 
 
@@ -84,7 +90,9 @@ def test_qat_is_at_least_as_accurate_as_ptq_and_a8w4_has_smaller_weights(tmp_pat
     ptq = manifest(build_in_process(common, tmp_path).artifact.path)
     qat = manifest(build_in_process(common + ["quantization=int8_qat"], tmp_path).artifact.path)
     # distill: trained against the float model's outputs instead of the labels
-    a8w4 = manifest(build_in_process(common + ["quantization=a8w4_qat", "quantization.qat.loss=distill"], tmp_path).artifact.path)
+    a8w4 = manifest(
+        build_in_process(common + ["quantization=a8w4_qat", "quantization.qat.loss=distill"], tmp_path).artifact.path
+    )
     assert ptq["metrics"]["accuracy"]["samples"] == qat["metrics"]["accuracy"]["samples"] == 360
     assert qat["metrics"]["accuracy"]["quantized_top1"] >= ptq["metrics"]["accuracy"]["quantized_top1"]
     assert a8w4["metrics"]["accuracy"]["quantized_top1"] is not None
@@ -105,8 +113,8 @@ def test_qat_is_at_least_as_accurate_as_ptq_and_a8w4_has_smaller_weights(tmp_pat
 
 
 def test_qat_settings_key_the_quantize_stage_and_calibration_does_not():
-    from ethosu_build.pipeline.keys import stage_keys
     from ethosu_build.config.validate import validate
+    from ethosu_build.pipeline.keys import stage_keys
 
     def keys(args):
         return stage_keys(validate(compose_config(args)[0]))
@@ -114,7 +122,12 @@ def test_qat_settings_key_the_quantize_stage_and_calibration_does_not():
     base = keys(["quantization=int8_qat"])
     assert keys(["quantization=int8_qat", "quantization.qat.lr=0.001"]).quantize != base.quantize
     assert keys(["quantization=int8_qat", "quantization.qat.epochs=1"]).quantize != base.quantize
-    assert keys(["quantization=int8_qat", "quantization.qat.dataset={_target_: ethosu_build.data.digits, split: all}"]).quantize != base.quantize
+    assert (
+        keys(
+            ["quantization=int8_qat", "quantization.qat.dataset={_target_: ethosu_build.data.digits, split: all}"]
+        ).quantize
+        != base.quantize
+    )
     # QAT learns its ranges from training: the calibration set does not enter its key
     assert keys(["quantization=int8_qat", "calibration.num_samples=64"]).quantize == base.quantize
     assert keys(["quantization=int8"]).quantize != base.quantize

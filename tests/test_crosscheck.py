@@ -8,14 +8,13 @@ TOSA file the CLI left (summed)."""
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import BIN, build_in_process, csv_rows
+
 from ethosu_build.data import random
 
 TARGET, SAMPLES = "ethos-u55-128", 32
@@ -34,13 +33,32 @@ def test_vela_figures_match_aot_arm_compiler(tmp_path):
     for i in range(SAMPLES):
         torch.save(samples[i].unsqueeze(0), calib / f"{i:04d}.pt")
     cli = subprocess.run(
-        [sys.executable, "-m", "executorch.backends.arm.scripts.aot_arm_compiler", "--model_name", "model.py",
-         "--target", TARGET, "--delegate", "--quantize", "--calibration_data", "calib", "-i", "inter", "-o", "out.pte"],
-        cwd=tmp_path, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "executorch.backends.arm.scripts.aot_arm_compiler",
+            "--model_name",
+            "model.py",
+            "--target",
+            TARGET,
+            "--delegate",
+            "--quantize",
+            "--calibration_data",
+            "calib",
+            "-i",
+            "inter",
+            "-o",
+            "out.pte",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert cli.returncode == 0, cli.stderr[-3000:]
 
-    ours = build_in_process(["model=ds_cnn", f"target={TARGET}", f"calibration.num_samples={SAMPLES}"], tmp_path / "store")
+    ours = build_in_process(
+        ["model=ds_cnn", f"target={TARGET}", f"calibration.num_samples={SAMPLES}"], tmp_path / "store"
+    )
     m = ours.artifact.manifest()
     parts = m["metrics"]["vela"]["partitions"]
 
@@ -55,9 +73,18 @@ def test_vela_figures_match_aot_arm_compiler(tmp_path):
     for i, tosa in enumerate(tosa_files):
         out = tmp_path / f"vela{i}"
         subprocess.run(
-            [str(BIN / "vela"), f"--accelerator-config={TARGET}", "--config=Arm/vela.ini", f"--system-config={t['system_config']}",
-             f"--memory-mode={t['memory_mode']}", f"--output-dir={out}", str(tosa)],
-            check=True, capture_output=True, text=True,
+            [
+                str(BIN / "vela"),
+                f"--accelerator-config={TARGET}",
+                "--config=Arm/vela.ini",
+                f"--system-config={t['system_config']}",
+                f"--memory-mode={t['memory_mode']}",
+                f"--output-dir={out}",
+                str(tosa),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         (row,) = csv_rows(next(out.glob("*_summary_*.csv")))
         for column in FIGURES:

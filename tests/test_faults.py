@@ -9,16 +9,19 @@ import signal
 import subprocess
 
 import pytest
-
 from conftest import BIN, assert_store_consistent, run_cli
+
 from ethosu_build.store.artifacts import ArtifactStore
 
 
 @pytest.mark.parametrize("moment", ["quantize: running", "lower: running", "vela: done"])
 def test_a_build_killed_at_any_moment_leaves_a_consistent_store(moment, tmp_path):
     proc = subprocess.Popen(
-        [str(BIN / "ethosu-build"), "store.root=store"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [str(BIN / "ethosu-build"), "store.root=store"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     for line in proc.stdout:
         if moment in line:
@@ -36,7 +39,10 @@ def test_a_build_killed_at_any_moment_leaves_a_consistent_store(moment, tmp_path
 
 def test_two_identical_builds_at_once_make_one_version(tmp_path):
     cmd = [str(BIN / "ethosu-build"), "store.root=store", "calibration.num_samples=16"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     versions = ArtifactStore(tmp_path / "store").versions("digits_cnn")

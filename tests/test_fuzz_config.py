@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import string
 
+from conftest import compose_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import compose_config
 from ethosu_build.config.errors import ConfigError
 from ethosu_build.config.validate import validate
 
@@ -23,11 +23,33 @@ GROUPS = {
     "recipe": ["digits_u55", "kws_u85_a16w8"],
 }
 KEYS = [
-    "name", "target.accelerator", "target.system_config", "target.memory_mode", "target.config_ini", "target.vela_flags",
-    "target.cpu_qdq_kernels", "target.optimise", "target.arena_cache_size", "lowering.io_layout", "lowering.rewrites", "quantization.scheme", "quantization.io", "quantization.per_channel", "model.input_shape",
-    "model.checkpoint", "model.factory._target_", "calibration.num_samples", "calibration.batch_size", "calibration.dataset.path",
-    "evaluation.num_samples", "evaluation.tosa_samples", "evaluation.tosa_check", "budget.max_sram_kib", "budget.max_cpu_ops",
-    "store.root", "allow_dirty",
+    "name",
+    "target.accelerator",
+    "target.system_config",
+    "target.memory_mode",
+    "target.config_ini",
+    "target.vela_flags",
+    "target.cpu_qdq_kernels",
+    "target.optimise",
+    "target.arena_cache_size",
+    "lowering.io_layout",
+    "lowering.rewrites",
+    "quantization.scheme",
+    "quantization.io",
+    "quantization.per_channel",
+    "model.input_shape",
+    "model.checkpoint",
+    "model.factory._target_",
+    "calibration.num_samples",
+    "calibration.batch_size",
+    "calibration.dataset.path",
+    "evaluation.num_samples",
+    "evaluation.tosa_samples",
+    "evaluation.tosa_check",
+    "budget.max_sram_kib",
+    "budget.max_cpu_ops",
+    "store.root",
+    "allow_dirty",
 ]
 
 
@@ -38,16 +60,18 @@ def mutate(word: str, data) -> str:
     op = data.draw(st.sampled_from(["drop", "swap", "insert"]))
     ch = data.draw(st.sampled_from(string.ascii_lowercase + "_-."))
     if op == "drop":
-        return word[:i] + word[i + 1:] or "x"
+        return word[:i] + word[i + 1 :] or "x"
     if op == "insert":
         return word[:i] + ch + word[i:]
-    return word[:i] + ch + word[i + 1:]
+    return word[:i] + ch + word[i + 1 :]
 
 
 values = st.one_of(
-    st.integers(-10**6, 10**6).map(str),
+    st.integers(-(10**6), 10**6).map(str),
     st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda f: f"{f:g}"),
-    st.sampled_from(["null", "true", "false", "[]", "[1,2]", "[1,1,8,8]", "[0]", "{}", "'--optimise=Size'", "???", "${oops}", "a b"]),
+    st.sampled_from(
+        ["null", "true", "false", "[]", "[1,2]", "[1,1,8,8]", "[0]", "{}", "'--optimise=Size'", "???", "${oops}", "a b"]
+    ),
     st.text(alphabet=string.ascii_letters + string.digits + "_-./", min_size=0, max_size=12),
 )
 
@@ -83,8 +107,10 @@ def test_overrides_validate_or_fail_as_config_errors(overrides):
 
     def related(key: str) -> bool:
         parts = key.split(".")
-        return any(t == key or key.startswith(t + ".") or t.startswith(key + ".") or parts[0] == t.split(".")[0] for t in touched) \
-            or key in ("recipe", "command line")  # a recipe or group option the override chose
+        return any(
+            t == key or key.startswith(t + ".") or t.startswith(key + ".") or parts[0] == t.split(".")[0]
+            for t in touched
+        ) or key in ("recipe", "command line")  # a recipe or group option the override chose
 
     try:
         container, recipe = compose_config(overrides)

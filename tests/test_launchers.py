@@ -11,7 +11,6 @@ import subprocess
 import tempfile
 
 import pytest
-
 from conftest import BIN, csv_rows, manifest, run_cli
 
 # Small builds: these tests are about processes and the store, not about the model.
@@ -41,9 +40,24 @@ def test_two_joblib_sweeps_into_one_store_at_once(tmp_path):
     root = tmp_path / "store"
     procs = []
     for name, targets in (("a", "ethos-u55-128,ethos-u85-256"), ("b", "ethos-u55-128,ethos-u65-256")):
-        args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"store.root={root}",
-                f"hydra.sweep.dir={tmp_path / name}", f"target={targets}", *QUICK]
-        procs.append(subprocess.Popen([str(BIN / "ethosu-build"), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        args = [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"store.root={root}",
+            f"hydra.sweep.dir={tmp_path / name}",
+            f"target={targets}",
+            *QUICK,
+        ]
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "ethosu-build"), *args],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
     # the workers stopped at the end leave nothing behind for the resource tracker to report
@@ -73,9 +87,20 @@ def ray_cluster():
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     start = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
     try:
@@ -88,10 +113,22 @@ def ray_cluster():
 @pytest.mark.slow
 def test_ray_launcher_runs_a_sweep_on_a_local_cluster(tmp_path, ray_cluster):
     root = tmp_path / "store"  # absolute: Ray workers do not start in the launch folder
-    args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_cluster}", f"store.root={root}",
-            "target=ethos-u55-128,ethos-u65-256", *QUICK]
-    proc = subprocess.Popen([str(BIN / "ethosu-build"), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    args = [
+        "-m",
+        "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={ray_cluster}",
+        f"store.root={root}",
+        "target=ethos-u55-128,ethos-u65-256",
+        *QUICK,
+    ]
+    proc = subprocess.Popen(
+        [str(BIN / "ethosu-build"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 0, out[-4000:]
     assert "Ray Launcher is launching 2 jobs" in out

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import build_in_process, csv_rows, run_cli
+
 from ethosu_build.config.errors import BudgetBreached
 from ethosu_build.fingerprint import file_sha256
 
@@ -42,7 +42,9 @@ def test_vela_totals_are_the_sum_of_the_partition_csvs(model, shared_root):
     assert len(rows) == vela["total"]["partitions"] == m["delegation"]["npu_partitions"] == len(vela["partitions"])
     assert vela["total"]["cycles"] == sum(int(float(row["cycles_total"])) for row in rows)
     assert vela["total"]["sram_kib"] == pytest.approx(sum(float(row["sram_memory_used"]) for row in rows))
-    assert vela["total"]["off_chip_flash_kib"] == pytest.approx(sum(float(row["off_chip_flash_memory_used"]) for row in rows))
+    assert vela["total"]["off_chip_flash_kib"] == pytest.approx(
+        sum(float(row["off_chip_flash_memory_used"]) for row in rows)
+    )
     assert vela["total"]["macs"] == sum(int(float(row["nn_macs"])) for row in rows)
     clock = float(rows[0]["core_clock"])
     assert vela["total"]["inference_ms"] == pytest.approx(vela["total"]["cycles"] / clock * 1000)
@@ -61,14 +63,14 @@ def test_our_pte_is_the_bytes_of_a_plain_executorch_build(shared_root, target):
     """The same quantized program lowered by plain ExecuTorch calls for the target gives our
     model.pte: capturing Vela's reports changes nothing, and neither does filling a lowering
     shared by several targets with each target's Vela output (u65 reuses u55's lowering)."""
+    from conftest import compose_config
     from executorch.backends.arm.ethosu import EthosUPartitioner
     from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
-    from conftest import compose_config
-    from ethosu_build.pipeline.build import quantized_model
     from ethosu_build.config.targets import compile_spec
     from ethosu_build.config.validate import validate
+    from ethosu_build.pipeline.build import quantized_model
 
     build_in_process(["target=ethos-u55-128"], shared_root)
     r = build_in_process([f"target={target}"], shared_root)
@@ -78,7 +80,8 @@ def test_our_pte_is_the_bytes_of_a_plain_executorch_build(shared_root, target):
     cfg = validate(compose_config([f"target={target}", f"store.root={shared_root}"])[0])
     program = quantized_model(cfg)[1]  # the quantize stage, from the cache the builds filled
     edge = to_edge_transform_and_lower(
-        program, partitioner=[EthosUPartitioner(compile_spec(cfg.target))],
+        program,
+        partitioner=[EthosUPartitioner(compile_spec(cfg.target))],
         compile_config=EdgeCompileConfig(_check_ir_validity=False),
     ).transform([ReplaceQuantNodesPass()])
     plain = edge.to_executorch(config=ExecutorchBackendConfig(extract_delegate_segments=False)).buffer
@@ -111,7 +114,12 @@ def test_budget_passes_at_its_measured_value_and_breaks_below_it(budget, shared_
     value = _measured(m, budget)
     assert value > 0
     ok = build_in_process([*base, f"budget.{budget}={value}"], shared_root).artifact.manifest()
-    assert ok["budget"][budget] == {"limit": value, "measured": value, "unit": ok["budget"][budget]["unit"], "passed": True}
+    assert ok["budget"][budget] == {
+        "limit": value,
+        "measured": value,
+        "unit": ok["budget"][budget]["unit"],
+        "passed": True,
+    }
     before = sorted(p.name for p in (shared_root / "artifacts" / "digits_cnn").iterdir())
     with pytest.raises(BudgetBreached) as breach:
         build_in_process([*base, f"budget.{budget}={value / 2 if budget != 'max_cpu_ops' else 0}"], shared_root)
@@ -129,7 +137,15 @@ def test_budget_breach_exits_3_naming_value_and_limit(tmp_path):
 
 
 def test_accuracy_budget_needs_labels(tmp_path):
-    res = run_cli(["model=deep_autoencoder", "budget.max_accuracy_drop=1", "calibration.num_samples=8", "evaluation.num_samples=8"], tmp_path)
+    res = run_cli(
+        [
+            "model=deep_autoencoder",
+            "budget.max_accuracy_drop=1",
+            "calibration.num_samples=8",
+            "evaluation.num_samples=8",
+        ],
+        tmp_path,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "budget.max_accuracy_drop" in res.stderr and "no labels" in res.stderr
 
@@ -165,13 +181,27 @@ def test_report_and_show_describe_the_artifact(shared_root):
     report = (r.artifact.path / "report.md").read_text()
     assert m["files"]["report.md"]["sha256"] == file_sha256(r.artifact.path / "report.md")
     assert f"# {r.artifact.id}" in report
-    for text in ("ethos-u55-128", "head_float", "## Performance", str(m["metrics"]["vela"]["total"]["cycles"]),
-                 "## Top layers by cycles", "## Where the NPU cycles go", "aten.addmm.default", m["delegation"]["cpu_ops"][0]["op"], "## Runtime contract"):
+    for text in (
+        "ethos-u55-128",
+        "head_float",
+        "## Performance",
+        str(m["metrics"]["vela"]["total"]["cycles"]),
+        "## Top layers by cycles",
+        "## Where the NPU cycles go",
+        "aten.addmm.default",
+        m["delegation"]["cpu_ops"][0]["op"],
+        "## Runtime contract",
+    ):
         assert text in report, text
     reasons = [o["reason"] for o in m["delegation"]["cpu_ops"] if o["module"] == "head"]
     assert any(reasons)  # the partitioner said why the float head stays on the CPU
     assert m["metrics"]["tosa_check"]["status"] == "done"  # CPU ops run in PyTorch around the NPU part
-    shown = run_cli(["--root", str(shared_root), "show", r.artifact.id], shared_root, tool="ethosu-artifacts", env={"COLUMNS": "200"})
+    shown = run_cli(
+        ["--root", str(shared_root), "show", r.artifact.id],
+        shared_root,
+        tool="ethosu-artifacts",
+        env={"COLUMNS": "200"},
+    )
     assert shown.returncode == 0 and "Top layers by cycles" in shown.stdout and "head_float" in shown.stdout
 
 

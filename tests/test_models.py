@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import build_in_process
+
 from ethosu_build.fingerprint import file_sha256
 
 MODELS = ["digits_cnn", "ds_cnn", "resnet8", "deep_autoencoder", "mobilenet_v1_025"]
@@ -20,7 +20,9 @@ def models_root(tmp_path_factory):
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("target", TARGETS)
 def test_builtin_model_builds(model, target, models_root):
-    r = build_in_process([f"model={model}", f"target={target}", "quantization=int8", "calibration.num_samples=32"], models_root)
+    r = build_in_process(
+        [f"model={model}", f"target={target}", "quantization=int8", "calibration.num_samples=32"], models_root
+    )
     m = r.artifact.manifest()
     assert m["name"] == model and m["config"]["target"]["accelerator"] == target
     assert m["files"]["model.pte"]["sha256"] == file_sha256(r.artifact.path / "model.pte")

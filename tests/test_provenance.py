@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, manifest, run_cli
 
 ARGS = ["hydra.searchpath=[file://conf]", "recipe=tiny_u85", "store.root=store"]
@@ -38,7 +37,9 @@ def test_manifest_records_the_recipe_commit_and_refuses_an_uncommitted_recipe(gi
     recipe.write_text(recipe.read_text().replace("width: 12", "width: 10"))
     refused = run_cli(ARGS, git_repo)
     assert refused.returncode == 2
-    assert "recipe" in refused.stderr and "uncommitted changes" in refused.stderr and "allow_dirty=true" in refused.stderr
+    assert (
+        "recipe" in refused.stderr and "uncommitted changes" in refused.stderr and "allow_dirty=true" in refused.stderr
+    )
     assert not (git_repo / "store" / "artifacts" / "tiny_u85" / "v2").exists()
     allowed = run_cli([*ARGS, "allow_dirty=true"], git_repo)
     assert allowed.returncode == 0, allowed.stderr[-2000:]
@@ -57,7 +58,11 @@ def test_lock_drift_warns_and_fails_under_strict(user_repo):
     nets = user_repo / "mymodels" / "nets.py"
     nets.write_text(nets.read_text() + "\n# an edit to the model code\n")
     strict = run_cli([*ARGS, "strict=true"], user_repo)
-    assert strict.returncode == 1 and "drifted from tiny_u85.lock.json" in strict.stderr and "model_source" in strict.stderr
+    assert (
+        strict.returncode == 1
+        and "drifted from tiny_u85.lock.json" in strict.stderr
+        and "model_source" in strict.stderr
+    )
     warned = run_cli(ARGS, user_repo)
     assert warned.returncode == 0
     assert "drift from tiny_u85.lock.json: input model_source" in warned.stdout + warned.stderr

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import csv_rows, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
-from conftest import csv_rows, run_cli
 from ethosu_build.config.errors import ConfigError
-from ethosu_build.fingerprint import file_sha256
 from ethosu_build.config.schema import SearchConfig
 from ethosu_build.config.validate import search_config
+from ethosu_build.fingerprint import file_sha256
 from ethosu_build.search.points import layer_cycles
 from ethosu_build.search.search import Search
 
@@ -32,8 +32,14 @@ def compose_search(overrides: list[str]) -> tuple[dict, SearchConfig, dict]:
 
 @pytest.mark.slow
 def test_search_finds_the_quick_answer_and_builds_a_front_whose_recipes_rebuild_the_same_bytes(tmp_path):
-    container, options, choices = compose_search([f"store.root={tmp_path / 'store'}", "search.modules=[blocks.0.0,blocks.1.0,head]",
-                                                  "search.max_accuracy_drop=0.5", "search.front=1"])
+    container, options, choices = compose_search(
+        [
+            f"store.root={tmp_path / 'store'}",
+            "search.modules=[blocks.0.0,blocks.1.0,head]",
+            "search.max_accuracy_drop=0.5",
+            "search.front=1",
+        ]
+    )
     out = tmp_path / "search"
     result = Search(container, options, choices, out, "ethosu-search (test)").run()
 
@@ -62,12 +68,22 @@ def test_search_finds_the_quick_answer_and_builds_a_front_whose_recipes_rebuild_
     point = front[0]
     recipe = Path(point["recipe"])
     assert f"hydra.searchpath=[file://{out}] recipe={recipe.stem}" in recipe.read_text()
-    rebuilt = run_cli([f"hydra.searchpath=[file://{out}]", f"recipe={recipe.stem}", "store.root=fresh", "evaluation.tosa_check=false"], tmp_path)
+    rebuilt = run_cli(
+        [
+            f"hydra.searchpath=[file://{out}]",
+            f"recipe={recipe.stem}",
+            "store.root=fresh",
+            "evaluation.tosa_check=false",
+        ],
+        tmp_path,
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     fresh = tmp_path / "fresh" / "artifacts" / recipe.stem / "v1"
     assert file_sha256(fresh / "model.pte") == point["pte_sha256"]
     manifest = json.loads((fresh / "manifest.json").read_text())
-    assert [o["selector"] for o in manifest["quantization"]["overrides"]] == [f"module_name={m}" for m in point["modules"].split()]
+    assert [o["selector"] for o in manifest["quantization"]["overrides"]] == [
+        f"module_name={m}" for m in point["modules"].split()
+    ]
 
 
 def test_vela_layers_are_matched_to_modules_by_mac_count_in_order(tmp_path):
@@ -101,10 +117,16 @@ def test_unknown_search_module_is_a_config_error(tmp_path):
 def test_what_vela_rejects_is_recorded_and_the_search_goes_on(user_repo, tmp_path, monkeypatch):
     """The user repo's transposed convolution cannot be built with a16w8 on Ethos-U55."""
     monkeypatch.syspath_prepend(str(user_repo))
-    container, options, choices = compose_search([
-        f"hydra.searchpath=[file://{user_repo / 'conf'}]", "model=upsampler", f"store.root={tmp_path / 'store'}",
-        "calibration.num_samples=8", "evaluation.num_samples=8", "evaluation.tosa_check=false",
-    ])
+    container, options, choices = compose_search(
+        [
+            f"hydra.searchpath=[file://{user_repo / 'conf'}]",
+            "model=upsampler",
+            f"store.root={tmp_path / 'store'}",
+            "calibration.num_samples=8",
+            "evaluation.num_samples=8",
+            "evaluation.tosa_check=false",
+        ]
+    )
     result = Search(container, options, choices, tmp_path / "out", "test").run()
     assert result["uniform_all"]["status"] == "failed" and "a16w8" in result["uniform_all"]["error"]
     assert [s["module"] for s in result["sensitivity"]] == ["conv", "up"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ethosu_build.store.cache import StageCache
 from ethosu_build.store.artifacts import ArtifactStore, NotAnArtifact
+from ethosu_build.store.cache import StageCache
 from ethosu_build.store.trust import KEY_ENV
 
 
@@ -20,7 +20,12 @@ def _publish(root: str, name: str, key: str, payload: bytes) -> int:
     store = ArtifactStore(root)
     staging = store.staging(name)
     (staging / "model.pte").write_bytes(payload)
-    artifact, _ = store.publish(name, key, staging, lambda v, files: {"name": name, "build_key": key, "version": v, "files": files, "config": {}})
+    artifact, _ = store.publish(
+        name,
+        key,
+        staging,
+        lambda v, files: {"name": name, "build_key": key, "version": v, "files": files, "config": {}},
+    )
     return artifact.version
 
 

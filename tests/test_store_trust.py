@@ -14,12 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import build_in_process, compose_config, manifest, run_cli
+
+from ethosu_build.config.validate import validate
 from ethosu_build.fingerprint import file_sha256
 from ethosu_build.pipeline.keys import stage_keys
 from ethosu_build.store.artifacts import ArtifactStore
-from ethosu_build.config.validate import validate
 
 QUICK = ["calibration.num_samples=16", "evaluation.num_samples=32", "evaluation.tosa_samples=4"]
 
@@ -101,7 +101,12 @@ def test_a_hostile_store_is_neither_run_nor_read_nor_copied(tmp_path):
     log = res2.stdout + res2.stderr
     assert log.count("not trusted") == 1 and keys["quantize"][:12] in log  # one line, then rebuilt
     again = manifest(root / "artifacts" / "again" / "v1")
-    assert set(again["files"]) == {"model.pte", "config.yaml", "report.md", *(f"vela/{n}" for n in ("summary.csv", "per_layer.csv", "part0.tosa"))}
+    assert set(again["files"]) == {
+        "model.pte",
+        "config.yaml",
+        "report.md",
+        *(f"vela/{n}" for n in ("summary.csv", "per_layer.csv", "part0.tosa")),
+    }
     assert not any(p.is_symlink() or p.name in ("leak.csv", "stray.tosa") for p in (root / "artifacts").rglob("*"))
     portable = manifest(root / "artifacts" / "digits_cnn" / "v2")
     assert portable["stages"]["quantize"]["status"] == "ran"  # discarded and computed again
@@ -137,8 +142,13 @@ def test_store_commands_refuse_paths_outside_the_store(tmp_path):
     (project / "src" / "main.c").write_text("int main(void) { return 0; }\n")
     assert artifacts_cli(["export", built.id, str(project)], root).returncode == 0
     assert (project / "manifest.json").is_file()
-    for args in (["gc", "--artifact", str(project)], ["show", str(project)], ["diff", str(project), built.id],
-                 ["export", str(project), str(tmp_path / "x")], ["verify", str(project)]):
+    for args in (
+        ["gc", "--artifact", str(project)],
+        ["show", str(project)],
+        ["diff", str(project), built.id],
+        ["export", str(project), str(tmp_path / "x")],
+        ["verify", str(project)],
+    ):
         res = artifacts_cli(args, root)
         assert res.returncode == 2, (args, res.stdout, res.stderr)
         assert "not an artifact of the store" in res.stderr and "Traceback" not in res.stderr
@@ -164,7 +174,11 @@ def test_gc_unlinks_symlinks_in_the_store_and_never_empties_their_targets(tmp_pa
     os.utime(precious / ".staging-old", (os.path.getmtime(precious) - old,) * 2)
     res = artifacts_cli(["gc"], root)
     assert res.returncode == 0, res.stderr
-    assert (precious / "notes.txt").read_text() == "keep me" and (precious / "sub").is_dir() and (precious / ".staging-old").is_dir()
+    assert (
+        (precious / "notes.txt").read_text() == "keep me"
+        and (precious / "sub").is_dir()
+        and (precious / ".staging-old").is_dir()
+    )
     assert not any(p.is_symlink() for p in root.rglob("*"))
     assert [a.id for a in ArtifactStore(root).all()] == ["digits_cnn/v1"]
 
@@ -206,20 +220,22 @@ def test_half_present_and_unreadable_versions_are_reported_and_never_block(tmp_p
 
 
 def test_vela_flags_are_checked_before_any_stage(tmp_path):
-    for flags, fragment in ((["--version"], "prints Vela's version and exits"),
-                            (["--no-such-flag"], "not a Vela 5.1.0 option"),
-                            (["--optim=Size"], "abbreviates --optimise"),
-                            (["--conf=my.ini"], "abbreviates --config"),
-                            (["--supported-ops-report"], "writes SUPPORTED_OPS.md"),
-                            (["--cpu-tensor-alignment=12"], "a power of two >= 16"),
-                            (["--separate-io-regions"], "needs --cop-format=COP2")):
+    for flags, fragment in (
+        (["--version"], "prints Vela's version and exits"),
+        (["--no-such-flag"], "not a Vela 5.1.0 option"),
+        (["--optim=Size"], "abbreviates --optimise"),
+        (["--conf=my.ini"], "abbreviates --config"),
+        (["--supported-ops-report"], "writes SUPPORTED_OPS.md"),
+        (["--cpu-tensor-alignment=12"], "a power of two >= 16"),
+        (["--separate-io-regions"], "needs --cop-format=COP2"),
+    ):
         res = run_cli([f"target.vela_flags={json.dumps(flags)}", "store.root=store"], tmp_path)
         assert res.returncode == 2, (flags, res.stderr[-2000:])
         assert "target.vela_flags" in res.stderr and fragment in res.stderr, (flags, res.stderr)
         assert not (tmp_path / "store").exists() and not (tmp_path / "SUPPORTED_OPS.md").exists()
 
 
-USER_CODE = '''
+USER_CODE = """
 import sys
 import torch
 
@@ -233,18 +249,29 @@ class Exits:
 
 def exits_on_read(**kwargs):
     return Exits()
-'''
+"""
 
 
 @pytest.mark.slow
 def test_user_code_that_exits_ends_in_an_error_and_the_sweep_goes_on(tmp_path):
     (tmp_path / "userdata.py").write_text(USER_CODE)
-    res = run_cli(["store.root=store", "calibration.dataset={_target_: userdata.exits_on_read}", "calibration.num_samples=32"], tmp_path)
+    res = run_cli(
+        ["store.root=store", "calibration.dataset={_target_: userdata.exits_on_read}", "calibration.num_samples=32"],
+        tmp_path,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "calibration.dataset" in res.stderr and "item 20" in res.stderr and "sys.exit" in res.stderr
-    sweep = run_cli(["-m", "store.root=store", "hydra.sweep.dir=sweep", *QUICK[1:],
-                     "calibration.dataset={_target_: userdata.exits_on_read},{_target_: ethosu_build.data.digits}",
-                     "calibration.num_samples=32"], tmp_path)
+    sweep = run_cli(
+        [
+            "-m",
+            "store.root=store",
+            "hydra.sweep.dir=sweep",
+            *QUICK[1:],
+            "calibration.dataset={_target_: userdata.exits_on_read},{_target_: ethosu_build.data.digits}",
+            "calibration.num_samples=32",
+        ],
+        tmp_path,
+    )
     assert sweep.returncode == 2, sweep.stderr[-3000:]
     rows = (tmp_path / "sweep" / "summary.csv").read_text()
     assert "config_error" in rows and "built" in rows
@@ -264,8 +291,11 @@ def test_store_root_is_checked_before_anything_is_written(tmp_path, bad):
 def test_store_root_with_a_tilde_means_the_home_folder(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    res = run_cli(["store.root='~/ethosu'", "calibration.num_samples=8", "evaluation.num_samples=8", "evaluation.tosa_samples=1"],
-                  tmp_path, env={"HOME": str(home)})
+    res = run_cli(
+        ["store.root='~/ethosu'", "calibration.num_samples=8", "evaluation.num_samples=8", "evaluation.tosa_samples=1"],
+        tmp_path,
+        env={"HOME": str(home)},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert (home / "ethosu" / "artifacts" / "digits_cnn" / "v1" / "model.pte").is_file()
     assert list((home / "ethosu" / "runs").iterdir())  # Hydra's run dir went there too
@@ -275,7 +305,9 @@ def test_store_root_with_a_tilde_means_the_home_folder(tmp_path):
 def test_a_model_check_config_error_leaves_nothing_in_the_store(tmp_path):
     res = run_cli(["store.root=store", "calibration.num_samples=5000"], tmp_path)
     assert res.returncode == 2 and "calibration.num_samples" in res.stderr
-    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*")), list((tmp_path / "store").rglob("*"))
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*")), list(
+        (tmp_path / "store").rglob("*")
+    )
     res = run_cli(["store.root=store", "evaluation=random", "budget.max_accuracy_drop=1"], tmp_path)
     assert res.returncode == 2 and "budget.max_accuracy_drop" in res.stderr and "no labels" in res.stderr
     assert ": running" not in res.stdout + res.stderr  # found before any stage
@@ -291,17 +323,25 @@ def test_the_data_path_spelling_never_enters_a_key(tmp_path, monkeypatch):
     shutil.copyfile(tmp_path / "fx" / "good.npz", tmp_path / "copy.npz")
     keys = set()
     for path in ("fx/good.npz", "./fx/good.npz", str(tmp_path / "fx" / "good.npz"), "copy.npz", "fx/../fx/good.npz"):
-        container, _ = compose_config(["calibration=tensors", f"calibration.dataset.path={path}", f"store.root={tmp_path}"])
+        container, _ = compose_config(
+            ["calibration=tensors", f"calibration.dataset.path={path}", f"store.root={tmp_path}"]
+        )
         keys.add(stage_keys(validate(container)).quantize)
     assert len(keys) == 1
     np.savez(tmp_path / "copy.npz", inputs=np.zeros((8, 1, 8, 8), dtype="float32"))
-    container, _ = compose_config(["calibration=tensors", "calibration.dataset.path=copy.npz", f"store.root={tmp_path}"])
+    container, _ = compose_config(
+        ["calibration=tensors", "calibration.dataset.path=copy.npz", f"store.root={tmp_path}"]
+    )
     assert stage_keys(validate(container)).quantize not in keys  # the content does enter it
 
 
 def test_a_git_ignored_recipe_is_not_committed(user_repo):
     def git(*args):
-        subprocess.run(["git", "-C", str(user_repo), "-c", "user.email=t@t", "-c", "user.name=t", *args], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(user_repo), "-c", "user.email=t@t", "-c", "user.name=t", *args],
+            check=True,
+            capture_output=True,
+        )
 
     (user_repo / ".gitignore").write_text("conf/recipe/tiny_u85.yaml\n")
     git("init", "-q")
@@ -313,7 +353,7 @@ def test_a_git_ignored_recipe_is_not_committed(user_repo):
     assert not (user_repo / "store").exists() or not any((user_repo / "store").rglob("manifest.json"))
 
 
-EXITS_ON_SECOND_CALL = '''
+EXITS_ON_SECOND_CALL = """
 import sys
 import torch
 
@@ -332,14 +372,18 @@ class Net(torch.nn.Module):
 
 def net():
     return Net()
-'''
+"""
 
 
 def test_sys_exit_inside_a_stage_is_a_failed_build_naming_the_stage(tmp_path):
     (tmp_path / "exiting.py").write_text(EXITS_ON_SECOND_CALL)
     res = run_cli(["store.root=store", "model.factory._target_=exiting.net", "calibration.num_samples=8"], tmp_path)
     assert res.returncode == 1, res.stderr[-2000:]
-    assert "export stage: stopped by sys.exit(4)" in res.stderr and "exiting.py" in res.stderr and "Traceback" not in res.stderr
+    assert (
+        "export stage: stopped by sys.exit(4)" in res.stderr
+        and "exiting.py" in res.stderr
+        and "Traceback" not in res.stderr
+    )
     assert not any((tmp_path / "store" / "artifacts").rglob("manifest.json"))
 
 
@@ -347,8 +391,8 @@ def test_a_full_disk_is_a_failed_build_and_stores_nothing(tmp_path, monkeypatch)
     import contextlib
     import errno
 
-    from ethosu_build.store.cache import StageCache
     from ethosu_build.config.errors import BuildError
+    from ethosu_build.store.cache import StageCache
 
     @contextlib.contextmanager
     def full(self, key, stage):
@@ -368,4 +412,7 @@ def test_a_rewrite_that_finds_nothing_is_reported(tmp_path):
     assert "avg_pool_crop found nothing to rewrite" in res.stdout + res.stderr
     m = manifest(tmp_path / "store" / "artifacts" / "digits_cnn" / "v1")
     assert m["lowering"]["unmatched"] == ["avg_pool_crop"] and m["lowering"]["rewrites"] == []
-    assert "found nothing to rewrite: avg_pool_crop" in (tmp_path / "store" / "artifacts" / "digits_cnn" / "v1" / "report.md").read_text()
+    assert (
+        "found nothing to rewrite: avg_pool_crop"
+        in (tmp_path / "store" / "artifacts" / "digits_cnn" / "v1" / "report.md").read_text()
+    )

@@ -56,12 +56,26 @@ def test_multirun_builds_each_configuration_and_writes_the_summary(tmp_path):
 
 
 def test_failed_configuration_is_a_row_and_the_sweep_goes_on(user_repo):
-    res = run_cli(["-m", "hydra.searchpath=[file://conf]", "model=upsampler", "target=ethos-u55-128", "quantization=a16w8,int8", "store.root=store"], user_repo)
+    res = run_cli(
+        [
+            "-m",
+            "hydra.searchpath=[file://conf]",
+            "model=upsampler",
+            "target=ethos-u55-128",
+            "quantization=a16w8,int8",
+            "store.root=store",
+        ],
+        user_repo,
+    )
     assert res.returncode == 1
     assert "a16w8" in res.stderr and "1 failed" in res.stderr
-    built = sorted(p.name for p in (user_repo / "store" / "artifacts" / "upsampler").iterdir() if p.name.startswith("v"))
+    built = sorted(
+        p.name for p in (user_repo / "store" / "artifacts" / "upsampler").iterdir() if p.name.startswith("v")
+    )
     assert built == ["v1"]
-    assert manifest(user_repo / "store" / "artifacts" / "upsampler" / "v1")["config"]["quantization"]["scheme"] == "int8"
+    assert (
+        manifest(user_repo / "store" / "artifacts" / "upsampler" / "v1")["config"]["quantization"]["scheme"] == "int8"
+    )
     rows = {r["scheme"]: r for r in _rows(_sweep_dir(user_repo / "store"))}
     assert rows["a16w8"]["status"] == "failed" and "could not run on NPU" in rows["a16w8"]["error"]
     assert rows["a16w8"]["artifact"] == "" and rows["int8"]["status"] == "built"
@@ -72,7 +86,10 @@ def test_a_killed_sweep_can_be_summarized(tmp_path):
     and the job that was running as incomplete."""
     proc = subprocess.Popen(
         [str(BIN / "ethosu-build"), "-m", "target=ethos-u55-128,ethos-u85-256", "calibration.num_samples=16"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 600

@@ -55,13 +55,25 @@ def test_switches_take_no_value_and_valued_options_do():
         assert by_name[name].nargs is None, name
 
 
-@pytest.mark.parametrize("flag,ok", [
-    ("--cpu-tensor-alignment=32", True), ("--cpu-tensor-alignment=48", False), ("--cpu-tensor-alignment", False),
-    ("--tensor-allocator=Greedy", True), ("--tensor-allocator=greedy", False),
-    ("--verbose-weights", True), ("--verbose-weights=1", False),
-    ("--experimental-softmax-int16-neg-exp-range=10", True), ("--experimental-softmax-int16-neg-exp-range=0", False),
-    ("--optimise=Size", False), ("--optim=Size", False), ("--verbose-weight", False), ("-h", False), ("x", False),
-])
+@pytest.mark.parametrize(
+    "flag,ok",
+    [
+        ("--cpu-tensor-alignment=32", True),
+        ("--cpu-tensor-alignment=48", False),
+        ("--cpu-tensor-alignment", False),
+        ("--tensor-allocator=Greedy", True),
+        ("--tensor-allocator=greedy", False),
+        ("--verbose-weights", True),
+        ("--verbose-weights=1", False),
+        ("--experimental-softmax-int16-neg-exp-range=10", True),
+        ("--experimental-softmax-int16-neg-exp-range=0", False),
+        ("--optimise=Size", False),
+        ("--optim=Size", False),
+        ("--verbose-weight", False),
+        ("-h", False),
+        ("x", False),
+    ],
+)
 def test_a_flag_the_table_accepts_is_one_vela_parses(flag, ok):
     """Where the table says yes, Vela's own parser agrees (the reverse is the point of the
     table: Vela would take abbreviations and options that exit or write files)."""

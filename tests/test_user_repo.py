@@ -21,7 +21,11 @@ def test_recipe_and_model_from_a_user_repo(user_repo, tmp_path):
 
     # The user's model code is part of the build's identity: editing it makes a new version.
     nets = user_repo / "mymodels" / "nets.py"
-    nets.write_text(nets.read_text().replace("torch.manual_seed(seed)\n    return TinyNet", "torch.manual_seed(seed + 1)\n    return TinyNet"))
+    nets.write_text(
+        nets.read_text().replace(
+            "torch.manual_seed(seed)\n    return TinyNet", "torch.manual_seed(seed + 1)\n    return TinyNet"
+        )
+    )
     again = run_cli(["hydra.searchpath=[file://conf]", "recipe=tiny_u85", f"store.root={store}"], user_repo)
     assert again.returncode == 0, again.stderr[-3000:]
     v2 = manifest(store / "artifacts" / "tiny_u85" / "v2")
@@ -40,13 +44,24 @@ def test_models_that_cannot_calibrate_in_batches_still_build(user_repo):
     one sample at a time, evaluation too, and the manifest says why."""
     for name, why in (("mean_head", ""), ("batch_one", "could not be exported as dynamic")):
         res = run_cli(
-            [f"model.name={name}", f"model.factory={{_target_: mymodels.nets.{name}}}", "model.checkpoint=null",
-             "model.input_shape=[1,3,8,8]", "calibration=random", "evaluation=random", "calibration.num_samples=8",
-             "evaluation.num_samples=8", "evaluation.tosa_samples=2", "store.root=store"],
+            [
+                f"model.name={name}",
+                f"model.factory={{_target_: mymodels.nets.{name}}}",
+                "model.checkpoint=null",
+                "model.input_shape=[1,3,8,8]",
+                "calibration=random",
+                "evaluation=random",
+                "calibration.num_samples=8",
+                "evaluation.num_samples=8",
+                "evaluation.tosa_samples=2",
+                "store.root=store",
+            ],
             user_repo,
         )
         assert res.returncode == 0, res.stderr[-3000:]
         m = manifest(user_repo / "store" / "artifacts" / name / "v1")
         cal = m["quantization"]["calibration"]
-        assert cal["batched"] is False and cal["calls"] == 8 and cal["unbatched_reason"] and why in cal["unbatched_reason"]
+        assert (
+            cal["batched"] is False and cal["calls"] == 8 and cal["unbatched_reason"] and why in cal["unbatched_reason"]
+        )
         assert m["metrics"]["accuracy"]["samples"] == 8

@@ -9,7 +9,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, manifest
 
 
@@ -18,21 +17,39 @@ def test_wheel_in_a_new_venv_builds_the_default_recipe(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (wheel,) = dist.glob("ethosu_build-*.whl")
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
-    new_site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True).stdout.strip()
+    new_site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # Dependencies (torch, executorch, ...) come from this environment by path, so the test
     # needs no second 1 GB install; a plain path entry does not run this environment's .pth
     # files, so the editable install of the checkout stays out of sight.
     Path(new_site, "deps_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
-    where = subprocess.run([str(py), "-c", "import ethosu_build; print(ethosu_build.__file__)"], check=True, capture_output=True, text=True, cwd=tmp_path)
+    where = subprocess.run(
+        [str(py), "-c", "import ethosu_build; print(ethosu_build.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert where.stdout.strip().startswith(str(venv)), where.stdout
 
     empty = tmp_path / "empty"
@@ -41,4 +58,6 @@ def test_wheel_in_a_new_venv_builds_the_default_recipe(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     m = manifest(empty / "outputs" / "artifacts" / "digits_cnn" / "v1")
     assert m["tools"]["ethosu-build"]
-    assert (empty / "outputs" / "artifacts" / "digits_cnn" / "v1" / "model.pte").stat().st_size == m["files"]["model.pte"]["size"]
+    assert (empty / "outputs" / "artifacts" / "digits_cnn" / "v1" / "model.pte").stat().st_size == m["files"][
+        "model.pte"
+    ]["size"]

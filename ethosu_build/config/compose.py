@@ -5,12 +5,12 @@ errors (errors.from_hydra)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import ConfigError, ConfigIssue, from_hydra
 
 
-def compose(overrides: list[str], searchpath: Optional[str] = None) -> tuple[dict[str, Any], Optional[str], list[str]]:
+def compose(overrides: list[str], searchpath: str | None = None) -> tuple[dict[str, Any], str | None, list[str]]:
     """(the resolved config, the recipe chosen or None, the config sources as Hydra names
     them: `file://DIR` for `searchpath`, then `pkg://ethosu_build.conf`)."""
     from hydra import compose as hydra_compose
@@ -19,7 +19,12 @@ def compose(overrides: list[str], searchpath: Optional[str] = None) -> tuple[dic
 
     sources = [f"file://{Path(searchpath).resolve()}"] if searchpath else []
     if searchpath and not Path(searchpath).is_dir():
-        raise ConfigError(ConfigIssue("--searchpath", f"{searchpath!r} is not a folder; accepted: a folder holding your config groups (recipe/, model/, ...)"))
+        raise ConfigError(
+            ConfigIssue(
+                "--searchpath",
+                f"{searchpath!r} is not a folder; accepted: a folder holding your config groups (recipe/, model/, ...)",
+            )
+        )
     extra = [f"hydra.searchpath=[{sources[0]}]"] if sources else []
     try:
         with initialize_config_module("ethosu_build.conf", version_base="1.3"):

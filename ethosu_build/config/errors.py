@@ -9,8 +9,9 @@ docs/artifacts.md, "Exit codes".
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Sequence
+from typing import ClassVar
 
 EXIT_OK = 0
 EXIT_BUILD_FAILED = 1
@@ -86,7 +87,10 @@ class BudgetBreached(EthosuError):
 
     def __init__(self, breaches: list[dict]):
         self.breaches = breaches
-        lines = [f"  - budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g} {b['unit']}" for b in breaches]
+        lines = [
+            f"  - budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g} {b['unit']}"
+            for b in breaches
+        ]
         super().__init__("budget breached, nothing stored:\n" + "\n".join(lines))
 
 
@@ -94,8 +98,11 @@ class BudgetBreached(EthosuError):
 OK_STATUSES = ("built", "reused", "up_to_date")
 # The exit code of a sweep job's status ("crashed": a bug of ours; "incomplete": no result).
 EXIT_FOR_STATUS = {
-    "config_error": EXIT_CONFIG_ERROR, "failed": EXIT_BUILD_FAILED, "budget": EXIT_BUDGET_BREACHED,
-    "crashed": EXIT_BUILD_FAILED, "incomplete": EXIT_BUILD_FAILED,
+    "config_error": EXIT_CONFIG_ERROR,
+    "failed": EXIT_BUILD_FAILED,
+    "budget": EXIT_BUDGET_BREACHED,
+    "crashed": EXIT_BUILD_FAILED,
+    "incomplete": EXIT_BUILD_FAILED,
 }
 
 
@@ -144,6 +151,13 @@ def from_hydra(exc: BaseException) -> ConfigError | None:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     module = type(exc).__module__
+    if module.startswith("yaml"):  # a config file that is not YAML (Hydra lets PyYAML's error through)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.name}" if mark else "a config file"
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return ConfigError(
+            ConfigIssue(where, f"is not valid YAML: {getattr(exc, 'problem', None) or first_line(exc)}{at}")
+        )
     if not module.startswith(("hydra.", "omegaconf.")):
         return None
     from hydra.errors import HydraException
@@ -170,17 +184,23 @@ def _hydra_message(exc: BaseException) -> str:
     was misspelled."""
     from .validate import accepted_keys
 
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip() and not line.strip().startswith("See https://")]
+    text = str(exc).strip().split("Config search path:")[0]  # Hydra's search path dump says nothing here
+    if "Available options in" in text:  # a group option that does not exist: Hydra lists the others
+        head, _, options = text.partition("Available options in")
+        names = [o.strip() for o in options.splitlines()[1:] if o.strip()]
+        asked = head.split("/")[-1].strip("' ")
+        return f"{head.strip()}; accepted: {', '.join(names)}{did_you_mean(asked, names)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("See https://")]
     cause = exc.__cause__
     if cause is not None and str(cause).strip() and str(cause).strip() not in str(exc):
         lines.append(first_line(cause))
-    text = "; ".join(lines) or type(exc).__name__
+    message = "; ".join(lines) or type(exc).__name__
     key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
     if key:
         keys = accepted_keys(str(key))
         if keys:
-            text += f"; accepted keys here: {', '.join(keys)}{did_you_mean(str(key).rsplit('.', 1)[-1], keys)}"
-    return text
+            message += f"; accepted keys here: {', '.join(keys)}{did_you_mean(str(key).rsplit('.', 1)[-1], keys)}"
+    return message
 
 
 def accepted(values: Iterable[object], bad: object | None = None, limit: int = 12) -> str:
@@ -207,7 +227,10 @@ def report(prog: str, exc: BaseException) -> int:
     result = outcome(exc)
     if result.bug:
         traceback.print_exception(exc)
-        print(f"{prog}: crashed (a bug in ethosu-build; the traceback above says where): {result.message}", file=sys.stderr)
+        print(
+            f"{prog}: crashed (a bug in ethosu-build; the traceback above says where): {result.message}",
+            file=sys.stderr,
+        )
     else:
         print(f"{prog}: {result.message}", file=sys.stderr)
     return result.exit_code

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 # An artifact name is a folder name: `artifacts/<name>/v<N>/`. At most NAME_MAX characters
 # leaves room for `.staging-<id>` and the version inside a file system's 255-byte names.
@@ -38,11 +38,11 @@ QAT_OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 # auto: cross_entropy against the labels when the dataset has them, else distill (mean
 # squared error against the float model's outputs).
 QAT_LOSSES: tuple[str, ...] = ("auto", "cross_entropy", "distill")
-IO_DTYPES: tuple[Optional[str], ...] = (None, "uint8")
+IO_DTYPES: tuple[str | None, ...] = (None, "uint8")
 # The CPU side of the program: keep the boundary (de)quantize ops as portable quantized
 # kernels, or turn them into cortex_m:: ops as ExecuTorch's own aot_arm_compiler does.
 CPU_QDQ_KERNELS: tuple[str, ...] = ("cortex_m", "portable")
-VELA_OPTIMISE: tuple[Optional[str], ...] = (None, "Performance", "Size")  # null: Vela's default
+VELA_OPTIMISE: tuple[str | None, ...] = (None, "Performance", "Size")  # null: Vela's default
 # Layout of the program's 4-D inputs (and the outputs that follow it): nhwc (channels-last)
 # lets the NPU read and write its own layout, with no transposes at the graph's edges.
 IO_LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
@@ -54,18 +54,18 @@ REWRITES: tuple[str, ...] = ("avg_pool_crop", "conv_space_to_depth")
 class ModelConfig:
     name: str = "model"
     factory: dict[str, Any] = field(default_factory=dict)  # Hydra `_target_` + kwargs
-    checkpoint: Optional[str] = None  # state_dict file loaded into the factory's module
+    checkpoint: str | None = None  # state_dict file loaded into the factory's module
     input_shape: list[int] = field(default_factory=list)  # example input, batch 1
 
 
 @dataclass
 class TargetConfig:
     accelerator: str = "ethos-u55-128"
-    system_config: Optional[str] = None  # null: ExecuTorch's default for the family
-    memory_mode: Optional[str] = None
-    config_ini: Optional[str] = None  # null: Vela's bundled Arm/vela.ini
-    optimise: Optional[str] = None  # Vela --optimise: Performance | Size (null: Vela's default, Performance)
-    arena_cache_size: Optional[int] = None  # Vela --arena-cache-size in bytes (null: the memory mode's)
+    system_config: str | None = None  # null: ExecuTorch's default for the family
+    memory_mode: str | None = None
+    config_ini: str | None = None  # null: Vela's bundled Arm/vela.ini
+    optimise: str | None = None  # Vela --optimise: Performance | Size (null: Vela's default, Performance)
+    arena_cache_size: int | None = None  # Vela --arena-cache-size in bytes (null: the memory mode's)
     vela_flags: list[str] = field(default_factory=list)
     cpu_qdq_kernels: str = "cortex_m"
 
@@ -83,7 +83,7 @@ class QatConfig:
     """Quantization-aware training: prepare_qat_pt2e, this many epochs, then convert."""
 
     dataset: dict[str, Any] = field(default_factory=dict)  # as calibration.dataset
-    num_samples: Optional[int] = None  # null: the whole dataset
+    num_samples: int | None = None  # null: the whole dataset
     batch_size: int = 32
     seed: int = 0  # sample order
     epochs: int = 3
@@ -96,17 +96,17 @@ class QatConfig:
 class QuantizationConfig:
     scheme: str = "int8"
     per_channel: bool = True
-    io: Optional[str] = None
-    qat: Optional[QatConfig] = None  # null: post-training quantization (calibration)
+    io: str | None = None
+    qat: QatConfig | None = None  # null: post-training quantization (calibration)
 
 
 @dataclass
 class OverrideEntry:
     """One per-module override; exactly one selector is set."""
 
-    module_name: Optional[str] = None
-    module_type: Optional[str] = None  # dotted class path, e.g. torch.nn.Linear
-    io: Optional[bool] = None  # true: the model inputs and outputs
+    module_name: str | None = None
+    module_type: str | None = None  # dotted class path, e.g. torch.nn.Linear
+    io: bool | None = None  # true: the model inputs and outputs
     scheme: str = "int8"
 
     SELECTORS = ("module_name", "module_type", "io")
@@ -142,11 +142,11 @@ class EvaluationConfig(DatasetConfig):
 
 @dataclass
 class BudgetConfig:
-    max_cpu_ops: Optional[int] = None
-    max_sram_kib: Optional[float] = None
-    max_flash_kib: Optional[float] = None
-    max_accuracy_drop: Optional[float] = None
-    max_inference_ms: Optional[float] = None
+    max_cpu_ops: int | None = None
+    max_sram_kib: float | None = None
+    max_flash_kib: float | None = None
+    max_accuracy_drop: float | None = None
+    max_inference_ms: float | None = None
 
 
 @dataclass
@@ -156,7 +156,7 @@ class StoreConfig:
 
 @dataclass
 class BuildConfig:
-    name: Optional[str] = None  # null: the recipe name, else the model name
+    name: str | None = None  # null: the recipe name, else the model name
     model: ModelConfig = field(default_factory=ModelConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     lowering: LoweringConfig = field(default_factory=LoweringConfig)
@@ -175,12 +175,12 @@ SEARCH_SCHEMES: tuple[str, ...] = ("a16w8", "int8", "float")  # what a module ch
 
 @dataclass
 class SearchConfig:
-    modules: Optional[list[str]] = None  # candidates; null: every Conv/Linear module
-    depth: Optional[int] = None  # group candidates by the first `depth` parts of their names
+    modules: list[str] | None = None  # candidates; null: every Conv/Linear module
+    depth: int | None = None  # group candidates by the first `depth` parts of their names
     scheme: str = "a16w8"  # the scheme a chosen module gets
-    max_accuracy_drop: Optional[float] = None  # goal of the quick answer, points below float
-    min_sqnr_db: Optional[float] = None  # or this SQNR against float
-    max_cycles: Optional[float] = None  # points over this Vela cycle budget are not built
+    max_accuracy_drop: float | None = None  # goal of the quick answer, points below float
+    min_sqnr_db: float | None = None  # or this SQNR against float
+    max_cycles: float | None = None  # points over this Vela cycle budget are not built
     trials: int = 0  # Optuna NSGA-II trials after the greedy pass (0: greedy only)
     front: int = 4  # at most this many mixed configurations are built
     seed: int = 0

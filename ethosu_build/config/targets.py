@@ -42,10 +42,21 @@ ARENA_CACHE_MAX = 1 << 32  # Vela 5.1.0's bound for --arena-cache-size
 # would also take any unambiguous abbreviation, so only these names, written in full, are
 # accepted. Switches take no value; the others map to (what is accepted, check).
 VELA_SWITCHES: tuple[str, ...] = (
-    "--force-symmetric-int-weights", "--separate-io-regions", "--show-cpu-operations",
-    "--verbose-all", "--verbose-config", "--verbose-graph", "--verbose-quantization", "--verbose-tensor-format",
-    "--verbose-schedule", "--verbose-allocation", "--verbose-high-level-command-stream",
-    "--verbose-register-command-stream", "--verbose-weights", "--verbose-cycle-estimate", "--verbose-performance",
+    "--force-symmetric-int-weights",
+    "--separate-io-regions",
+    "--show-cpu-operations",
+    "--verbose-all",
+    "--verbose-config",
+    "--verbose-graph",
+    "--verbose-quantization",
+    "--verbose-tensor-format",
+    "--verbose-schedule",
+    "--verbose-allocation",
+    "--verbose-high-level-command-stream",
+    "--verbose-register-command-stream",
+    "--verbose-weights",
+    "--verbose-cycle-estimate",
+    "--verbose-performance",
 )
 
 
@@ -59,6 +70,7 @@ def _float_in_open(low: float, high: float):
             return low < float(v) < high
         except ValueError:
             return False
+
     return check
 
 
@@ -72,23 +84,46 @@ VELA_VALUES: dict[str, tuple[str, object]] = {
 # this table against the installed Vela's own parser).
 REFUSED_VELA_FLAGS: dict[str, str] = {
     **{flag: f"is set by ethosu-build; use {key} instead" for flag, key in RESERVED_VELA_FLAGS.items()},
-    "-h": "prints Vela's help and exits", "--help": "prints Vela's help and exits",
-    "--version": "prints Vela's version and exits", "--api-version": "prints Vela's API version and exits",
+    "-h": "prints Vela's help and exits",
+    "--help": "prints Vela's help and exits",
+    "--version": "prints Vela's version and exits",
+    "--api-version": "prints Vela's API version and exits",
     "--supported-ops-report": "writes SUPPORTED_OPS.md into the working directory and exits",
-    "--list-config-files": "lists Vela's .ini files and exits", "--list-configs": "lists an .ini's sections and exits",
+    "--list-config-files": "lists Vela's .ini files and exits",
+    "--list-configs": "lists an .ini's sections and exits",
     "--enable-debug-db": "writes a debug database file beside Vela's output",
     "--ignore-ops": "names TFLite operators, and ExecuTorch hands Vela TOSA",
-    **{flag: "is deprecated in Vela 5.1.0" for flag in (
-        "--verbose-packing", "--verbose-tensor-purpose", "--verbose-operators", "--verbose-progress", "--timing",
-        "--show-subgraph-io-summary", "--max-block-dependency", "--recursion-limit", "--hillclimb-max-iterations",
-        "--debug-force-legacy-core", "--debug-force-regor", "--disable-chaining", "--disable-fwd",
-        "--disable-cascading", "--disable-buffering", "--disable-ifm-reuse")},
+    **{
+        flag: "is deprecated in Vela 5.1.0"
+        for flag in (
+            "--verbose-packing",
+            "--verbose-tensor-purpose",
+            "--verbose-operators",
+            "--verbose-progress",
+            "--timing",
+            "--show-subgraph-io-summary",
+            "--max-block-dependency",
+            "--recursion-limit",
+            "--hillclimb-max-iterations",
+            "--debug-force-legacy-core",
+            "--debug-force-regor",
+            "--disable-chaining",
+            "--disable-fwd",
+            "--disable-cascading",
+            "--disable-buffering",
+            "--disable-ifm-reuse",
+        )
+    },
 }
 
 
 def vela_flag_issue(flag: str) -> str | None:
     """Why `flag` (one item of target.vela_flags) cannot be passed to Vela, or None."""
-    accepted = "accepted: " + ", ".join(list(VELA_SWITCHES[:3]) + [f"{f}=..." for f in VELA_VALUES]) + " or a --verbose-* switch"
+    accepted = (
+        "accepted: "
+        + ", ".join(list(VELA_SWITCHES[:3]) + [f"{f}=..." for f in VELA_VALUES])
+        + " or a --verbose-* switch"
+    )
     if not flag.startswith("--") or " " in flag:
         return f"{flag!r} is not one Vela option; {accepted}, one option per list item, --name=value"
     name, eq, value = flag.partition("=")
@@ -97,7 +132,9 @@ def vela_flag_issue(flag: str) -> str | None:
         full = [k for k in sorted(known) if k.startswith(name)]
         if len(full) == 1:  # Vela would take it as an abbreviation: say of what
             why = REFUSED_VELA_FLAGS.get(full[0])
-            return f"{flag!r} abbreviates {full[0]}, and options are written in full" + (f"; {full[0]} {why}" if why else f"; write {full[0]}")
+            return f"{flag!r} abbreviates {full[0]}, and options are written in full" + (
+                f"; {full[0]} {why}" if why else f"; write {full[0]}"
+            )
         from .errors import did_you_mean
 
         return f"{flag!r} is not a Vela 5.1.0 option{did_you_mean(name, sorted(known))}; {accepted}"

@@ -17,18 +17,29 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .. import data
 from . import targets
 from .errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
-from .schema import CHOICES, NAME, NAME_MAX, QAT_ONLY_SCHEMES, SEARCH_SCHEMES, BuildConfig, DatasetConfig, OverrideEntry, QatConfig, SearchConfig
+from .schema import (
+    CHOICES,
+    NAME,
+    NAME_MAX,
+    QAT_ONLY_SCHEMES,
+    SEARCH_SCHEMES,
+    BuildConfig,
+    DatasetConfig,
+    OverrideEntry,
+    QatConfig,
+    SearchConfig,
+)
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
-def validate(container: dict[str, Any], default_name: Optional[str] = None) -> BuildConfig:
+def validate(container: dict[str, Any], default_name: str | None = None) -> BuildConfig:
     """`default_name` names the artifact when `name` is null (the recipe); else model.name.
     Every issue is reported at once: a key of the wrong type keeps its default for the
     value checks, which then report the other keys (and nothing more about that one)."""
@@ -103,7 +114,9 @@ def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                issues.append(ConfigIssue(key, f"{value!r} is not a finite number; accepted: {_type_name(tp)}, not nan or inf"))
+                issues.append(
+                    ConfigIssue(key, f"{value!r} is not a finite number; accepted: {_type_name(tp)}, not nan or inf")
+                )
                 return None
             return float(value)
     elif tp is str:
@@ -125,13 +138,21 @@ def __convert_dataclass(tp: type, value: Any, key: str, issues: list[ConfigIssue
     for k in value:
         if k not in names:
             sub = f"{key}.{k}" if key else str(k)
-            issues.append(ConfigIssue(sub, f"unknown key; accepted keys{' under ' + key if key else ''}: {', '.join(names)}{did_you_mean(str(k), names)}"))
+            issues.append(
+                ConfigIssue(
+                    sub,
+                    f"unknown key; accepted keys{' under ' + key if key else ''}: "
+                    f"{', '.join(names)}{did_you_mean(str(k), names)}",
+                )
+            )
     kwargs = {}
     for name in names:
         if name in value:
             before = len(issues)
             converted = convert(hints[name], value[name], f"{key}.{name}" if key else name, issues)
-            if len(issues) == before:  # else the field keeps its default (see validate)
+            # A scalar or list of the wrong type keeps its default (see validate); a mapping
+            # keeps what converted, its bad parts at their defaults.
+            if len(issues) == before or dataclasses.is_dataclass(converted) or isinstance(converted, dict):
                 kwargs[name] = converted
     return tp(**kwargs)
 
@@ -149,8 +170,13 @@ def _choice(issues: list[ConfigIssue], key: str, value: Any, choices_key: str | 
 
 def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     if cfg.name is not None and (not NAME.match(cfg.name) or len(cfg.name) > NAME_MAX):
-        issues.append(ConfigIssue("name", f"{cfg.name!r} cannot name an artifact folder; accepted: up to {NAME_MAX} letters, digits, "
-                                          "'_', '-', '.', starting with a letter or digit"))
+        issues.append(
+            ConfigIssue(
+                "name",
+                f"{cfg.name!r} cannot name an artifact folder; accepted: up to {NAME_MAX} letters, digits, "
+                "'_', '-', '.', starting with a letter or digit",
+            )
+        )
     problem = store_root_issue(cfg.store.root)
     if problem:
         issues.append(ConfigIssue("store.root", problem))
@@ -167,7 +193,11 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
         _check_dataset(key, ds, issues)
     if cfg.evaluation.tosa_samples <= 0:
-        issues.append(ConfigIssue("evaluation.tosa_samples", f"{cfg.evaluation.tosa_samples} is not positive; accepted: an integer >= 1"))
+        issues.append(
+            ConfigIssue(
+                "evaluation.tosa_samples", f"{cfg.evaluation.tosa_samples} is not positive; accepted: an integer >= 1"
+            )
+        )
     for f in dataclasses.fields(cfg.budget):
         limit = getattr(cfg.budget, f.name)
         if limit is not None and limit < 0:
@@ -178,14 +208,35 @@ def _check_model(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     m = cfg.model
     target = m.factory.get("_target_")
     if not isinstance(target, str) or not _DOTTED.match(target):
-        issues.append(ConfigIssue("model.factory._target_", f"{target!r} is not a dotted path to a callable; accepted: e.g. ethosu_build.models.digits_cnn or mypkg.models.build"))
+        issues.append(
+            ConfigIssue(
+                "model.factory._target_",
+                f"{target!r} is not a dotted path to a callable; accepted: e.g. ethosu_build.models.digits_cnn or "
+                "mypkg.models.build",
+            )
+        )
     if m.checkpoint is not None and not Path(m.checkpoint).is_file():
-        issues.append(ConfigIssue("model.checkpoint", f"file {m.checkpoint!r} does not exist; accepted: null or an existing state_dict file (torch.save)"))
+        issues.append(
+            ConfigIssue(
+                "model.checkpoint",
+                f"file {m.checkpoint!r} does not exist; accepted: null or an existing state_dict file (torch.save)",
+            )
+        )
     shape = m.input_shape
     if not shape or any(d is None or d <= 0 for d in shape):
-        issues.append(ConfigIssue("model.input_shape", f"{shape!r} is not a shape; accepted: a list of positive integers, batch first, e.g. [1, 3, 32, 32]"))
+        issues.append(
+            ConfigIssue(
+                "model.input_shape",
+                f"{shape!r} is not a shape; accepted: a list of positive integers, batch first, e.g. [1, 3, 32, 32]",
+            )
+        )
     elif shape[0] != 1:
-        issues.append(ConfigIssue("model.input_shape", f"{shape!r} has batch {shape[0]}; accepted: batch 1 (the deployed program runs one sample at a time)"))
+        issues.append(
+            ConfigIssue(
+                "model.input_shape",
+                f"{shape!r} has batch {shape[0]}; accepted: batch 1 (the deployed program runs one sample at a time)",
+            )
+        )
 
 
 def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
@@ -195,12 +246,22 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     _choice(issues, "target.cpu_qdq_kernels", t.cpu_qdq_kernels)
     _choice(issues, "target.optimise", t.optimise)
     if t.arena_cache_size is not None and not 0 < t.arena_cache_size <= targets.ARENA_CACHE_MAX:
-        issues.append(ConfigIssue("target.arena_cache_size", f"{t.arena_cache_size!r} is not a size Vela takes; accepted: null (the memory mode's) "
-                                                              f"or a number of bytes from 1 to {targets.ARENA_CACHE_MAX}"))
+        issues.append(
+            ConfigIssue(
+                "target.arena_cache_size",
+                f"{t.arena_cache_size!r} is not a size Vela takes; accepted: null (the memory mode's) "
+                f"or a number of bytes from 1 to {targets.ARENA_CACHE_MAX}",
+            )
+        )
     for key in ("system_config", "memory_mode", "config_ini"):
         if getattr(t, key) is not None and not getattr(t, key).strip():
-            issues.append(ConfigIssue(f"target.{key}", f"{getattr(t, key)!r} is empty; accepted: null (ExecuTorch's default) or a name"
-                                                         + (" from the .ini" if key != "config_ini" else " of a Vela .ini file")))
+            issues.append(
+                ConfigIssue(
+                    f"target.{key}",
+                    f"{getattr(t, key)!r} is empty; accepted: null (ExecuTorch's default) or a name"
+                    + (" from the .ini" if key != "config_ini" else " of a Vela .ini file"),
+                )
+            )
             return
     for i, flag in enumerate(t.vela_flags):
         problem = targets.vela_flag_issue(flag)
@@ -211,40 +272,88 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         issues.append(ConfigIssue("target.vela_flags", combination))
     ini = targets.resolve_config_ini(t.config_ini)
     if t.config_ini is not None and (not ini.is_file() or ini.suffix != ".ini"):
-        issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not an existing .ini file; accepted: null (Vela's Arm/vela.ini) or a path to a Vela .ini (use ./ for a file in the current folder)"))
+        issues.append(
+            ConfigIssue(
+                "target.config_ini",
+                f"{t.config_ini!r} is not an existing .ini file; accepted: null (Vela's Arm/vela.ini) or a path to a "
+                "Vela .ini (use ./ for a file in the current folder)",
+            )
+        )
         return
     try:
         systems, modes = targets.ini_choices(t.config_ini)
     except (configparser.Error, UnicodeDecodeError, OSError) as exc:
-        issues.append(ConfigIssue("target.config_ini", f"{t.config_ini!r} is not a readable Vela .ini ({type(exc).__name__}: {first_line(exc)}); "
-                                                       "accepted: null (Vela's Arm/vela.ini) or an .ini file in Vela's format"))
+        issues.append(
+            ConfigIssue(
+                "target.config_ini",
+                f"{t.config_ini!r} is not a readable Vela .ini ({type(exc).__name__}: {first_line(exc)}); "
+                "accepted: null (Vela's Arm/vela.ini) or an .ini file in Vela's format",
+            )
+        )
         return
     if targets.resolved_system_config(t) not in systems:
-        issues.append(ConfigIssue("target.system_config", f"{t.system_config!r} is not in {ini.name}; {accepted(sorted(systems), t.system_config)}"))
+        issues.append(
+            ConfigIssue(
+                "target.system_config",
+                f"{t.system_config!r} is not in {ini.name}; {accepted(sorted(systems), t.system_config)}",
+            )
+        )
     if targets.resolved_memory_mode(t) not in modes:
-        issues.append(ConfigIssue("target.memory_mode", f"{t.memory_mode!r} is not in {ini.name}; {accepted(sorted(modes), t.memory_mode)}"))
+        issues.append(
+            ConfigIssue(
+                "target.memory_mode",
+                f"{t.memory_mode!r} is not in {ini.name}; {accepted(sorted(modes), t.memory_mode)}",
+            )
+        )
 
 
 def _check_lowering(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     low = cfg.lowering
-    if _choice(issues, "lowering.io_layout", low.io_layout) and low.io_layout == "nhwc" and len(cfg.model.input_shape) != 4:
-        issues.append(ConfigIssue("lowering.io_layout", (
-            f"'nhwc' needs a 4-D model input, but model.input_shape is {cfg.model.input_shape!r}; accepted: nchw for this model")))
+    if (
+        _choice(issues, "lowering.io_layout", low.io_layout)
+        and low.io_layout == "nhwc"
+        and len(cfg.model.input_shape) != 4
+    ):
+        issues.append(
+            ConfigIssue(
+                "lowering.io_layout",
+                (
+                    f"'nhwc' needs a 4-D model input, but model.input_shape is {cfg.model.input_shape!r}; accepted: "
+                    "nchw for this model"
+                ),
+            )
+        )
     for i, name in enumerate(low.rewrites):
         if _choice(issues, f"lowering.rewrites.{i}", name, "lowering.rewrites.*") and name in low.rewrites[:i]:
-            issues.append(ConfigIssue(f"lowering.rewrites.{i}", f"{name!r} is listed twice; accepted: each rewrite once"))
+            issues.append(
+                ConfigIssue(f"lowering.rewrites.{i}", f"{name!r} is listed twice; accepted: each rewrite once")
+            )
 
 
 def _check_override(key: str, entry: OverrideEntry, issues: list[ConfigIssue]) -> None:
     selectors = [s for s in OverrideEntry.SELECTORS if getattr(entry, s) not in (None, False)]
     if len(selectors) != 1:
         found = ", ".join(f"{s}={getattr(entry, s)!r}" for s in selectors) or "none"
-        issues.append(ConfigIssue(key, f"needs exactly one selector, found {found}; accepted: one of module_name, module_type, io: true"))
+        issues.append(
+            ConfigIssue(
+                key, f"needs exactly one selector, found {found}; accepted: one of module_name, module_type, io: true"
+            )
+        )
     _choice(issues, f"{key}.scheme", entry.scheme, "overrides.*.scheme")
     if entry.module_type is not None and not _DOTTED.match(entry.module_type):
-        issues.append(ConfigIssue(f"{key}.module_type", f"{entry.module_type!r} is not a dotted class path; accepted: e.g. torch.nn.Linear"))
+        issues.append(
+            ConfigIssue(
+                f"{key}.module_type",
+                f"{entry.module_type!r} is not a dotted class path; accepted: e.g. torch.nn.Linear",
+            )
+        )
     if entry.io is not None and entry.scheme in ("a16w8", "a8w4"):
-        issues.append(ConfigIssue(f"{key}.scheme", f"{entry.scheme!r} is not an IO scheme; accepted for io: int8, float (or quantization.io=uint8)"))
+        issues.append(
+            ConfigIssue(
+                f"{key}.scheme",
+                f"{entry.scheme!r} is not an IO scheme; accepted for io: int8, float (or quantization.io=uint8)",
+            )
+        )
 
 
 def _check_qat(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
@@ -254,30 +363,49 @@ def _check_qat(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     if q.qat is None:
         for key, scheme in uses:
             if scheme in QAT_ONLY_SCHEMES:
-                issues.append(ConfigIssue(key, f"{scheme!r} needs quantization-aware training, and quantization.qat is null; accepted: set quantization.qat (e.g. quantization=a8w4_qat), or a post-training scheme: int8, a16w8"))
+                issues.append(
+                    ConfigIssue(
+                        key,
+                        f"{scheme!r} needs quantization-aware training, and quantization.qat is null; accepted: set "
+                        "quantization.qat (e.g. quantization=a8w4_qat), or a post-training scheme: int8, a16w8",
+                    )
+                )
         return
     qat: QatConfig = q.qat
     _choice(issues, "quantization.qat.optimizer", qat.optimizer)
     _choice(issues, "quantization.qat.loss", qat.loss)
     for name, value, low in (("epochs", qat.epochs, 1), ("batch_size", qat.batch_size, 1)):
         if value < low:
-            issues.append(ConfigIssue(f"quantization.qat.{name}", f"{value} is not positive; accepted: an integer >= {low}"))
+            issues.append(
+                ConfigIssue(f"quantization.qat.{name}", f"{value} is not positive; accepted: an integer >= {low}")
+            )
     if qat.num_samples is not None and qat.num_samples <= 0:
-        issues.append(ConfigIssue("quantization.qat.num_samples", f"{qat.num_samples} is not positive; accepted: null (the whole dataset) or 1 up to its size"))
+        issues.append(
+            ConfigIssue(
+                "quantization.qat.num_samples",
+                f"{qat.num_samples} is not positive; accepted: null (the whole dataset) or 1 up to its size",
+            )
+        )
     if not qat.lr > 0:
-        issues.append(ConfigIssue("quantization.qat.lr", f"{qat.lr!r} is not positive; accepted: a learning rate > 0, e.g. 1e-4"))
+        issues.append(
+            ConfigIssue("quantization.qat.lr", f"{qat.lr!r} is not positive; accepted: a learning rate > 0, e.g. 1e-4")
+        )
     issues.extend(data.static_issues("quantization.qat.dataset", qat.dataset))
 
 
 def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> None:
     if ds.num_samples <= 0:
-        issues.append(ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is not positive; accepted: 1 up to the size of the dataset"))
+        issues.append(
+            ConfigIssue(
+                f"{key}.num_samples", f"{ds.num_samples} is not positive; accepted: 1 up to the size of the dataset"
+            )
+        )
     if ds.batch_size <= 0:
         issues.append(ConfigIssue(f"{key}.batch_size", f"{ds.batch_size} is not positive; accepted: an integer >= 1"))
     issues.extend(data.static_issues(f"{key}.dataset", ds.dataset))
 
 
-def store_root_issue(root: Any) -> Optional[str]:
+def store_root_issue(root: Any) -> str | None:
     """Why `root` cannot be the store's folder (None: it can). `~` means the home folder.
     Nothing is created here: the folder's nearest existing parent must let us create it."""
     accepted = "accepted: a folder path, e.g. outputs or /shared/ethosu"
@@ -292,11 +420,12 @@ def store_root_issue(root: Any) -> Optional[str]:
     if not existing.is_dir():
         return f"{root!r} cannot be created: {str(existing)!r} is a file; {accepted}"
     if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{root!r} cannot be {'written' if existing == path else 'created'}: no write permission on {str(existing)!r}; {accepted}"
+        verb = "written" if existing == path else "created"
+        return f"{root!r} cannot be {verb}: no write permission on {str(existing)!r}; {accepted}"
     return None
 
 
-def accepted_keys(dotted: str) -> Optional[list[str]]:
+def accepted_keys(dotted: str) -> list[str] | None:
     """The keys the schema accepts at the parent of `dotted` (for Hydra's override errors)."""
     tp: Any = BuildConfig
     for part in dotted.split(".")[:-1]:
@@ -316,7 +445,9 @@ def search_config(raw: Any) -> SearchConfig:
     s = convert(SearchConfig, raw, "search", issues)
     if not issues:
         if s.scheme not in SEARCH_SCHEMES:
-            issues.append(ConfigIssue("search.scheme", f"{s.scheme!r} is not supported; {accepted(SEARCH_SCHEMES, s.scheme)}"))
+            issues.append(
+                ConfigIssue("search.scheme", f"{s.scheme!r} is not supported; {accepted(SEARCH_SCHEMES, s.scheme)}")
+            )
         for key, value, low in (("depth", s.depth, 1), ("front", s.front, 1), ("trials", s.trials, 0)):
             if value is not None and value < low:
                 issues.append(ConfigIssue(f"search.{key}", f"{value} is too small; accepted: an integer >= {low}"))

@@ -23,7 +23,9 @@ def measured(delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[st
     }
 
 
-def check(budget: BudgetConfig, delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any]) -> dict[str, Any]:
+def check(
+    budget: BudgetConfig, delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any]
+) -> dict[str, Any]:
     """Per budget: limit, measured value and whether it passed; raises BudgetBreached."""
     values = measured(delegation, vela, accuracy)
     results, breaches = {}, []
@@ -33,7 +35,13 @@ def check(budget: BudgetConfig, delegation: dict[str, Any], vela: dict[str, Any]
             continue
         value, unit = values[f.name]
         if value is None:
-            raise ConfigError(ConfigIssue(f"budget.{f.name}", f"{limit!r} cannot be judged: the evaluation data has no labels; accepted: null, or labelled evaluation data"))
+            raise ConfigError(
+                ConfigIssue(
+                    f"budget.{f.name}",
+                    f"{limit!r} cannot be judged: the evaluation data has no labels; accepted: null, or labelled "
+                    "evaluation data",
+                )
+            )
         ok = value <= limit
         results[f.name] = {"limit": limit, "measured": value, "unit": unit, "passed": ok}
         if not ok:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .. import data
 from ..config.errors import BuildError, ConfigError, ConfigIssue
@@ -50,13 +50,18 @@ class BuildResult:
 class Request:
     """How the build was asked for (recorded in the manifest; never in a key)."""
 
-    recipe: Optional[str] = None
-    recipe_path: Optional[Path] = None
+    recipe: str | None = None
+    recipe_path: Path | None = None
     cli_overrides: list[str] = dataclasses.field(default_factory=list)
 
 
-def build(container: dict[str, Any], *, recipe: Optional[str] = None, recipe_path: Optional[Path] = None,
-          cli_overrides: Optional[list[str]] = None) -> BuildResult:
+def build(
+    container: dict[str, Any],
+    *,
+    recipe: str | None = None,
+    recipe_path: Path | None = None,
+    cli_overrides: list[str] | None = None,
+) -> BuildResult:
     try:
         return _build(container, Request(recipe, recipe_path, list(cli_overrides or [])))
     except SystemExit as exc:
@@ -65,7 +70,9 @@ def build(container: dict[str, Any], *, recipe: Optional[str] = None, recipe_pat
         raise BuildError(f"the build was stopped by sys.exit({exc.code!r}) in {origin(exc)}") from exc
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise BuildError(f"no space left on the device holding {exc.filename or 'the store'}; nothing was stored") from exc
+            raise BuildError(
+                f"no space left on the device holding {exc.filename or 'the store'}; nothing was stored"
+            ) from exc
         raise
 
 
@@ -83,7 +90,9 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     evaluated = run.get(Evaluate)
     compiled = run.get(Vela)
     lowered = run.get(Lower)
-    gates = budgets.check(cfg.budget, lowered.info["delegation"], compiled.metrics, evaluated.accuracy)  # a breach raises
+    gates = budgets.check(
+        cfg.budget, lowered.info["delegation"], compiled.metrics, evaluated.accuracy
+    )  # a breach raises
 
     staging = store.staging(cfg.name)
     # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
@@ -94,9 +103,13 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     (staging / "config.yaml").write_text(_config_yaml(cfg))
 
     def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
-        return _manifest(cfg, keys, request, origin_info, run.record, lowered, compiled, evaluated, gates, version, files)
+        return _manifest(
+            cfg, keys, request, origin_info, run.record, lowered, compiled, evaluated, gates, version, files
+        )
 
-    artifact, created = store.publish(cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela"))
+    artifact, created = store.publish(
+        cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela")
+    )
     return BuildResult(artifact, created, run.record, time.perf_counter() - t0)
 
 
@@ -110,9 +123,19 @@ def quantized_model(cfg: BuildConfig, model=None):
     return run.model(), quantized.program, quantized.batched, run.samples("evaluation")
 
 
-def _manifest(cfg: BuildConfig, keys: StageKeys, request: Request, origin_info: dict[str, Any], record: dict[str, Any],
-              lowered: Lowered, compiled: Compiled, evaluated: Evaluated, gates: dict[str, Any],
-              version: int, files: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    cfg: BuildConfig,
+    keys: StageKeys,
+    request: Request,
+    origin_info: dict[str, Any],
+    record: dict[str, Any],
+    lowered: Lowered,
+    compiled: Compiled,
+    evaluated: Evaluated,
+    gates: dict[str, Any],
+    version: int,
+    files: dict[str, Any],
+) -> dict[str, Any]:
     quant = lowered.quant_info  # the quantize stage's info, carried by the lowering (cached or not)
     return {
         "schema_version": MANIFEST_SCHEMA,
@@ -134,7 +157,12 @@ def _manifest(cfg: BuildConfig, keys: StageKeys, request: Request, origin_info: 
             "per_channel": cfg.quantization.per_channel,
             "io": cfg.quantization.io,
             "overrides": [
-                {"name": n, "selector": e.describe(), "scheme": e.scheme, "ops_selected": quant.get("override_matches", {}).get(n)}
+                {
+                    "name": n,
+                    "selector": e.describe(),
+                    "scheme": e.scheme,
+                    "ops_selected": quant.get("override_matches", {}).get(n),
+                }
                 for n, e in cfg.overrides.items()
             ],
             "applied": quant["applied"],
@@ -145,8 +173,11 @@ def _manifest(cfg: BuildConfig, keys: StageKeys, request: Request, origin_info: 
             "control_flow": quant.get("control_flow"),
         },
         # What the lowering did beyond ExecuTorch's defaults (each computes the same outputs).
-        "lowering": {"io_layout": cfg.lowering.io_layout, "rewrites": quant.get("rewrites", []),
-                     "unmatched": quant.get("rewrites_unmatched", [])},  # listed rewrites that found nothing to do
+        "lowering": {
+            "io_layout": cfg.lowering.io_layout,
+            "rewrites": quant.get("rewrites", []),
+            "unmatched": quant.get("rewrites_unmatched", []),
+        },  # listed rewrites that found nothing to do
         "delegation": lowered.info["delegation"],
         "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
         "budget": gates,
@@ -177,9 +208,18 @@ def _provenance(cfg: BuildConfig, request: Request) -> dict[str, Any]:
     path, recipe = request.recipe_path, request.recipe
     git = provenance.git_info(path)
     if path is not None and git and git.get("file_dirty") and not cfg.allow_dirty:
-        why = "is not committed (untracked, or ignored by git)" if not git.get("file_tracked", True) else "has uncommitted changes"
-        raise ConfigError(ConfigIssue("recipe", f"{recipe!r} ({path}) {why}, so the artifact could not be traced to a commit; "
-                                                "accepted: a committed recipe, or allow_dirty=true"))
+        why = (
+            "is not committed (untracked, or ignored by git)"
+            if not git.get("file_tracked", True)
+            else "has uncommitted changes"
+        )
+        raise ConfigError(
+            ConfigIssue(
+                "recipe",
+                f"{recipe!r} ({path}) {why}, so the artifact could not be traced to a commit; "
+                "accepted: a committed recipe, or allow_dirty=true",
+            )
+        )
     origin_info: dict[str, Any] = {"recipe_file": str(path) if path else None, "git": git, "lock": None}
     lock = provenance.lock_path(path) if path else None
     if lock is not None and lock.is_file():

@@ -9,7 +9,7 @@ that no sample reaches is a config error naming it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from ..config import targets
 from ..config.errors import ConfigError, ConfigIssue
@@ -22,7 +22,7 @@ log = logging.getLogger("ethosu_build.build")
 _CONTROL_FLOW_ARGS = {"cond": ((1, "true branch"), (2, "false branch")), "while_loop": ((0, "cond_fn"), (1, "body_fn"))}
 
 
-def control_flow(graph_module, params: Optional[dict[str, str]] = None, prefix: str = "") -> list[dict[str, Any]]:
+def control_flow(graph_module, params: dict[str, str] | None = None, prefix: str = "") -> list[dict[str, Any]]:
     """Every torch.cond / while_loop in the graph, nested ones included:
     [{"op", "node", "branches": [{"role", "submodule"}], "captured_parameters"}], submodules by
     qualified name. `params` maps the graph's placeholders to parameter names (the exported
@@ -35,7 +35,12 @@ def control_flow(graph_module, params: Optional[dict[str, str]] = None, prefix: 
         op = ops.get(node.target) if node.op == "call_function" else None
         if op is None:
             continue
-        entry = {"op": op, "node": f"{prefix}.{node.name}" if prefix else node.name, "branches": [], "captured_parameters": []}
+        entry = {
+            "op": op,
+            "node": f"{prefix}.{node.name}" if prefix else node.name,
+            "branches": [],
+            "captured_parameters": [],
+        }
         if op == "cond" and params:
             entry["captured_parameters"] = [params[a.name] for a in node.args[3] if getattr(a, "name", None) in params]
         found.append(entry)
@@ -56,8 +61,7 @@ def branch_coverage(module, flows: list[dict[str, Any]], x) -> dict[str, int]:
     counts: dict[str, int] = {b["submodule"]: 0 for f in flows for b in f["branches"]}
     reached: set[str] = set()
     handles = [
-        module.get_submodule(name).register_forward_pre_hook(lambda *_, name=name: reached.add(name))
-        for name in counts
+        module.get_submodule(name).register_forward_pre_hook(lambda *_, name=name: reached.add(name)) for name in counts
     ]
     try:
         with torch.no_grad():
@@ -89,14 +93,27 @@ def check(cfg: BuildConfig, flows: list[dict[str, Any]]) -> None:
     first = flows[0]
     where = f"torch.{first['op']} (graph node {first['node']})"
     if not targets.supports_control_flow(cfg.target.accelerator):
-        raise ConfigError(ConfigIssue("target.accelerator", (
-            f"{cfg.target.accelerator!r} cannot run the model's {where}: only Ethos-U85's TOSA profile has the "
-            "control-flow extension, and ExecuTorch 1.5.1 cannot leave control flow on the CPU for U55/U65; "
-            f"accepted: {', '.join(t for t in TARGETS if targets.supports_control_flow(t))}, or a model without cond/while_loop")))
+        raise ConfigError(
+            ConfigIssue(
+                "target.accelerator",
+                (
+                    f"{cfg.target.accelerator!r} cannot run the model's {where}: only Ethos-U85's TOSA profile has the "
+                    "control-flow extension, and ExecuTorch 1.5.1 cannot leave control flow on the CPU for U55/U65; "
+                    f"accepted: {', '.join(t for t in TARGETS if targets.supports_control_flow(t))}, or a model "
+                    "without cond/while_loop"
+                ),
+            )
+        )
     if cfg.quantization.qat is not None:
-        raise ConfigError(ConfigIssue("quantization.qat", (
-            f"quantization-aware training of a model with control flow ({where}) is not supported; "
-            "accepted: null (post-training quantization with one calibration sample per branch)")))
+        raise ConfigError(
+            ConfigIssue(
+                "quantization.qat",
+                (
+                    f"quantization-aware training of a model with control flow ({where}) is not supported; "
+                    "accepted: null (post-training quantization with one calibration sample per branch)"
+                ),
+            )
+        )
 
 
 def quantize(quantizer, program, samples, flows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
@@ -106,23 +123,38 @@ def quantize(quantizer, program, samples, flows: list[dict[str, Any]]) -> tuple[
     coverage = branch_coverage(module, flows, samples.x)
     missed = [(f, b) for f in flows for b in f["branches"] if coverage[b["submodule"]] == 0]
     if missed:
-        raise ConfigError([
-            ConfigIssue("calibration", (
-                f"the {b['role']} of torch.{f['op']} (graph node {f['node']}, submodule {b['submodule']}) is reached by none of "
-                f"the {len(samples)} calibration samples, so its quantization ranges would be uncalibrated; accepted: a "
-                "calibration set with at least one sample per branch (more samples, or another dataset)"))
-            for f, b in missed
-        ])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "calibration",
+                    (
+                        f"the {b['role']} of torch.{f['op']} (graph node {f['node']}, submodule {b['submodule']}) is "
+                        "reached by none of "
+                        f"the {len(samples)} calibration samples, so its quantization ranges would be uncalibrated; "
+                        "accepted: a "
+                        "calibration set with at least one sample per branch (more samples, or another dataset)"
+                    ),
+                )
+                for f, b in missed
+            ]
+        )
     captured = sorted({p for f in flows for p in f.get("captured_parameters", [])})
     if captured:
         # ExecuTorch 1.5.1's annotator gives every cond operand the first operand's
         # (activation) quantization, so weights a branch captures lose precision.
-        log.warning("quantize: %d weight tensors are captured by a cond branch (%s); ExecuTorch 1.5.1 quantizes them at "
-                    "the activation scale (docs/quantization.md, 'Control flow')", len(captured), ", ".join(captured[:4]))
+        log.warning(
+            "quantize: %d weight tensors are captured by a cond branch (%s); ExecuTorch 1.5.1 quantizes them at "
+            "the activation scale (docs/quantization.md, 'Control flow')",
+            len(captured),
+            ", ".join(captured[:4]),
+        )
     converted = quantize_with_submodules(quantizer, module, samples.x)
     info = {
         "calibration": {
-            "samples": len(samples), "batch_size": 1, "calls": len(samples), "batched": False,
+            "samples": len(samples),
+            "batch_size": 1,
+            "calls": len(samples),
+            "batched": False,
             "unbatched_reason": "control flow: branch predicates hold per sample",
         },
         "control_flow": {"ops": flows, "samples_per_branch": coverage, "captured_parameters": captured},

@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..config.errors import EthosuError, first_line
 from ..store.cache import Entry
@@ -41,13 +41,13 @@ def error_metrics(reference, test) -> dict[str, float]:
 
     ref, out = reference.double().flatten(), test.double().flatten()
     noise = torch.sum((ref - out) ** 2).item()
-    signal = torch.sum(ref ** 2).item()
+    signal = torch.sum(ref**2).item()
     sqnr = math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
     cos = torch.nn.functional.cosine_similarity(ref, out, dim=0).item()
     return {"sqnr_db": round(sqnr, 3), "cosine": round(cos, 6), "max_abs_error": float((ref - out).abs().max())}
 
 
-def _top1(logits, labels) -> Optional[float]:
+def _top1(logits, labels) -> float | None:
     if labels is None or logits.shape[1] < 2:
         return None
     return round(100.0 * (logits.argmax(1) == labels).double().mean().item(), 3)
@@ -71,12 +71,16 @@ def compare(float_model, quantized_program, samples, batched_program=None) -> di
     return result
 
 
-def boundary_qparams(program) -> tuple[Optional[tuple], Optional[tuple]]:
+def boundary_qparams(program) -> tuple[tuple | None, tuple | None]:
     """(scale, zero_point, dtype) of the quantize right after the input and of the dequantize
     right before the output, when the graph has that shape."""
     graph = program.graph_module.graph
     placeholders = [n for n in graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
-    q_in = next((u for u in placeholders[0].users if "quantize_per_tensor" in str(u.target)), None) if len(placeholders) == 1 else None
+    q_in = (
+        next((u for u in placeholders[0].users if "quantize_per_tensor" in str(u.target)), None)
+        if len(placeholders) == 1
+        else None
+    )
     out_node = next(n for n in graph.nodes if n.op == "output")
     outs = out_node.args[0]
     dq_out = outs[0] if len(outs) == 1 and "dequantize_per_tensor" in str(getattr(outs[0], "target", "")) else None
@@ -137,7 +141,9 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
 
     class DeployedInterpreter(torch.fx.Interpreter):
         def run_node(self, n):
-            if n.op != "call_function" or "executorch_call_delegate" not in str(getattr(n.target, "__name__", n.target)):
+            if n.op != "call_function" or "executorch_call_delegate" not in str(
+                getattr(n.target, "__name__", n.target)
+            ):
                 return super().run_node(n)
             args, _ = self.fetch_args_kwargs_from_env(n)
             graph = tosa_by_payload[hashlib.sha256(args[0].processed_bytes).hexdigest()]
@@ -170,7 +176,12 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
         diff = (deployed.double().flatten() - expected.double().flatten()).abs().max().item()
         max_diff = max(max_diff, diff)
         agree += int(deployed.flatten().argmax() == expected.flatten().argmax())
-    result: dict[str, Any] = {"status": "done", "samples": n, "max_abs_diff": max_diff, "top1_agreement": round(100.0 * agree / n, 3)}
+    result: dict[str, Any] = {
+        "status": "done",
+        "samples": n,
+        "max_abs_diff": max_diff,
+        "top1_agreement": round(100.0 * agree / n, 3),
+    }
     result["max_lsb_diff"] = None if scale is None else int(round(max_diff / scale))
     return result
 
@@ -184,10 +195,12 @@ class Evaluated:
     tosa_check: dict[str, Any]
 
     def save(self, folder: Path) -> None:
-        (folder / "info.json").write_text(json.dumps({"accuracy": self.accuracy, "tosa_check": self.tosa_check}, indent=1, sort_keys=True))
+        (folder / "info.json").write_text(
+            json.dumps({"accuracy": self.accuracy, "tosa_check": self.tosa_check}, indent=1, sort_keys=True)
+        )
 
     @classmethod
-    def load(cls, entry: Entry) -> "Evaluated":
+    def load(cls, entry: Entry) -> Evaluated:
         info = entry.read_json("info.json")
         return cls(info["accuracy"], info["tosa_check"])
 
@@ -198,13 +211,18 @@ class TosaCheck:
 
     def __init__(self, run: Run):
         self.run = run
-        self.result: Optional[dict[str, Any]] = None
+        self.result: dict[str, Any] | None = None
 
     def __call__(self, edge_program, tosa_by_payload: dict[str, bytes]) -> None:
         run = self.run
         try:
-            self.result = tosa_check(edge_program, tosa_by_payload, run.get(Quantize).program, run.samples("evaluation"),
-                                     run.cfg.evaluation.tosa_samples)
+            self.result = tosa_check(
+                edge_program,
+                tosa_by_payload,
+                run.get(Quantize).program,
+                run.samples("evaluation"),
+                run.cfg.evaluation.tosa_samples,
+            )
         except EthosuError:
             raise
         except Exception as exc:
@@ -228,7 +246,7 @@ class Evaluate(Stage[Evaluated]):
         return run.get(Quantize), run.samples("evaluation"), check
 
     @classmethod
-    def compute(cls, run: Run, quantized: Quantized, samples, check: Optional[TosaCheck]) -> Evaluated:
+    def compute(cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None) -> Evaluated:
         accuracy = compare(run.model(), quantized.program, samples, quantized.batched)
         if check is None:
             return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"})

@@ -12,7 +12,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..config.errors import first_line
 from ..store.cache import Entry
@@ -33,7 +33,7 @@ def export_program(module, input_shape: list[int], dynamic_batch: bool = False):
     return torch.export.export(module, (torch.zeros([2] + list(input_shape[1:])),), dynamic_shapes=({0: batch},))
 
 
-def batch_dynamic(module, input_shape: list[int], what: str) -> Optional[Any]:
+def batch_dynamic(module, input_shape: list[int], what: str) -> Any | None:
     """`module` exported with a dynamic batch, or None (then it runs sample by sample)."""
     try:
         return export_program(module, input_shape, dynamic_batch=True)
@@ -66,7 +66,7 @@ def load_program(data: bytes):
 @dataclass
 class Exported:
     static: Any  # the batch-1 ExportedProgram
-    dynamic: Optional[Any]  # the same with a dynamic batch, or None
+    dynamic: Any | None  # the same with a dynamic batch, or None
 
     def save(self, folder: Path) -> None:
         (folder / "static.pt2").write_bytes(program_bytes(self.static))
@@ -74,7 +74,7 @@ class Exported:
             (folder / "dynamic.pt2").write_bytes(program_bytes(self.dynamic))
 
     @classmethod
-    def load(cls, entry: Entry) -> "Exported":
+    def load(cls, entry: Entry) -> Exported:
         dynamic = load_program(entry.read("dynamic.pt2")) if entry.has("dynamic.pt2") else None
         return cls(load_program(entry.read("static.pt2")), dynamic)
 

@@ -36,20 +36,33 @@ class StageKeys:
 
 
 def _dataset_key(ds) -> dict[str, Any]:
-    return {"data": data.fingerprint(ds.dataset), "num_samples": ds.num_samples, "batch_size": ds.batch_size, "seed": ds.seed}
+    return {
+        "data": data.fingerprint(ds.dataset),
+        "num_samples": ds.num_samples,
+        "batch_size": ds.batch_size,
+        "seed": ds.seed,
+    }
 
 
 def stage_keys(cfg: BuildConfig) -> StageKeys:
     m, t = cfg.model, cfg.target
-    export = key_of({
-        "stage": "export", "v": STAGE_VERSIONS["export"], "tools": tool_versions_for_key(),
-        "factory": m.factory, "source": source_fingerprint(m.factory["_target_"]),
-        "checkpoint": file_sha256(m.checkpoint) if m.checkpoint else None, "input_shape": m.input_shape,
-    })
+    export = key_of(
+        {
+            "stage": "export",
+            "v": STAGE_VERSIONS["export"],
+            "tools": tool_versions_for_key(),
+            "factory": m.factory,
+            "source": source_fingerprint(m.factory["_target_"]),
+            "checkpoint": file_sha256(m.checkpoint) if m.checkpoint else None,
+            "input_shape": m.input_shape,
+        }
+    )
     quantization = dataclasses.asdict(cfg.quantization)
     qat = quantization.pop("qat")
     quantize_inputs = {
-        "stage": "quantize", "v": STAGE_VERSIONS["quantize"], "export": export,
+        "stage": "quantize",
+        "v": STAGE_VERSIONS["quantize"],
+        "export": export,
         # The quantizer's passes depend on the target only through its TOSA specification,
         # so targets that share one share the calibrated model.
         "tosa_spec": targets.tosa_spec_string(t.accelerator),
@@ -63,27 +76,48 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
         del quantize_inputs["calibration"]
         quantize_inputs["qat"] = {**qat, "data": data.fingerprint(qat["dataset"])}
     quantize = key_of(quantize_inputs)
-    lower = key_of({
-        "stage": "lower", "v": STAGE_VERSIONS["lower"], "quantize": quantize,
-        # The partitioner and the TOSA passes see the target only through its TOSA spec.
-        "tosa_spec": targets.tosa_spec_string(t.accelerator), "cpu_qdq_kernels": t.cpu_qdq_kernels,
-        "io_layout": cfg.lowering.io_layout,
-    })
-    vela = key_of({
-        "stage": "vela", "v": STAGE_VERSIONS["vela"], "lower": lower,
-        "accelerator": t.accelerator,
-        "system_config": targets.resolved_system_config(t), "memory_mode": targets.resolved_memory_mode(t),
-        "config_ini": t.config_ini, "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
-        "vela_flags": targets.vela_flags(t),
-    })
+    lower = key_of(
+        {
+            "stage": "lower",
+            "v": STAGE_VERSIONS["lower"],
+            "quantize": quantize,
+            # The partitioner and the TOSA passes see the target only through its TOSA spec.
+            "tosa_spec": targets.tosa_spec_string(t.accelerator),
+            "cpu_qdq_kernels": t.cpu_qdq_kernels,
+            "io_layout": cfg.lowering.io_layout,
+        }
+    )
+    vela = key_of(
+        {
+            "stage": "vela",
+            "v": STAGE_VERSIONS["vela"],
+            "lower": lower,
+            "accelerator": t.accelerator,
+            "system_config": targets.resolved_system_config(t),
+            "memory_mode": targets.resolved_memory_mode(t),
+            "config_ini": t.config_ini,
+            "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
+            "vela_flags": targets.vela_flags(t),
+        }
+    )
     # Accuracy needs the quantized model, the TOSA check the lowered partitions: not Vela.
-    evaluate = key_of({
-        "stage": "evaluate", "v": STAGE_VERSIONS["evaluate"], "lower": lower,
-        "evaluation": _dataset_key(cfg.evaluation),
-        "tosa_check": cfg.evaluation.tosa_check, "tosa_samples": cfg.evaluation.tosa_samples,
-    })
-    build = key_of({
-        "stage": "build", "v": STAGE_VERSIONS["build"], "evaluate": evaluate, "vela": vela,
-        "budget": dataclasses.asdict(cfg.budget),
-    })
+    evaluate = key_of(
+        {
+            "stage": "evaluate",
+            "v": STAGE_VERSIONS["evaluate"],
+            "lower": lower,
+            "evaluation": _dataset_key(cfg.evaluation),
+            "tosa_check": cfg.evaluation.tosa_check,
+            "tosa_samples": cfg.evaluation.tosa_samples,
+        }
+    )
+    build = key_of(
+        {
+            "stage": "build",
+            "v": STAGE_VERSIONS["build"],
+            "evaluate": evaluate,
+            "vela": vela,
+            "budget": dataclasses.asdict(cfg.budget),
+        }
+    )
     return StageKeys(export, quantize, lower, vela, evaluate, build)

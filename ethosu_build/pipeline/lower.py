@@ -14,16 +14,19 @@ import contextlib
 import io
 import json
 import shutil
+import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ..config import targets
 from ..config.errors import BuildError, EthosuError
 from ..config.schema import BuildConfig
 from ..store.cache import Entry
 from .quantize import Quantize, Quantized
+from .quantizer import module_path
 from .stage import Run, Stage
 
 
@@ -42,7 +45,7 @@ class Lowered:
         (folder / "quantize.json").write_text(json.dumps(self.quant_info, indent=1, sort_keys=True))
 
     @classmethod
-    def load(cls, entry: Entry) -> "Lowered":
+    def load(cls, entry: Entry) -> Lowered:
         info = entry.read_json("info.json")
         tosa = [entry.read(f"part{i}.tosa") for i in range(int(info["partitions"]))]
         return cls(entry.read("template.pte"), tosa, info, entry.read_json("quantize.json"))
@@ -92,8 +95,6 @@ def _partitioner_reasons() -> Any:
 def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
     """Which ops the partitioner delegated (NPU) and which stay on the CPU, with the
     partitioner's reason where it gave one."""
-    from .quantizer import module_path
-
     partitions, cpu_ops = 0, []
     for node in graph_module.graph.nodes:
         if node.op != "call_function":
@@ -102,10 +103,15 @@ def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
         if name == "executorch_call_delegate":
             partitions += 1
         elif name != "getitem":
-            cpu_ops.append({"op": name, "node": node.name, "module": module_path(node), "reason": reasons.get(node.name)})
+            cpu_ops.append(
+                {"op": name, "node": node.name, "module": module_path(node), "reason": reasons.get(node.name)}
+            )
     delegated_nodes = [
-        n for _, sub in graph_module.named_children() if hasattr(sub, "original_module")
-        for n in sub.original_module.graph.nodes if n.op == "call_function"
+        n
+        for _, sub in graph_module.named_children()
+        if hasattr(sub, "original_module")
+        for n in sub.original_module.graph.nodes
+        if n.op == "call_function"
     ]
     delegated = len(delegated_nodes)
     counts: dict[str, int] = {}
@@ -118,8 +124,13 @@ def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
         "cpu": [{"op": op["op"], "node": op["node"]} for op in cpu_ops if op["op"] in _CONTROL_FLOW_OPS],
     }
     return {
-        "npu_partitions": partitions, "npu_ops": delegated, "control_flow": control_flow, "cpu_op_count": len(cpu_ops),
-        "cpu_compute_op_count": len(compute), "cpu_op_counts": counts, "cpu_ops": cpu_ops,
+        "npu_partitions": partitions,
+        "npu_ops": delegated,
+        "control_flow": control_flow,
+        "cpu_op_count": len(cpu_ops),
+        "cpu_compute_op_count": len(compute),
+        "cpu_op_counts": counts,
+        "cpu_ops": cpu_ops,
     }
 
 
@@ -134,7 +145,9 @@ def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dic
             val = n.meta["val"]
             entry = {"shape": list(val.shape), "dtype": str(val.dtype).replace("torch.", "")}
             if val.dim() == 4:  # the memory layout the firmware must use for this tensor
-                entry["layout"] = {(0, 1, 2, 3): "NCHW", (0, 2, 3, 1): "NHWC"}.get(tuple(val.dim_order()), str(val.dim_order()))
+                entry["layout"] = {(0, 1, 2, 3): "NCHW", (0, 2, 3, 1): "NHWC"}.get(
+                    tuple(val.dim_order()), str(val.dim_order())
+                )
             entries.append(entry)
         return entries
 
@@ -160,7 +173,10 @@ def channels_last(program, input_shape: list[int]):
 
 
 def run_lower(
-    cfg: BuildConfig, quantized, inspect: Optional[Callable[[Any, dict[str, bytes]], None]] = None, run_vela: bool = False,
+    cfg: BuildConfig,
+    quantized,
+    inspect: Callable[[Any, dict[str, bytes]], None] | None = None,
+    run_vela: bool = False,
 ) -> tuple[bytes, dict[str, Any], str, dict[str, bytes]]:
     """EthosUPartitioner -> TOSA -> .pte bytes, with a placeholder payload per NPU partition
     (run_vela=False, the shared lowering that run_vela() completes per target), or with Vela
@@ -172,8 +188,6 @@ def run_lower(
     (pte, info, Vela's console text, files): files are each partition's TOSA flatbuffer as
     `part<i>.tosa` and, with run_vela, Vela's CSVs (see vela.collect). A graph the
     partitioner or Vela rejects raises BuildError naming the configuration."""
-    import tempfile
-
     from executorch.backends.arm.ethosu import EthosUPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
@@ -187,9 +201,13 @@ def run_lower(
     try:
         # Vela prints its report to stdout; keep it for the job log instead of the terminal.
         # The lowering passes warn about torch APIs they use; those are not the user's concern.
-        with contextlib.redirect_stdout(console), warnings.catch_warnings(), \
-                tempfile.TemporaryDirectory(prefix="ethosu-lower-") as workdir, \
-                vela.capture(Path(workdir) / "vela", run_vela) as partitions, _partitioner_reasons() as reasons:
+        with (
+            contextlib.redirect_stdout(console),
+            warnings.catch_warnings(),
+            tempfile.TemporaryDirectory(prefix="ethosu-lower-") as workdir,
+            vela.capture(Path(workdir) / "vela", run_vela) as partitions,
+            _partitioner_reasons() as reasons,
+        ):
             warnings.simplefilter("ignore", FutureWarning)
             edge = to_edge_transform_and_lower(
                 quantized,
@@ -197,7 +215,10 @@ def run_lower(
                 compile_config=EdgeCompileConfig(_check_ir_validity=False),
             )
             if inspect is not None:
-                inspect(edge.exported_program(), {p.processed_sha256: (p.folder / vela.TOSA_FILE).read_bytes() for p in partitions})
+                inspect(
+                    edge.exported_program(),
+                    {p.processed_sha256: (p.folder / vela.TOSA_FILE).read_bytes() for p in partitions},
+                )
             if t.cpu_qdq_kernels == "cortex_m":
                 # As ExecuTorch's aot_arm_compiler: boundary (de)quantize -> cortex_m:: kernels.
                 from executorch.backends.cortex_m.passes.replace_quant_nodes_pass import ReplaceQuantNodesPass
@@ -234,8 +255,10 @@ def vela_exited(cfg: BuildConfig, exc: SystemExit, console: str) -> BuildError:
     """Vela ends with sys.exit on a command line it rejects. Flags are validated before any
     stage (validate.py), so this is a flag combination only Vela itself judges."""
     said = next((line for line in reversed(console.splitlines()) if line.strip()), "")
-    return BuildError(f"Vela exited (status {exc.code!r}) for target {cfg.target.accelerator} with flags "
-                      f"{targets.vela_flags(cfg.target)} (target.vela_flags){': ' + said if said else ''}")
+    return BuildError(
+        f"Vela exited (status {exc.code!r}) for target {cfg.target.accelerator} with flags "
+        f"{targets.vela_flags(cfg.target)} (target.vela_flags){': ' + said if said else ''}"
+    )
 
 
 def lowering_failed(cfg: BuildConfig, exc: BaseException) -> BuildError:

@@ -6,7 +6,10 @@ a lock (stage.Run.model), so a config error writes nothing.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from .. import data
 from ..config.errors import ConfigError, ConfigIssue, did_you_mean, first_line
@@ -18,20 +21,33 @@ def load_model(cfg: BuildConfig):
     found or called with the given arguments, or a checkpoint that does not fit, is a config
     error."""
     import torch
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
 
     target = cfg.model.factory["_target_"]
     try:
         model = instantiate(cfg.model.factory, _convert_="all")
     except SystemExit as exc:  # the factory's own code ended with sys.exit
-        raise ConfigError(ConfigIssue("model.factory", f"{target!r} called sys.exit({exc.code!r}); accepted: a callable returning a torch.nn.Module")) from exc
+        raise ConfigError(
+            ConfigIssue(
+                "model.factory",
+                f"{target!r} called sys.exit({exc.code!r}); accepted: a callable returning a torch.nn.Module",
+            )
+        ) from exc
     except InstantiationException as exc:
         # Hydra's first line only names the target; the reason (e.g. an unexpected keyword) follows.
         reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:400]
-        raise ConfigError(ConfigIssue("model.factory", f"{target!r} could not be called: {reason}; accepted: a callable returning a torch.nn.Module")) from exc
+        raise ConfigError(
+            ConfigIssue(
+                "model.factory",
+                f"{target!r} could not be called: {reason}; accepted: a callable returning a torch.nn.Module",
+            )
+        ) from exc
     if not isinstance(model, torch.nn.Module):
-        raise ConfigError(ConfigIssue("model.factory._target_", f"{target!r} returned {type(model).__name__}; accepted: a callable returning a torch.nn.Module"))
+        raise ConfigError(
+            ConfigIssue(
+                "model.factory._target_",
+                f"{target!r} returned {type(model).__name__}; accepted: a callable returning a torch.nn.Module",
+            )
+        )
     if cfg.model.checkpoint:
         try:
             state = torch.load(cfg.model.checkpoint, map_location="cpu", weights_only=True)
@@ -39,7 +55,18 @@ def load_model(cfg: BuildConfig):
                 state = state["state_dict"]
             model.load_state_dict(state)
         except Exception as exc:
-            raise ConfigError(ConfigIssue("model.checkpoint", f"{cfg.model.checkpoint!r} does not load into {target}: {first_line(exc)}; accepted: a state_dict saved from this model")) from exc
+            # torch's first line only says "Error(s) in loading state_dict": the keys follow.
+            reason = (
+                " ".join(line.strip() for line in str(exc).strip().splitlines()[:3] if line.strip())[:400]
+                or type(exc).__name__
+            )
+            raise ConfigError(
+                ConfigIssue(
+                    "model.checkpoint",
+                    f"{cfg.model.checkpoint!r} does not load into {target}: {reason}; "
+                    "accepted: a state_dict saved from this model",
+                )
+            ) from exc
     return model.eval()
 
 
@@ -63,12 +90,21 @@ def check_model(cfg: BuildConfig, model) -> None:
         with torch.no_grad():
             model(torch.zeros(cfg.model.input_shape))
     except (Exception, SystemExit) as exc:  # the model's own code: never let it end the process
-        issues.append(ConfigIssue("model.input_shape", f"{cfg.model.input_shape} is rejected by the model: {_source_failure(exc)}; accepted: the shape the model's forward() takes, batch 1"))
+        issues.append(
+            ConfigIssue(
+                "model.input_shape",
+                f"{cfg.model.input_shape} is rejected by the model: {_source_failure(exc)}; accepted: the shape the "
+                "model's forward() takes, batch 1",
+            )
+        )
     names = [n for n, _ in model.named_modules() if n]
     for name, entry in cfg.overrides.items():
         key = f"overrides.{name}"
         if entry.module_name is not None and entry.module_name not in names:
-            hint = did_you_mean(entry.module_name, names) or f"; modules include {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+            hint = (
+                did_you_mean(entry.module_name, names)
+                or f"; modules include {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+            )
             issues.append(ConfigIssue(f"{key}.module_name", f"{entry.module_name!r} not found in the model{hint}"))
         if entry.module_type is not None:
             issues.extend(_check_module_type(f"{key}.module_type", entry.module_type, model))
@@ -79,34 +115,58 @@ def check_model(cfg: BuildConfig, model) -> None:
             issues.extend(found)
         drop = cfg.budget.max_accuracy_drop
         if drop is not None and not issues and not labelled["evaluation"]:
-            issues.append(ConfigIssue("budget.max_accuracy_drop", f"{drop!r} cannot be judged: the evaluation data "
-                                      f"({cfg.evaluation.dataset.get('_target_')}) has no labels; accepted: null, or labelled evaluation data"))
+            issues.append(
+                ConfigIssue(
+                    "budget.max_accuracy_drop",
+                    f"{drop!r} cannot be judged: the evaluation data "
+                    f"({cfg.evaluation.dataset.get('_target_')}) has no labels; accepted: null, or labelled "
+                    "evaluation data",
+                )
+            )
         qat = cfg.quantization.qat
         if qat is not None:
-            issues.extend(_check_dataset_size("quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None)[0])
+            issues.extend(
+                _check_dataset_size("quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None)[0]
+            )
     if issues:
         raise ConfigError(issues)
 
 
 def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
-    import importlib
-
     import torch
 
     module, _, cls_name = dotted.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), cls_name)
     except (ImportError, AttributeError) as exc:
-        return [ConfigIssue(key, f"{dotted!r} cannot be imported ({first_line(exc)}); accepted: a dotted path to a torch.nn.Module subclass, e.g. torch.nn.Linear")]
+        return [
+            ConfigIssue(
+                key,
+                f"{dotted!r} cannot be imported ({first_line(exc)}); accepted: a dotted path to a torch.nn.Module "
+                "subclass, e.g. torch.nn.Linear",
+            )
+        ]
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        return [ConfigIssue(key, f"{dotted!r} is not a module class; accepted: a torch.nn.Module subclass, e.g. torch.nn.Linear")]
+        return [
+            ConfigIssue(
+                key, f"{dotted!r} is not a module class; accepted: a torch.nn.Module subclass, e.g. torch.nn.Linear"
+            )
+        ]
     present = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()})
     if not any(isinstance(m, cls) for m in model.modules()):
-        return [ConfigIssue(key, f"no module of type {dotted} in the model; types present: {', '.join(p for p in present if not p.startswith('torch.nn.modules.container'))}")]
+        return [
+            ConfigIssue(
+                key,
+                f"no module of type {dotted} in the model; types present: "
+                f"{', '.join(p for p in present if not p.startswith('torch.nn.modules.container'))}",
+            )
+        ]
     return []
 
 
-def _check_dataset_size(key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None) -> tuple[list[ConfigIssue], bool]:
+def _check_dataset_size(
+    key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None
+) -> tuple[list[ConfigIssue], bool]:
     """(issues, labelled): the dataset loads and holds `num_samples` (null: all of it); with
     `labels_for`, the loss that needs labels, its items must carry them."""
     try:
@@ -114,20 +174,37 @@ def _check_dataset_size(key: str, ds: DatasetConfig | QatConfig, labels_for: str
         size = len(dataset)
         labelled = size > 0 and isinstance(dataset[0], (tuple, list)) and len(dataset[0]) > 1
     except (Exception, SystemExit) as exc:  # a user's source is user code: name it, never crash
-        return [ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_source_failure(exc)}")], False
+        return [
+            ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_source_failure(exc)}")
+        ], False
     if ds.num_samples is not None and ds.num_samples > size:
         null = "null or " if isinstance(ds, QatConfig) else ""
-        return [ConfigIssue(f"{key}.num_samples", f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}")], labelled
+        return [
+            ConfigIssue(
+                f"{key}.num_samples",
+                f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}",
+            )
+        ], labelled
     if labels_for is not None and not labelled:
-        return [ConfigIssue(f"{key}.loss", f"{labels_for!r} needs labels and {ds.dataset.get('_target_')!r} has none; accepted: distill or auto")], labelled
+        return [
+            ConfigIssue(
+                f"{key}.loss",
+                f"{labels_for!r} needs labels and {ds.dataset.get('_target_')!r} has none; accepted: distill or auto",
+            )
+        ], labelled
     return [], labelled
 
 
 def check_override_matches(matches: dict[str, int], cfg: BuildConfig) -> None:
     """An override that selects no node of the exported graph would be a silent no-op."""
     issues = [
-        ConfigIssue(f"overrides.{name}", f"{cfg.overrides[name].describe()} selects no operator in the exported graph (the module is never called in forward()); accepted: a module that runs in forward()")
-        for name, n in matches.items() if n == 0
+        ConfigIssue(
+            f"overrides.{name}",
+            f"{cfg.overrides[name].describe()} selects no operator in the exported graph (the module is never called "
+            "in forward()); accepted: a module that runs in forward()",
+        )
+        for name, n in matches.items()
+        if n == 0
     ]
     if issues:
         raise ConfigError(issues)

@@ -4,18 +4,22 @@ calibration, calibration through control flow, quantization-aware training."""
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 
 @contextlib.contextmanager
-def bar(label: str, unit: str, total: Optional[int] = None):
+def bar(label: str, unit: str, total: int | None = None):
     """A rich progress bar: yields (progress, task); advance with progress.advance(task)."""
     from rich.console import Console  # rich: only once a loop runs, not on a config error
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-        TimeElapsedColumn(), transient=True, console=Console(stderr=True),
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
     ) as progress:
         yield progress, progress.add_task(label, total=total)
 

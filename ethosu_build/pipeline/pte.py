@@ -10,7 +10,7 @@ the serialized program. The result is byte-identical to lowering for that target
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 # Compile-spec entries that may differ between targets sharing one lowering.
 PER_TARGET_SPECS = frozenset({"compile_flags", "target"})
@@ -55,7 +55,9 @@ def retarget(template: bytes, payloads: dict[bytes, bytes], compile_specs: Itera
             if delegate.id != BACKEND:
                 raise RetargetError(f"delegate {delegate.id!r} is not {BACKEND}")
             old = {c.key: bytes(c.value) for c in delegate.compile_specs}
-            differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in PER_TARGET_SPECS)
+            differ = sorted(
+                k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in PER_TARGET_SPECS
+            )
             if differ:
                 raise RetargetError(f"compile spec entries {differ} differ from the shared lowering's")
             for c in delegate.compile_specs:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .progress import bar
 
+
 def fold_batchnorm(graph_module) -> None:
     """Fold each BatchNorm into the convolution before it, in place, as prepare_pt2e does for
     post-training quantization. prepare_qat_pt2e would instead simulate the BatchNorm during
@@ -41,7 +42,11 @@ def train(prepared, float_model, samples, qat, batched: bool) -> dict[str, Any]:
             targets = torch.cat([float_model(c) for c in torch.split(samples.x, qat.batch_size if batched else 1)])
     step = qat.batch_size if batched else 1
     params = [p for p in prepared.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=qat.lr) if qat.optimizer == "adam" else torch.optim.SGD(params, lr=qat.lr, momentum=0.9)
+    opt = (
+        torch.optim.Adam(params, lr=qat.lr)
+        if qat.optimizer == "adam"
+        else torch.optim.SGD(params, lr=qat.lr, momentum=0.9)
+    )
     gen = torch.Generator().manual_seed(qat.seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -68,8 +73,13 @@ def train(prepared, float_model, samples, qat, batched: bool) -> dict[str, Any]:
         torch.set_num_threads(threads)
     per_epoch = len(batches) // qat.epochs
     return {
-        "samples": len(samples), "epochs": qat.epochs, "batch_size": step, "steps": len(batches),
-        "optimizer": qat.optimizer, "lr": qat.lr, "loss": loss_name,
+        "samples": len(samples),
+        "epochs": qat.epochs,
+        "batch_size": step,
+        "steps": len(batches),
+        "optimizer": qat.optimizer,
+        "lr": qat.lr,
+        "loss": loss_name,
         "loss_first_epoch": round(sum(losses[:per_epoch]) / per_epoch, 6),
         "loss_last_epoch": round(sum(losses[-per_epoch:]) / per_epoch, 6),
     }
@@ -88,7 +98,10 @@ def quantize(quantizer, programs: dict[str, Any], samples, float_model, qat) -> 
     trained = train(prepared, float_model, samples, qat, batched)
     info = {
         "calibration": {
-            "samples": 0, "batch_size": trained["batch_size"], "calls": 0, "batched": batched,
+            "samples": 0,
+            "batch_size": trained["batch_size"],
+            "calls": 0,
+            "batched": batched,
             "unbatched_reason": None if batched else "the batch dimension could not be exported as dynamic",
             "note": "quantization-aware training: the ranges come from training, not from the calibration set",
         },

@@ -13,16 +13,18 @@ lowering, and a batch-dynamic one for evaluation in batches.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..config.errors import first_line
 from ..config.schema import BuildConfig
 from ..store.cache import Entry
 from . import control_flow, qat, quantizer, rewrites
 from .export import Export, Exported, batch_dynamic, export_program, load_program, program_bytes
+from .model_checks import check_override_matches
 from .stage import Run, Stage
 
 log = logging.getLogger("ethosu_build.build")
@@ -31,19 +33,17 @@ log = logging.getLogger("ethosu_build.build")
 @dataclass
 class Quantized:
     program: Any  # the quantized batch-1 ExportedProgram, which is lowered
-    batched: Optional[Any]  # the same with a dynamic batch, for evaluation in batches; or None
+    batched: Any | None  # the same with a dynamic batch, for evaluation in batches; or None
     info: dict[str, Any]  # calibration / QAT / control flow / rewrites / overrides, for the manifest
 
     def save(self, folder: Path) -> None:
-        import json
-
         (folder / "program.pt2").write_bytes(program_bytes(self.program))
         if self.batched is not None:
             (folder / "batched.pt2").write_bytes(program_bytes(self.batched))
         (folder / "info.json").write_text(json.dumps(self.info, indent=1, sort_keys=True))
 
     @classmethod
-    def load(cls, entry: Entry) -> "Quantized":
+    def load(cls, entry: Entry) -> Quantized:
         batched = load_program(entry.read("batched.pt2")) if entry.has("batched.pt2") else None
         return cls(load_program(entry.read("program.pt2")), batched, entry.read_json("info.json"))
 
@@ -59,14 +59,14 @@ class Quantize(Stage[Quantized]):
 
     @classmethod
     def compute(cls, run: Run, exported: Exported, samples) -> Quantized:
-        from .model_checks import check_override_matches
-
         cfg = run.cfg
         matches = quantizer.override_matches(exported.static.graph_module, cfg.overrides)
         check_override_matches(matches, cfg)
         programs, changes = _rewritten(cfg, exported)
         sig = programs["static"].graph_signature
-        flows = control_flow.control_flow(programs["static"].graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers})
+        flows = control_flow.control_flow(
+            programs["static"].graph_module, {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+        )
         if flows:
             control_flow.check(cfg, flows)
         q = quantizer.build_quantizer(cfg)
@@ -87,7 +87,11 @@ class Quantize(Stage[Quantized]):
         program = export_program(converted, cfg.model.input_shape)
         # The same quantized model with its batch dimension kept, for evaluation in batches (a
         # call of the batch-1 program costs milliseconds, per sample).
-        batched = batch_dynamic(converted, cfg.model.input_shape, "quantize (evaluation program)") if info["calibration"]["batched"] else None
+        batched = (
+            batch_dynamic(converted, cfg.model.input_shape, "quantize (evaluation program)")
+            if info["calibration"]["batched"]
+            else None
+        )
         return Quantized(program, batched, info)
 
 
@@ -100,7 +104,9 @@ def _rewritten(cfg: BuildConfig, exported: Exported) -> tuple[dict[str, Any], li
     dynamic = exported.dynamic
     if dynamic is not None and changes:
         try:
-            dynamic, _ = rewrites.apply(dynamic, cfg.lowering.rewrites, lambda m: export_program(m, shape, dynamic_batch=True))
+            dynamic, _ = rewrites.apply(
+                dynamic, cfg.lowering.rewrites, lambda m: export_program(m, shape, dynamic_batch=True)
+            )
         except Exception as exc:
             log.info("quantize: the rewritten model cannot keep a dynamic batch (%s)", first_line(exc))
             dynamic = None
@@ -131,8 +137,13 @@ def _post_training(cfg: BuildConfig, q, programs: dict[str, Any], samples) -> tu
     if not batched:
         prepared = prepare(programs["static"])
         calls = quantizer.calibrate(prepared, samples.x, 1, False)
-    info = {"calibration": {
-        "samples": len(samples), "batch_size": cfg.calibration.batch_size if batched else 1,
-        "calls": calls, "batched": batched, "unbatched_reason": reason,
-    }}
+    info = {
+        "calibration": {
+            "samples": len(samples),
+            "batch_size": cfg.calibration.batch_size if batched else 1,
+            "calls": calls,
+            "batched": batched,
+            "unbatched_reason": reason,
+        }
+    }
     return convert_pt2e(prepared), info

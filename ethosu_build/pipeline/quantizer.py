@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections import Counter, defaultdict
-from typing import Any, Optional
+from typing import Any
 
 from ..config import targets
 from ..config.schema import BuildConfig, OverrideEntry
@@ -109,7 +109,7 @@ _DTYPE_SCHEME = {"torch.int8": "int8", "torch.int16": "a16w8", "torch.uint8": "u
 _ANNOTATION = "quantization_annotation"
 
 
-def module_path(node) -> Optional[str]:
+def module_path(node) -> str | None:
     """The innermost module a graph node came from, as named by named_modules()."""
     stack = node.meta.get("nn_module_stack")
     if not stack:

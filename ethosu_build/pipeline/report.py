@@ -26,83 +26,238 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
     v, acc, tosa = metrics.get("vela", {}), metrics.get("accuracy", {}), metrics.get("tosa_check", {})
     total = v.get("total", {})
     out = [f"# {m['name']}/v{m['version']}", ""]
-    out.append(markdown_table(["", ""], [
-        ["model", f"{cfg['model']['name']} {cfg['model']['input_shape']}"],
-        ["target", f"{t['accelerator']} ({t['system_config']}, {t['memory_mode']})"],
-        ["quantization", f"{q['scheme']}, {'per-channel' if q['per_channel'] else 'per-tensor'} weights" + (f", {q['io']} IO" if q["io"] else "")],
-        ["lowering", _lowering(m.get("lowering"))],
-        ["recipe", m.get("recipe")],
-        ["build key", f"`{m['build_key'][:16]}`"],
-        ["model.pte", f"{m['files']['model.pte']['size']} bytes, sha256 `{m['files']['model.pte']['sha256'][:16]}`"],
-        ["created", m["created"]],
-    ]))
+    out.append(
+        markdown_table(
+            ["", ""],
+            [
+                ["model", f"{cfg['model']['name']} {cfg['model']['input_shape']}"],
+                ["target", f"{t['accelerator']} ({t['system_config']}, {t['memory_mode']})"],
+                [
+                    "quantization",
+                    f"{q['scheme']}, {'per-channel' if q['per_channel'] else 'per-tensor'} weights"
+                    + (f", {q['io']} IO" if q["io"] else ""),
+                ],
+                ["lowering", _lowering(m.get("lowering"))],
+                ["recipe", m.get("recipe")],
+                ["build key", f"`{m['build_key'][:16]}`"],
+                [
+                    "model.pte",
+                    f"{m['files']['model.pte']['size']} bytes, sha256 `{m['files']['model.pte']['sha256'][:16]}`",
+                ],
+                ["created", m["created"]],
+            ],
+        )
+    )
     qat = q.get("qat")
     if qat:
         out += ["", "## Quantization-aware training", ""]
-        out.append(markdown_table(["samples", "epochs", "batch", "optimizer", "lr", "loss", "loss, first epoch", "loss, last epoch"],
-                          [[qat["samples"], qat["epochs"], qat["batch_size"], qat["optimizer"], qat["lr"], qat["loss"], qat["loss_first_epoch"], qat["loss_last_epoch"]]]))
+        out.append(
+            markdown_table(
+                ["samples", "epochs", "batch", "optimizer", "lr", "loss", "loss, first epoch", "loss, last epoch"],
+                [
+                    [
+                        qat["samples"],
+                        qat["epochs"],
+                        qat["batch_size"],
+                        qat["optimizer"],
+                        qat["lr"],
+                        qat["loss"],
+                        qat["loss_first_epoch"],
+                        qat["loss_last_epoch"],
+                    ]
+                ],
+            )
+        )
     flow = q.get("control_flow")
     if flow:
         out += ["", "## Control flow", "", "Where it runs: see Delegation.", ""]
-        out.append(markdown_table(["op", "node", "branch", "submodule", "calibration samples reaching it"], [
-            [f["op"], f["node"], b["role"], b["submodule"], flow["samples_per_branch"].get(b["submodule"])]
-            for f in flow["ops"] for b in f["branches"]
-        ]))
+        out.append(
+            markdown_table(
+                ["op", "node", "branch", "submodule", "calibration samples reaching it"],
+                [
+                    [f["op"], f["node"], b["role"], b["submodule"], flow["samples_per_branch"].get(b["submodule"])]
+                    for f in flow["ops"]
+                    for b in f["branches"]
+                ],
+            )
+        )
         if flow.get("captured_parameters"):
-            out.append(f"\nWeights captured by a cond branch ({', '.join(flow['captured_parameters'])}) are quantized at the "
-                       "activation scale by ExecuTorch 1.5.1 (README, \"Control flow\").")
+            out.append(
+                f"\nWeights captured by a cond branch ({', '.join(flow['captured_parameters'])}) are quantized at the "
+                'activation scale by ExecuTorch 1.5.1 (README, "Control flow").'
+            )
     if q["overrides"]:
         out += ["", "## Overrides (in order; a later one wins)", ""]
-        out.append(markdown_table(["name", "selector", "scheme", "ops selected"], [[o["name"], o["selector"], o["scheme"], o["ops_selected"]] for o in q["overrides"]]))
+        out.append(
+            markdown_table(
+                ["name", "selector", "scheme", "ops selected"],
+                [[o["name"], o["selector"], o["scheme"], o["ops_selected"]] for o in q["overrides"]],
+            )
+        )
     if total:
         out += ["", "## Performance (Vela estimate)", ""]
-        out.append(markdown_table(
-            ["partition", "cycles", "inference ms", "SRAM KiB", "flash KiB", "DRAM KiB", "scratch bytes", "MACs", "NPU ops"],
-            [[p["partition"], p["cycles"], p["inference_ms"], p["sram_kib"], p["on_chip_flash_kib"] + p["off_chip_flash_kib"], p["dram_kib"], p.get("scratch_bytes"), p["macs"], p["npu_ops"]] for p in v["partitions"]]
-            + [["**total**", total["cycles"], total["inference_ms"], total["sram_kib"], total["flash_kib"], total["dram_kib"], total.get("scratch_bytes"), total["macs"], total["npu_ops"]]],
-        ))
+        out.append(
+            markdown_table(
+                [
+                    "partition",
+                    "cycles",
+                    "inference ms",
+                    "SRAM KiB",
+                    "flash KiB",
+                    "DRAM KiB",
+                    "scratch bytes",
+                    "MACs",
+                    "NPU ops",
+                ],
+                [
+                    [
+                        p["partition"],
+                        p["cycles"],
+                        p["inference_ms"],
+                        p["sram_kib"],
+                        p["on_chip_flash_kib"] + p["off_chip_flash_kib"],
+                        p["dram_kib"],
+                        p.get("scratch_bytes"),
+                        p["macs"],
+                        p["npu_ops"],
+                    ]
+                    for p in v["partitions"]
+                ]
+                + [
+                    [
+                        "**total**",
+                        total["cycles"],
+                        total["inference_ms"],
+                        total["sram_kib"],
+                        total["flash_kib"],
+                        total["dram_kib"],
+                        total.get("scratch_bytes"),
+                        total["macs"],
+                        total["npu_ops"],
+                    ]
+                ],
+            )
+        )
         out.append(f"\nClock {total.get('core_clock_hz', 0) / 1e6:g} MHz. Figures of several partitions are summed.")
     cf = d.get("control_flow", {})
-    cf_text = "".join(f" Control flow on the {side.upper()}: {', '.join(c['op'] + ' (' + c['node'] + ')' for c in cf[side])}." for side in ("npu", "cpu") if cf.get(side))
-    out += ["", "## Delegation", "", f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s); {d['cpu_op_count']} op(s) on the CPU, {d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).{cf_text}", ""]
+    cf_text = "".join(
+        f" Control flow on the {side.upper()}: {', '.join(c['op'] + ' (' + c['node'] + ')' for c in cf[side])}."
+        for side in ("npu", "cpu")
+        if cf.get(side)
+    )
+    out += [
+        "",
+        "## Delegation",
+        "",
+        f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s); {d['cpu_op_count']} op(s) on the CPU, "
+        f"{d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).{cf_text}",
+        "",
+    ]
     if d["cpu_ops"]:
-        out.append(markdown_table(["CPU op", "node", "module", "partitioner's reason"], [[o["op"], o["node"], o["module"], o.get("reason")] for o in d["cpu_ops"]]))
+        out.append(
+            markdown_table(
+                ["CPU op", "node", "module", "partitioner's reason"],
+                [[o["op"], o["node"], o["module"], o.get("reason")] for o in d["cpu_ops"]],
+            )
+        )
     runtime = d.get("runtime")
     if runtime:
-        io = [[kind, x["shape"], x.get("layout"), x["dtype"], (f"{x['quantization']['dtype']} scale {x['quantization']['scale']:.6g} zp {x['quantization']['zero_point']}" if "quantization" in x else "-")]
-              for kind, xs in (("input", runtime["inputs"]), ("output", runtime["outputs"])) for x in xs]
-        out += ["", "## Runtime contract", "", "CPU kernels: " + ", ".join(f"`{k}`" for k in runtime["cpu_kernels"]), ""]
+        io = [
+            [
+                kind,
+                x["shape"],
+                x.get("layout"),
+                x["dtype"],
+                (
+                    f"{x['quantization']['dtype']} scale {x['quantization']['scale']:.6g} zp "
+                    f"{x['quantization']['zero_point']}"
+                    if "quantization" in x
+                    else "-"
+                ),
+            ]
+            for kind, xs in (("input", runtime["inputs"]), ("output", runtime["outputs"]))
+            for x in xs
+        ]
+        out += [
+            "",
+            "## Runtime contract",
+            "",
+            "CPU kernels: " + ", ".join(f"`{k}`" for k in runtime["cpu_kernels"]),
+            "",
+        ]
         out.append(markdown_table(["", "shape", "layout", "dtype", "quantized at the boundary as"], io))
     if acc:
         out += ["", f"## Accuracy ({acc['samples']} evaluation samples)", ""]
-        out.append(markdown_table(["float top-1 %", "quantized top-1 %", "drop (points)", "SQNR dB", "cosine", "max abs error"],
-                          [[acc["float_top1"], acc["quantized_top1"], acc["accuracy_drop"], acc["sqnr_db"], acc["cosine"], acc["max_abs_error"]]]))
+        out.append(
+            markdown_table(
+                ["float top-1 %", "quantized top-1 %", "drop (points)", "SQNR dB", "cosine", "max abs error"],
+                [
+                    [
+                        acc["float_top1"],
+                        acc["quantized_top1"],
+                        acc["accuracy_drop"],
+                        acc["sqnr_db"],
+                        acc["cosine"],
+                        acc["max_abs_error"],
+                    ]
+                ],
+            )
+        )
     if tosa:
         out += ["", "## TOSA reference check", ""]
         if tosa.get("status") == "done":
-            out.append(f"The program as deployed (NPU partitions on the TOSA reference model, with the flatbuffers Vela compiled; CPU ops in PyTorch), "
-                       f"{tosa['samples']} samples: max difference {tosa['max_lsb_diff']} output LSB ({tosa['max_abs_diff']:.4g} absolute) "
-                       f"from the PT2E quantized model, top-1 agreement {tosa['top1_agreement']}%.")
+            out.append(
+                "The program as deployed (NPU partitions on the TOSA reference model, with the flatbuffers Vela "
+                "compiled; CPU ops in PyTorch), "
+                f"{tosa['samples']} samples: max difference {tosa['max_lsb_diff']} output LSB "
+                f"({tosa['max_abs_diff']:.4g} absolute) "
+                f"from the PT2E quantized model, top-1 agreement {tosa['top1_agreement']}%."
+            )
         else:
             out.append(f"{tosa.get('status')}: {tosa.get('reason')}")
     if m.get("budget"):
         out += ["", "## Budgets", ""]
-        out.append(markdown_table(["budget", "limit", "measured", "unit", "passed"], [[k, b["limit"], b["measured"], b["unit"], b["passed"]] for k, b in m["budget"].items()]))
+        out.append(
+            markdown_table(
+                ["budget", "limit", "measured", "unit", "passed"],
+                [[k, b["limit"], b["measured"], b["unit"], b["passed"]] for k, b in m["budget"].items()],
+            )
+        )
     by_op = vela.cycles_by_operator(vela_dir)
     if by_op:
         kinds: dict[str, float] = {}
         for x in by_op:
             kinds[x["kind"]] = kinds.get(x["kind"], 0.0) + x["pct"]
-        out += ["", "## Where the NPU cycles go", "",
-                "By operator (Vela's per-layer estimate, all partitions): " + ", ".join(f"{k} {v:.1f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) + ".", ""]
-        out.append(markdown_table(["operator", "kind", "layers", "cycles", "% of NPU cycles"], [[x["op"], x["kind"], x["layers"], x["cycles"], x["pct"]] for x in by_op]))
+        out += [
+            "",
+            "## Where the NPU cycles go",
+            "",
+            "By operator (Vela's per-layer estimate, all partitions): "
+            + ", ".join(f"{k} {v:.1f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+            + ".",
+            "",
+        ]
+        out.append(
+            markdown_table(
+                ["operator", "kind", "layers", "cycles", "% of NPU cycles"],
+                [[x["op"], x["kind"], x["layers"], x["cycles"], x["pct"]] for x in by_op],
+            )
+        )
         low = m.get("lowering") or {}
         if kinds.get("layout") and low.get("io_layout", "nchw") == "nchw":
-            out.append("\nTransposes convert between PyTorch's NCHW and the NPU's NHWC layout: those at the program's inputs and outputs "
-                       "go with `lowering.io_layout=nhwc` (or `lowering=fast`; README, \"Faster NPU programs\"); others (around a reshape or flatten) stay.")
+            out.append(
+                "\nTransposes convert between PyTorch's NCHW and the NPU's NHWC layout: those at the program's "
+                "inputs and outputs go with `lowering.io_layout=nhwc` (or `lowering=fast`; docs/lowering.md); "
+                "others (around a reshape or flatten) stay."
+            )
     if (vela_dir / vela.PER_LAYER_CSV).is_file():
         layers = vela.top_layers(vela_dir)
         if layers:
             out += ["", "## Top layers by cycles", ""]
-            out.append(markdown_table(["partition", "op", "name", "cycles", "% of partition", "MACs"], [[x["partition"], x["op"], x["name"], x["cycles"], x["network_pct"], x["macs"]] for x in layers]))
+            out.append(
+                markdown_table(
+                    ["partition", "op", "name", "cycles", "% of partition", "MACs"],
+                    [[x["partition"], x["op"], x["name"], x["cycles"], x["network_pct"], x["macs"]] for x in layers],
+                )
+            )
     return "\n".join(out) + "\n"

@@ -10,7 +10,8 @@ paths (which per-module overrides select on) are those of a fresh export.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config.schema import REWRITES
 
@@ -81,7 +82,11 @@ def avg_pool_crop(module) -> list[dict[str, Any]]:
         kernel = _pair(args["kernel_size"])
         stride = _pair(args["stride"]) if args["stride"] else kernel
         sizes = _spatial(args["self"])
-        if any(p != 0 for p in _pair(args["padding"])) or args["ceil_mode"] or not all(isinstance(s, int) for s in sizes):
+        if (
+            any(p != 0 for p in _pair(args["padding"]))
+            or args["ceil_mode"]
+            or not all(isinstance(s, int) for s in sizes)
+        ):
             continue
         used, new_stride = [], []
         for size, k, s in zip(sizes, kernel, stride):
@@ -97,7 +102,15 @@ def avg_pool_crop(module) -> list[dict[str, Any]]:
                     source = _add(graph, slice_op, (source, dim, 0, keep), node)
         node.args = (source, kernel, new_stride, [0, 0], False, args["count_include_pad"], args["divisor_override"])
         node.kwargs = {}
-        changes.append({"node": node.name, "input": sizes, "kernel": kernel, "stride": {"before": stride, "after": new_stride}, "reads": used})
+        changes.append(
+            {
+                "node": node.name,
+                "input": sizes,
+                "kernel": kernel,
+                "stride": {"before": stride, "after": new_stride},
+                "reads": used,
+            }
+        )
     return changes
 
 
@@ -137,7 +150,11 @@ def conv_space_to_depth(module) -> list[dict[str, Any]]:
 
     conv = torch.ops.aten.conv2d.default
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-    pad_op, slice_op, unshuffle = torch.ops.aten.constant_pad_nd.default, torch.ops.aten.slice.Tensor, torch.ops.aten.pixel_unshuffle.default
+    pad_op, slice_op, unshuffle = (
+        torch.ops.aten.constant_pad_nd.default,
+        torch.ops.aten.slice.Tensor,
+        torch.ops.aten.pixel_unshuffle.default,
+    )
     changes = []
     graph = module.graph
     for node in list(graph.nodes):
@@ -151,7 +168,11 @@ def conv_space_to_depth(module) -> list[dict[str, Any]]:
         weight = operator.attrgetter(w_node.target)(module)
         o, c, kh, kw = weight.shape
         sizes, s = _spatial(x), stride[0]
-        if c > SPACE_TO_DEPTH_MAX_CHANNELS or len(x.meta["val"].shape) != 4 or not all(isinstance(v, int) for v in sizes):
+        if (
+            c > SPACE_TO_DEPTH_MAX_CHANNELS
+            or len(x.meta["val"].shape) != 4
+            or not all(isinstance(v, int) for v in sizes)
+        ):
             continue
         plans = [_space_to_depth_plan(size, k, s, p) for size, k, p in zip(sizes, (kh, kw), padding)]
         if [plan["out"] for plan in plans] != _spatial(node):  # the plan must reproduce the output shape
@@ -161,7 +182,12 @@ def conv_space_to_depth(module) -> list[dict[str, Any]]:
         kkh, kkw = plans[0]["kernel"], plans[1]["kernel"]
         with torch.no_grad():
             extended = torch.nn.functional.pad(weight.detach(), (0, s * kkw - kw, 0, s * kkh - kh))
-            rearranged = extended.view(o, c, kkh, s, kkw, s).permute(0, 1, 3, 5, 2, 4).reshape(o, c * s * s, kkh, kkw).contiguous()
+            rearranged = (
+                extended.view(o, c, kkh, s, kkw, s)
+                .permute(0, 1, 3, 5, 2, 4)
+                .reshape(o, c * s * s, kkh, kkw)
+                .contiguous()
+            )
         name = w_node.target.replace(".", "_") + "_space_to_depth"
         module.register_parameter(name, torch.nn.Parameter(rearranged, requires_grad=False))
         source = x
@@ -181,13 +207,25 @@ def conv_space_to_depth(module) -> list[dict[str, Any]]:
             owner, _, attr = w_node.target.rpartition(".")
             graph.erase_node(w_node)
             delattr(module.get_submodule(owner), attr)
-        changes.append({
-            "node": node.name, "input": [c, *sizes], "kernel": [kh, kw], "stride": s,
-            "after": {"channels": c * s * s, "kernel": [kkh, kkw], "padding": [plans[0]["conv_pad"], plans[1]["conv_pad"]],
-                      "explicit_pad": explicit},
-        })
+        changes.append(
+            {
+                "node": node.name,
+                "input": [c, *sizes],
+                "kernel": [kh, kw],
+                "stride": s,
+                "after": {
+                    "channels": c * s * s,
+                    "kernel": [kkh, kkw],
+                    "padding": [plans[0]["conv_pad"], plans[1]["conv_pad"]],
+                    "explicit_pad": explicit,
+                },
+            }
+        )
     return changes
 
 
-_BY_NAME: dict[str, Callable[[Any], list[dict[str, Any]]]] = {"avg_pool_crop": avg_pool_crop, "conv_space_to_depth": conv_space_to_depth}
+_BY_NAME: dict[str, Callable[[Any], list[dict[str, Any]]]] = {
+    "avg_pool_crop": avg_pool_crop,
+    "conv_space_to_depth": conv_space_to_depth,
+}
 assert set(_BY_NAME) == set(REWRITES), "schema.REWRITES names every rewrite here"

@@ -18,14 +18,18 @@ quantize -> export), so nested claims cannot deadlock.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
+from .. import data
 from ..config.errors import BuildError, EthosuError, first_line
 from ..config.schema import BuildConfig
 from ..store.cache import Entry, StageCache
 from .keys import StageKeys
+from .model_checks import check_model, load_model
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,10 +39,10 @@ R = TypeVar("R", bound="Result")
 
 
 class Result(Protocol):
-    def save(self, folder: "Path") -> None: ...
+    def save(self, folder: Path) -> None: ...
 
     @classmethod
-    def load(cls, entry: Entry) -> "Result": ...
+    def load(cls, entry: Entry) -> Result: ...
 
 
 class Stage(Generic[R]):
@@ -47,11 +51,11 @@ class Stage(Generic[R]):
     needs_model: ClassVar[bool] = True  # computing it needs the float model (and its checks)
 
     @classmethod
-    def inputs(cls, run: "Run") -> tuple:
+    def inputs(cls, run: Run) -> tuple:
         return ()
 
     @classmethod
-    def compute(cls, run: "Run", *inputs: Any) -> R:
+    def compute(cls, run: Run, *inputs: Any) -> R:
         raise NotImplementedError
 
 
@@ -68,15 +72,13 @@ class Run:
         self._samples: dict[str, Any] = {}
         # Seen by the lowering when it runs in this build: the TOSA check (evaluate.py) needs
         # the partitioned program, which exists only while lowering.
-        self.inspect_lowering: Optional[Callable[[Any, dict[str, bytes]], None]] = None
+        self.inspect_lowering: Callable[[Any, dict[str, bytes]], None] | None = None
         thread_lock_for_tqdm()
 
     # --- shared inputs ---------------------------------------------------------------------
 
     def model(self):
         """The float model, loaded and checked against the config once."""
-        from .model_checks import check_model, load_model
-
         if self._model is None:
             model = load_model(self.cfg)
             check_model(self.cfg, model)
@@ -85,10 +87,12 @@ class Run:
 
     def samples(self, which: str):
         """The samples of `calibration`, `evaluation` or `quantization.qat` (data.take)."""
-        from .. import data
-
         if which not in self._samples:
-            ds_cfg = {"calibration": self.cfg.calibration, "evaluation": self.cfg.evaluation, "quantization.qat": self.cfg.quantization.qat}[which]
+            ds_cfg = {
+                "calibration": self.cfg.calibration,
+                "evaluation": self.cfg.evaluation,
+                "quantization.qat": self.cfg.quantization.qat,
+            }[which]
             dataset = data.instantiate(ds_cfg.dataset)
             n = ds_cfg.num_samples or len(dataset)  # qat: null is the whole dataset
             self._samples[which] = data.take(dataset, n, self.cfg.model.input_shape, f"{which}.dataset")
@@ -118,7 +122,7 @@ class Run:
                 result.save(folder)
         return result
 
-    def _cached(self, stage: type[Stage[R]], key: str) -> Optional[R]:
+    def _cached(self, stage: type[Stage[R]], key: str) -> R | None:
         entry = self.cache.get(key)
         if entry is None:
             return None
@@ -142,7 +146,9 @@ class Run:
             raise BuildError(f"{name} stage: stopped by sys.exit({exc.code!r}) in {origin(exc)}") from exc
         except Exception as exc:  # a crash inside torch/executorch: name the stage, keep the trace in the log
             log.debug("%s failed", name, exc_info=True)
-            raise BuildError(f"{name} stage failed: {type(exc).__name__}: {first_line(exc)} (traceback in the run's build.log)") from exc
+            raise BuildError(
+                f"{name} stage failed: {type(exc).__name__}: {first_line(exc)} (traceback in the run's build.log)"
+            ) from exc
         seconds = round(time.perf_counter() - t0, 3)
         self.record[name] = {"key": getattr(self.keys, name), "status": "ran", "seconds": seconds}
         log.info("%s: done in %.1f s", name, seconds)
@@ -161,13 +167,9 @@ def thread_lock_for_tqdm() -> None:
     multiprocessing lock: a named semaphore, which a sweep worker stopped at the end of a
     sweep (sweep.py) never releases and the resource tracker then reports as leaked. Bars
     are never shared between processes here, so a thread lock serves."""
-    import threading
-
     try:
         import tqdm  # not torch: tqdm is small; absent, nothing creates that lock either
     except ImportError:
         return
     if "_lock" not in vars(tqdm.tqdm):
         tqdm.tqdm.set_lock(threading.RLock())
-
-

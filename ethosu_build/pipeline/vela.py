@@ -22,15 +22,19 @@ import io
 import json
 import logging
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..config import targets
 from ..config.schema import BuildConfig
 from ..files import csv_text, read_csv
 from ..store.cache import Entry
+from . import pte
 from .lower import Lower, Lowered, lowering_failed, run_lower, vela_exited
+from .quantize import Quantize
 from .stage import Run, Stage
 
 log = logging.getLogger("ethosu_build.build")
@@ -93,8 +97,11 @@ def capture(workdir: Path, run_vela: bool = True) -> Iterator[list[Partition]]:
             # `args` is the spec's flag list, rebuilt for each partition; extending a copy
             # leaves the serialized compile spec (and so the .pte) untouched.
             result = original(
-                tosa_flatbuffer, list(args) + ["--verbose-performance"], verbose=verbose,
-                intermediate_path=str(part.folder), block_placements=block_placements,
+                tosa_flatbuffer,
+                list(args) + ["--verbose-performance"],
+                verbose=verbose,
+                intermediate_path=str(part.folder),
+                block_placements=block_placements,
             )
         else:
             (part.folder / TOSA_FILE).write_bytes(tosa_flatbuffer)
@@ -116,7 +123,9 @@ def compile_partition(tosa_flatbuffer: bytes, flags: list[str], part: Partition)
     from executorch.backends.arm.arm_vela import vela_compile
 
     part.folder.mkdir(parents=True, exist_ok=True)
-    result = vela_compile(tosa_flatbuffer, list(flags) + ["--verbose-performance"], verbose=False, intermediate_path=str(part.folder))
+    result = vela_compile(
+        tosa_flatbuffer, list(flags) + ["--verbose-performance"], verbose=False, intermediate_path=str(part.folder)
+    )
     if result.external_blocks:  # only with external block placements, which no config sets
         raise RuntimeError("Vela returned external data blocks, which ethosu-build does not place")
     part.processed_sha256 = hashlib.sha256(result.processed_bytes).hexdigest()
@@ -131,7 +140,7 @@ def _number(text: str) -> float | int:
 def collect(partitions: list[Partition], dest: Path) -> dict[str, Any]:
     """Write `dest/summary.csv` and `dest/per_layer.csv` (Vela's rows with a `partition`
     column in front) and `dest/part<i>.tosa`, and return the metrics for the manifest."""
-    import numpy as np
+    import numpy as np  # 60 ms that the up-to-date path (which imports this module) does not pay
 
     dest.mkdir(parents=True, exist_ok=True)
     summaries, layers = [], []
@@ -164,7 +173,9 @@ def metrics_from_csv(folder: Path) -> dict[str, Any]:
         p["inference_ms"] = p["cycles"] / clock * 1000.0
         p["npu_ops"] = sum(1 for r in layers if r["partition"] == row["partition"] and r.get("Target") == "NPU")
         parts.append(p)
-    total: dict[str, Any] = {name: sum(p[name] for p in parts) for name in list(_SUM.values()) + ["inference_ms", "npu_ops"]}
+    total: dict[str, Any] = {
+        name: sum(p[name] for p in parts) for name in list(_SUM.values()) + ["inference_ms", "npu_ops"]
+    }
     total["partitions"] = len(parts)
     total["flash_kib"] = total["on_chip_flash_kib"] + total["off_chip_flash_kib"]
     if parts:
@@ -178,8 +189,14 @@ def top_layers(folder: Path, n: int = 10) -> list[dict[str, Any]]:
     rows = read_csv(path) if path.stat().st_size else []
     rows.sort(key=lambda r: float(r["Op Cycles"]), reverse=True)
     return [
-        {"partition": int(r["partition"]), "op": r["Original Operator"], "name": r["Name"],
-         "cycles": _number(r["Op Cycles"]), "network_pct": round(float(r["Network% (cycles)"]), 2), "macs": _number(r["MAC Count"])}
+        {
+            "partition": int(r["partition"]),
+            "op": r["Original Operator"],
+            "name": r["Name"],
+            "cycles": _number(r["Op Cycles"]),
+            "network_pct": round(float(r["Network% (cycles)"]), 2),
+            "macs": _number(r["MAC Count"]),
+        }
         for r in rows[:n]
     ]
 
@@ -190,7 +207,20 @@ def top_layers(folder: Path, n: int = 10) -> list[dict[str, Any]]:
 OPERATOR_KINDS = {
     "compute": ("Conv2D", "DepthwiseConv2D", "FullyConnected", "MatMul", "TransposeConv2D", "Conv3D"),
     "pooling": ("AvgPool", "AvgPool2D", "MaxPool", "MaxPool2D", "ReduceSum", "ReduceMax", "ReduceMin", "Mean"),
-    "layout": ("Transpose", "Reshape", "Concat", "Slice", "StridedSlice", "Pad", "Tile", "Squeeze", "ExpandDims", "Pack", "Unpack", "Gather"),
+    "layout": (
+        "Transpose",
+        "Reshape",
+        "Concat",
+        "Slice",
+        "StridedSlice",
+        "Pad",
+        "Tile",
+        "Squeeze",
+        "ExpandDims",
+        "Pack",
+        "Unpack",
+        "Gather",
+    ),
     "rescale": ("Rescale", "Quantize", "Dequantize", "Cast"),
 }
 
@@ -211,7 +241,16 @@ def cycles_by_operator(folder: Path) -> list[dict[str, Any]]:
         entry[0] += 1
         entry[1] += float(r["Op Cycles"])
     return sorted(
-        ({"op": op, "kind": operator_kind(op), "layers": n, "cycles": _number(str(c)), "pct": round(100.0 * c / total, 2)} for op, (n, c) in by_op.items()),
+        (
+            {
+                "op": op,
+                "kind": operator_kind(op),
+                "layers": n,
+                "cycles": _number(str(c)),
+                "pct": round(100.0 * c / total, 2),
+            }
+            for op, (n, c) in by_op.items()
+        ),
         key=lambda x: -x["cycles"],
     )
 
@@ -234,7 +273,7 @@ class Compiled:
         (folder / "info.json").write_text(json.dumps(self.metrics, indent=1, sort_keys=True))
 
     @classmethod
-    def load(cls, entry: Entry) -> "Compiled":
+    def load(cls, entry: Entry) -> Compiled:
         reports = {n: entry.read(n) for n in sorted(entry.files) if n.endswith(cls.REPORT_SUFFIXES)}
         return cls(entry.read("model.pte"), reports, entry.read_json("info.json"))
 
@@ -250,8 +289,6 @@ class Vela(Stage[Compiled]):
 
     @classmethod
     def compute(cls, run: Run, lowered: Lowered) -> Compiled:
-        from .quantize import Quantize
-
         if lowered.info.get("retargetable"):
             pte, metrics, console, files = run_vela(run.cfg, lowered.template, lowered.tosa)
         else:
@@ -264,21 +301,22 @@ class Vela(Stage[Compiled]):
         return Compiled(pte, files, metrics)
 
 
-def run_vela(cfg: BuildConfig, template: bytes, tosa: list[bytes]) -> tuple[bytes, dict[str, Any], str, dict[str, bytes]]:
+def run_vela(
+    cfg: BuildConfig, template: bytes, tosa: list[bytes]
+) -> tuple[bytes, dict[str, Any], str, dict[str, bytes]]:
     """Vela on each partition of the shared lowering (its template.pte and one TOSA
     flatbuffer per partition, from run_lower) for cfg.target, filled into the program
     (pte.retarget). Returns (pte, Vela metrics, console, files: Vela's CSVs and the TOSA
     flatbuffers, see vela.collect)."""
-    import tempfile
-
-    from . import pte
-
     spec = targets.compile_spec(cfg.target)
     console = io.StringIO()
     try:
         # Vela reports on stdout and, through argparse, its refusals on stderr: both go to the log.
-        with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console), \
-                tempfile.TemporaryDirectory(prefix="ethosu-vela-") as workdir:
+        with (
+            contextlib.redirect_stdout(console),
+            contextlib.redirect_stderr(console),
+            tempfile.TemporaryDirectory(prefix="ethosu-vela-") as workdir,
+        ):
             parts, payloads = [], {}
             for i, flatbuffer in enumerate(tosa):
                 part = Partition(i, Path(workdir) / f"part{i}")

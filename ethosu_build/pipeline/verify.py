@@ -14,12 +14,16 @@ import copy
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from ..config.errors import ConfigError, ConfigIssue, NothingToDo
+import yaml
+
+from ..config.errors import BudgetBreached, BuildError, ConfigError, ConfigIssue, NothingToDo
+from ..config.validate import validate
 from ..fingerprint import file_sha256, tool_versions
 from ..store import provenance
 from ..store.artifacts import Artifact, ArtifactStore, check
+from .build import build, fingerprints
 
 
 @dataclass
@@ -27,17 +31,14 @@ class Verdict:
     match: bool
     subject: str  # what was rebuilt: an artifact id, or "recipe NAME"
     stored: Artifact
-    built_sha256: Optional[str] = None
-    stored_sha256: Optional[str] = None
+    built_sha256: str | None = None
+    stored_sha256: str | None = None
     causes: list[str] = field(default_factory=list)  # why the bytes may differ (or why they could not be built)
     notes: list[str] = field(default_factory=list)  # drift that did not change the bytes
 
 
 def drift(manifest: dict[str, Any]) -> list[str]:
     """Tool versions and input fingerprints that differ between the manifest and now."""
-    from .build import fingerprints
-    from ..config.validate import validate
-
     config = copy.deepcopy(manifest.get("config") or {})
     config["store"] = {"root": tempfile.gettempdir()}  # where it was stored is no input
     return provenance.drift(manifest, tool_versions(), fingerprints(validate(config)))
@@ -45,11 +46,11 @@ def drift(manifest: dict[str, Any]) -> list[str]:
 
 def rebuild(artifact: Artifact) -> Verdict:
     """Build the artifact's config.yaml again in a temporary store and compare model.pte."""
-    import yaml
-
     problems = check(artifact).problems
     if problems:
-        return Verdict(False, artifact.id, artifact, causes=[f"{artifact.id} does not match its manifest: " + "; ".join(problems)])
+        return Verdict(
+            False, artifact.id, artifact, causes=[f"{artifact.id} does not match its manifest: " + "; ".join(problems)]
+        )
     manifest = artifact.manifest()
     try:
         config = yaml.safe_load((artifact.path / "config.yaml").read_text())
@@ -60,18 +61,21 @@ def rebuild(artifact: Artifact) -> Verdict:
     return _compare(artifact.id, artifact, config, manifest.get("recipe"), None)
 
 
-def rebuild_recipe(name: str, container: dict[str, Any], cfg_name: str, recipe_path: Path, store: ArtifactStore) -> Verdict:
+def rebuild_recipe(
+    name: str, container: dict[str, Any], cfg_name: str, recipe_path: Path, store: ArtifactStore
+) -> Verdict:
     """Build the recipe in a temporary store and compare with its newest artifact."""
     versions = store.versions(cfg_name)
     if not versions:
-        raise NothingToDo(f"no artifact named {cfg_name!r} in {store.dir} to verify recipe {name!r} against; build it first")
+        raise NothingToDo(
+            f"no artifact named {cfg_name!r} in {store.dir} to verify recipe {name!r} against; build it first"
+        )
     return _compare(f"recipe {name}", versions[-1], container, name, recipe_path)
 
 
-def _compare(subject: str, stored: Artifact, config: dict[str, Any], recipe: Optional[str], recipe_path: Optional[Path]) -> Verdict:
-    from ..config.errors import BudgetBreached, BuildError
-    from .build import build
-
+def _compare(
+    subject: str, stored: Artifact, config: dict[str, Any], recipe: str | None, recipe_path: Path | None
+) -> Verdict:
     manifest = stored.manifest()
     verdict = Verdict(False, subject, stored, stored_sha256=manifest["files"]["model.pte"]["sha256"])
     with tempfile.TemporaryDirectory(prefix="ethosu-verify-") as tmp:
@@ -86,6 +90,8 @@ def _compare(subject: str, stored: Artifact, config: dict[str, Any], recipe: Opt
     if verdict.match:
         verdict.notes = drift(manifest)  # inputs that changed without changing the bytes
     else:
-        verdict.causes = drift(manifest) or ["no tool or input drift found: the recipe itself changed since that build "
-                                             "(see ethosu-artifacts diff), a nondeterministic step, or a change outside the fingerprinted inputs"]
+        verdict.causes = drift(manifest) or [
+            "no tool or input drift found: the recipe itself changed since that build "
+            "(see ethosu-artifacts diff), a nondeterministic step, or a change outside the fingerprinted inputs"
+        ]
     return verdict

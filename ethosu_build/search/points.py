@@ -6,14 +6,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..config.errors import ConfigError, ConfigIssue
 from ..config.schema import SearchConfig
 from ..files import pareto_front, read_csv
+from ..pipeline.quantizer import import_class
 
-
-WEIGHT_LAYERS = ("torch.nn.Conv1d", "torch.nn.Conv2d", "torch.nn.ConvTranspose1d", "torch.nn.ConvTranspose2d", "torch.nn.Linear")
+WEIGHT_LAYERS = (
+    "torch.nn.Conv1d",
+    "torch.nn.Conv2d",
+    "torch.nn.ConvTranspose1d",
+    "torch.nn.ConvTranspose2d",
+    "torch.nn.Linear",
+)
 
 
 @dataclass
@@ -21,22 +27,33 @@ class Point:
     """One set of modules at search.scheme, measured."""
 
     modules: tuple[str, ...]
-    sqnr_db: Optional[float] = None
-    top1: Optional[float] = None
-    est_cycles: Optional[float] = None
+    sqnr_db: float | None = None
+    top1: float | None = None
+    est_cycles: float | None = None
     status: str = "ok"
-    error: Optional[str] = None
+    error: str | None = None
     built: dict[str, Any] = field(default_factory=dict)  # artifact id, real cycles, SRAM, ...
 
     def row(self) -> dict[str, Any]:
-        return {"modules": " ".join(self.modules) or "-", "n": len(self.modules), "sqnr_db": self.sqnr_db, "top1": self.top1,
-                "est_cycles": self.est_cycles, "status": self.status, "error": self.error, **self.built}
+        return {
+            "modules": " ".join(self.modules) or "-",
+            "n": len(self.modules),
+            "sqnr_db": self.sqnr_db,
+            "top1": self.top1,
+            "est_cycles": self.est_cycles,
+            "status": self.status,
+            "error": self.error,
+            **self.built,
+        }
 
 
 def check_modules(search: SearchConfig, module_names: list[str]) -> None:
     issues = [
-        ConfigIssue(f"search.modules.{i}", f"{name!r} not found in the model; modules include {', '.join(module_names[:8])}")
-        for i, name in enumerate(search.modules or []) if name not in module_names
+        ConfigIssue(
+            f"search.modules.{i}", f"{name!r} not found in the model; modules include {', '.join(module_names[:8])}"
+        )
+        for i, name in enumerate(search.modules or [])
+        if name not in module_names
     ]
     if issues:
         raise ConfigError(issues)
@@ -44,8 +61,6 @@ def check_modules(search: SearchConfig, module_names: list[str]) -> None:
 
 def candidates(model, search: SearchConfig) -> dict[str, list[str]]:
     """Candidate name -> the weight layers (leaf Conv/Linear module names) it covers."""
-    from ..pipeline.quantizer import import_class
-
     kinds = tuple(import_class(k) for k in WEIGHT_LAYERS)
     leaves = [n for n, m in model.named_modules() if n and isinstance(m, kinds)]
     if search.modules:
@@ -61,8 +76,6 @@ def layer_macs(model, input_shape: list[int]) -> list[tuple[str, int]]:
     """(leaf module, MACs) for each Conv/Linear call, in execution order."""
     import torch
 
-    from ..pipeline.quantizer import import_class
-
     kinds = tuple(import_class(k) for k in WEIGHT_LAYERS)
     calls: list[tuple[str, int]] = []
 
@@ -75,6 +88,7 @@ def layer_macs(model, input_shape: list[int]) -> list[tuple[str, int]]:
             else:  # convolution: every output element sums (in_channels / groups) * kernel
                 macs = out.numel() * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
             calls.append((name, int(macs)))
+
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and isinstance(m, kinds)]
@@ -105,7 +119,7 @@ def layer_cycles(per_layer_csv: Path, calls: list[tuple[str, int]]) -> tuple[dic
     return by_module, other
 
 
-def known_cycles(p: Point) -> Optional[float]:
+def known_cycles(p: Point) -> float | None:
     """Vela's cycles where the point was built, else the estimate."""
     return p.built.get("cycles", p.est_cycles)
 

@@ -20,26 +20,54 @@ def _fmt(v: Any) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    out = [f"# Mixed-precision search ({r['scheme']})", "", f"`{r['command']}`", "",
-           f"{len(r['candidates'])} candidates, {r['points_measured']} configurations measured (calibration + PyTorch), "
-           f"{r['lowerings']} full builds (lowering + Vela).", "", "## Sensitivity (one module at a time)", "",
-           "| module | layers | SQNR dB | gain dB | top-1 | Δ cycles | status |", "|---|---|---|---|---|---|---|"]
+    out = [
+        f"# Mixed-precision search ({r['scheme']})",
+        "",
+        f"`{r['command']}`",
+        "",
+        f"{len(r['candidates'])} candidates, {r['points_measured']} configurations measured (calibration + PyTorch), "
+        f"{r['lowerings']} full builds (lowering + Vela).",
+        "",
+        "## Sensitivity (one module at a time)",
+        "",
+        "| module | layers | SQNR dB | gain dB | top-1 | Δ cycles | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in sorted(r["sensitivity"], key=lambda s: -(s["sqnr_gain_db"] or -1e9)):
-        out.append(f"| {s['module']} | {s['layers']} | {_fmt(s['sqnr_db'])} | {_fmt(s['sqnr_gain_db'])} | {_fmt(s['top1'])} | "
-                   f"{_fmt(s['delta_cycles'])}{'' if s['cost_measured'] else ' (partly unmatched)'} | {s['status']} |")
-    out += ["", "## Built points", "", "| configuration | modules | SQNR dB | top-1 | cycles (Vela) | estimated | SRAM KiB | recipe |",
-            "|---|---|---|---|---|---|---|---|"]
+        out.append(
+            f"| {s['module']} | {s['layers']} | {_fmt(s['sqnr_db'])} | {_fmt(s['sqnr_gain_db'])} | {_fmt(s['top1'])} | "
+            f"{_fmt(s['delta_cycles'])}{'' if s['cost_measured'] else ' (partly unmatched)'} | {s['status']} |"
+        )
+    out += [
+        "",
+        "## Built points",
+        "",
+        "| configuration | modules | SQNR dB | top-1 | cycles (Vela) | estimated | SRAM KiB | recipe |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     built = [(f"mixed {i}" + (" (front)" if p.get("on_front") else ""), p) for i, p in enumerate(r["front"], 1)]
     for label, row in [("uniform base", r["uniform_base"]), ("uniform " + r["scheme"], r["uniform_all"])] + built:
-        out.append(f"| {label} | {row['modules']} | {_fmt(row['sqnr_db'])} | {_fmt(row['top1'])} | {_fmt(row.get('cycles'))} | "
-                   f"{_fmt(row['est_cycles'])} | {_fmt(row.get('sram_kib'))} | {row.get('recipe') or row.get('error') or '-'} |")
+        out.append(
+            f"| {label} | {row['modules']} | {_fmt(row['sqnr_db'])} | {_fmt(row['top1'])} | "
+            f"{_fmt(row.get('cycles'))} | "
+            f"{_fmt(row['est_cycles'])} | {_fmt(row.get('sram_kib'))} | "
+            f"{row.get('recipe') or row.get('error') or '-'} |"
+        )
     q = r["quick_answer"]
     if q is None:
         answer = "no goal given, or none met"
     else:
-        cost = f"{_fmt(q['cycles'])} Vela cycles" if q.get("cycles") is not None else f"an estimated {_fmt(q['est_cycles'])} cycles"
-        answer = (f"{q['modules'] if q['n'] else 'no module (the uniform base)'}: SQNR {_fmt(q['sqnr_db'])} dB, top-1 {_fmt(q['top1'])} "
-                  f"(float {_fmt(r['float_top1'])}), {cost} against {_fmt(r['uniform_all'].get('cycles'))} for uniform {r['scheme']}.")
+        cost = (
+            f"{_fmt(q['cycles'])} Vela cycles"
+            if q.get("cycles") is not None
+            else f"an estimated {_fmt(q['est_cycles'])} cycles"
+        )
+        answer = (
+            f"{q['modules'] if q['n'] else 'no module (the uniform base)'}: SQNR {_fmt(q['sqnr_db'])} dB, top-1 "
+            f"{_fmt(q['top1'])} "
+            f"(float {_fmt(r['float_top1'])}), {cost} against {_fmt(r['uniform_all'].get('cycles'))} for uniform "
+            f"{r['scheme']}."
+        )
     out += ["", "## Quick answer", "", answer]
     return "\n".join(out) + "\n"
 
@@ -59,11 +87,23 @@ def plot_front(path: Path, points: list[Point], built: list[Point], reference: P
     real = [p for p in built if p.built.get("cycles") is not None]
     front = sorted((p for p in real if p.built.get("on_front")), key=lambda p: p.built["cycles"])
     if front:
-        ax.plot([p.built["cycles"] for p in front], [p.sqnr_db for p in front], "o-", c="C3", label="front, built (Vela cycles)")
+        ax.plot(
+            [p.built["cycles"] for p in front],
+            [p.sqnr_db for p in front],
+            "o-",
+            c="C3",
+            label="front, built (Vela cycles)",
+        )
     others = [p for p in real if not p.built.get("on_front")]
     if others:
-        ax.scatter([p.built["cycles"] for p in others], [p.sqnr_db for p in others], s=40, facecolors="none", edgecolors="C3",
-                   label="built, dominated once built")
+        ax.scatter(
+            [p.built["cycles"] for p in others],
+            [p.sqnr_db for p in others],
+            s=40,
+            facecolors="none",
+            edgecolors="C3",
+            label="built, dominated once built",
+        )
     ax.set_xlabel("NPU cycles")
     ax.set_ylabel("SQNR vs float (dB)")
     ax.grid(alpha=0.3)

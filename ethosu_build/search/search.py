@@ -23,11 +23,17 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
+
+from omegaconf import OmegaConf
 
 from ..config.errors import BuildError, ConfigError, first_line
 from ..config.schema import SearchConfig
+from ..config.validate import validate
 from ..files import atomic_write, atomic_write_json
+from ..pipeline import evaluate
+from ..pipeline.build import build, quantized_model
+from ..pipeline.model_checks import check_model, load_model
 from . import report
 from .points import Point, candidates, check_modules, known_cycles, layer_cycles, layer_macs, pareto, spread
 
@@ -35,16 +41,16 @@ log = logging.getLogger(__name__)
 
 
 class Search:
-    def __init__(self, container: dict[str, Any], search: SearchConfig, choices: dict[str, Any], out_dir: Path, command: str):
-        from ..config.validate import validate
-
+    def __init__(
+        self, container: dict[str, Any], search: SearchConfig, choices: dict[str, Any], out_dir: Path, command: str
+    ):
         self.container, self.search, self.choices, self.out, self.command = container, search, choices, out_dir, command
         self.cfg = validate(container)
         self.points: dict[tuple[str, ...], Point] = {}
         self.model = None  # the float model, loaded and checked once by run()
-        self.delta: Optional[dict[str, float]] = None  # extra cycles per candidate, once measured
+        self.delta: dict[str, float] | None = None  # extra cycles per candidate, once measured
         self.base_cycles = 0.0
-        self.float_top1: Optional[float] = None
+        self.float_top1: float | None = None
         self.builds = 0  # full lowerings this search ran (cache hits included)
 
     # --- configs ----------------------------------------------------------------------------
@@ -65,13 +71,11 @@ class Search:
         modules = tuple(sorted(modules))
         if modules in self.points:
             return self.points[modules]
-        from ..pipeline import build, evaluate
-        from ..config.validate import validate
 
         point = Point(modules, est_cycles=self.estimate(modules))
         try:
             cfg = validate(self.container_for(modules))
-            model, quantized, batched, samples = build.quantized_model(cfg, self.model)
+            model, quantized, batched, samples = quantized_model(cfg, self.model)
             acc = evaluate.compare(model, quantized, samples, batched)
             point.sqnr_db, point.top1 = acc["sqnr_db"], acc["quantized_top1"]
             self.float_top1 = acc["float_top1"]
@@ -81,15 +85,13 @@ class Search:
         self.points[modules] = point
         return point
 
-    def estimate(self, modules: tuple[str, ...]) -> Optional[float]:
+    def estimate(self, modules: tuple[str, ...]) -> float | None:
         if self.delta is None:
             return None
         return self.base_cycles + sum(self.delta.get(m, 0.0) for m in modules)
 
     def build_point(self, modules: tuple[str, ...], name: str):
         """A real build (lower + Vela, or the store's identical artifact) named `name`."""
-        from ..pipeline.build import build
-
         self.builds += 1
         container = self.container_for(modules)
         container["name"] = name
@@ -98,8 +100,6 @@ class Search:
     # --- the search -------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from ..pipeline.model_checks import check_model, load_model
-
         s, cfg = self.search, self.cfg
         model = self.model = load_model(cfg)
         check_model(cfg, model)  # once: every candidate differs only in its overrides
@@ -115,13 +115,19 @@ class Search:
             uniform = self.build_point(names, f"{cfg.name}_all_{s.scheme}")
         except BuildError as exc:  # e.g. Vela rejects a16w8 somewhere on U55
             uniform, uniform_error = None, first_line(exc)
-            log.warning("search: the build with every candidate at %s failed (%s); per-module costs are unknown, "
-                        "candidates are ranked by SQNR gain alone and points judged by their own builds", s.scheme, uniform_error)
+            log.warning(
+                "search: the build with every candidate at %s failed (%s); per-module costs are unknown, "
+                "candidates are ranked by SQNR gain alone and points judged by their own builds",
+                s.scheme,
+                uniform_error,
+            )
         calls = layer_macs(model, cfg.model.input_shape)
         low, _ = layer_cycles(base.artifact.path / "vela" / "per_layer.csv", calls)
         high, _ = layer_cycles(uniform.artifact.path / "vela" / "per_layer.csv", calls) if uniform else (low, 0.0)
         measured = {c: sum(high.get(n, 0.0) - low.get(n, 0.0) for n in leaves) for c, leaves in self.groups.items()}
-        self.cost_source = {c: uniform is not None and all(n in low and n in high for n in leaves) for c, leaves in self.groups.items()}
+        self.cost_source = {
+            c: uniform is not None and all(n in low and n in high for n in leaves) for c, leaves in self.groups.items()
+        }
         # Layers matched to no module (rescales, adds, pooling) change too; share their change
         # out in proportion, so that the estimate of "all candidates" is the real build's.
         all_cycles = uniform.artifact.manifest()["metrics"]["vela"]["total"]["cycles"] if uniform else self.base_cycles
@@ -141,12 +147,26 @@ class Search:
         for c in names:
             p = self.measure((c,))
             gain = None if p.sqnr_db is None or reference.sqnr_db is None else p.sqnr_db - reference.sqnr_db
-            sens.append({"module": c, "layers": len(self.groups[c]), "sqnr_db": p.sqnr_db, "sqnr_gain_db": gain, "top1": p.top1,
-                         "delta_cycles": self.delta[c], "cost_measured": self.cost_source[c], "status": p.status, "error": p.error})
+            sens.append(
+                {
+                    "module": c,
+                    "layers": len(self.groups[c]),
+                    "sqnr_db": p.sqnr_db,
+                    "sqnr_gain_db": gain,
+                    "top1": p.top1,
+                    "delta_cycles": self.delta[c],
+                    "cost_measured": self.cost_source[c],
+                    "status": p.status,
+                    "error": p.error,
+                }
+            )
         float_top1 = self.float_top1
 
         # 3. greedy: best gain per cycle first; each prefix measured
-        ranked = sorted((r for r in sens if r["status"] == "ok"), key=lambda r: -(r["sqnr_gain_db"] or 0.0) / max(r["delta_cycles"], 1.0))
+        ranked = sorted(
+            (r for r in sens if r["status"] == "ok"),
+            key=lambda r: -(r["sqnr_gain_db"] or 0.0) / max(r["delta_cycles"], 1.0),
+        )
         # the quick answer: the first configuration, from uniform base upwards, meeting the goal
         greedy, chosen = [], ()
         quick = reference if self._meets_goal(reference, float_top1) else None
@@ -196,10 +216,17 @@ class Search:
     def _record_build(self, p: Point, result) -> None:
         m = result.artifact.manifest()
         v = m["metrics"]["vela"]["total"]
-        p.built.update({"artifact": result.artifact.id, "cycles": v["cycles"], "sram_kib": v["sram_kib"],
-                        "pte_sha256": m["files"]["model.pte"]["sha256"], "npu_partitions": m["delegation"]["npu_partitions"]})
+        p.built.update(
+            {
+                "artifact": result.artifact.id,
+                "cycles": v["cycles"],
+                "sram_kib": v["sram_kib"],
+                "pte_sha256": m["files"]["model.pte"]["sha256"],
+                "npu_partitions": m["delegation"]["npu_partitions"],
+            }
+        )
 
-    def _meets_goal(self, p: Point, float_top1: Optional[float]) -> bool:
+    def _meets_goal(self, p: Point, float_top1: float | None) -> bool:
         s = self.search
         if s.max_accuracy_drop is None and s.min_sqnr_db is None:
             return False
@@ -214,13 +241,18 @@ class Search:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=self.search.seed))
+        study = optuna.create_study(
+            directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=self.search.seed)
+        )
         for p in list(self.points.values()):  # start from what is already measured
             if p.status == "ok":
-                study.add_trial(optuna.trial.create_trial(
-                    params={n: n in p.modules for n in names},
-                    distributions={n: optuna.distributions.CategoricalDistribution([False, True]) for n in names},
-                    values=[p.sqnr_db, p.est_cycles]))
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params={n: n in p.modules for n in names},
+                        distributions={n: optuna.distributions.CategoricalDistribution([False, True]) for n in names},
+                        values=[p.sqnr_db, p.est_cycles],
+                    )
+                )
 
         def objective(trial):
             picked = tuple(n for n in names if trial.suggest_categorical(n, [False, True]))
@@ -236,10 +268,6 @@ class Search:
     def write_recipe(self, name: str, p: Point) -> str:
         """A recipe that rebuilds the point: the same group choices, every build key pinned
         to its resolved value, the overrides in order."""
-        from omegaconf import OmegaConf
-
-        from ..config.validate import validate
-
         cfg = validate(self.container_for(p.modules), default_name=name)
         body = dataclasses.asdict(cfg)
         body["name"] = name
@@ -254,7 +282,9 @@ class Search:
             f"Vela cycles {p.built.get('cycles')} (estimated {p.est_cycles:.0f}).",
             f"# Build it:   ethosu-build hydra.searchpath=[file://{self.out}] recipe={name}",
             "#             (or copy this file into your recipes/ and: ethosu-build recipe=" + name + ")",
-            "defaults:", *[f"  - {d}" for d in defaults], "",
+            "defaults:",
+            *[f"  - {d}" for d in defaults],
+            "",
         ]
         path = self.out / "recipe" / f"{name}.yaml"  # a config group folder: usable on the search path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,11 +294,18 @@ class Search:
     def report(self, sens, greedy, quick, built, reference, top, float_top1) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         result = {
-            "command": self.command, "scheme": self.search.scheme, "candidates": {c: v for c, v in self.groups.items()},
-            "float_top1": float_top1, "uniform_base": reference.row(), "uniform_all": top.row(),
-            "sensitivity": sens, "greedy": [p.row() for p in greedy],
+            "command": self.command,
+            "scheme": self.search.scheme,
+            "candidates": {c: v for c, v in self.groups.items()},
+            "float_top1": float_top1,
+            "uniform_base": reference.row(),
+            "uniform_all": top.row(),
+            "sensitivity": sens,
+            "greedy": [p.row() for p in greedy],
             "quick_answer": quick.row() if quick is not None else None,
-            "front": [p.row() for p in built], "points_measured": len(self.points), "lowerings": self.builds,
+            "front": [p.row() for p in built],
+            "points_measured": len(self.points),
+            "lowerings": self.builds,
         }
         atomic_write_json(self.out / "search.json", result)
         report.write_csv(self.out / "sensitivity.csv", sens)

@@ -26,9 +26,10 @@ import shutil
 import stat
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from filelock import FileLock
 
@@ -148,7 +149,7 @@ class ArtifactStore:
             for base in sorted(p for p in self.dir.iterdir() if _is_real_dir(p)):
                 yield from self.versions(base.name)
 
-    def find(self, name: str, build_key: str) -> Optional[Artifact]:
+    def find(self, name: str, build_key: str) -> Artifact | None:
         """The version of `name` built with `build_key` that passes `check`; a damaged or
         untrusted one is reported and left alone (the build then makes a new version)."""
         for a in self.versions(name):
@@ -160,8 +161,13 @@ class ArtifactStore:
             checked = check(a)
             if checked.reusable:
                 return a
-            why = checked.problems[0] if checked.problems else {"missing": "its manifest is unsigned",
-                                                                  "other_key": "its manifest is signed by another key"}[checked.trust]
+            why = (
+                checked.problems[0]
+                if checked.problems
+                else {"missing": "its manifest is unsigned", "other_key": "its manifest is signed by another key"}[
+                    checked.trust
+                ]
+            )
             log.warning("%s has this build key but is not trusted (%s); building a new version", a.id, why)
         return None
 
@@ -185,11 +191,15 @@ class ArtifactStore:
         real, base = p.resolve(), self.dir.resolve()
         m = _VERSION_DIR.match(real.name)
         if not (m and real.parent.parent == base and NAME.match(real.parent.name)):
-            raise NotAnArtifact(f"{ref!r} is not an artifact of the store {self.dir} (a version folder "
-                                f"{self.dir}/<name>/v<N>); known: {known}")
+            raise NotAnArtifact(
+                f"{ref!r} is not an artifact of the store {self.dir} (a version folder "
+                f"{self.dir}/<name>/v<N>); known: {known}"
+            )
         artifact = Artifact(real.parent.name, int(m.group(1)), self.dir / real.parent.name / real.name)
         if artifact not in self.versions(artifact.name):
-            raise NotAnArtifact(f"{ref!r} is not a whole version of {artifact.name} (no regular {MANIFEST}, or a symlink)")
+            raise NotAnArtifact(
+                f"{ref!r} is not a whole version of {artifact.name} (no regular {MANIFEST}, or a symlink)"
+            )
         return artifact
 
     def scan(self) -> list[Finding]:
@@ -202,7 +212,13 @@ class ArtifactStore:
             return [Finding(".", f"{self.dir} is not a folder of the store (a symlink, or a file)", True)]
         for base in sorted(self.dir.iterdir()):
             if base.is_symlink() or not base.is_dir():
-                found.append(Finding(base.name, "a symlink (not followed)" if base.is_symlink() else "a file, not an artifact name", False))
+                found.append(
+                    Finding(
+                        base.name,
+                        "a symlink (not followed)" if base.is_symlink() else "a file, not an artifact name",
+                        False,
+                    )
+                )
                 continue
             for p in sorted(base.iterdir()):
                 rel = f"{base.name}/{p.name}"
@@ -216,7 +232,13 @@ class ArtifactStore:
                     if manifest.is_symlink() or not manifest.is_file():
                         found.append(Finding(rel, f"half-present version: no {MANIFEST}", True))
                 else:
-                    found.append(Finding(rel, "a symlink (not followed)" if p.is_symlink() else "not a version of the store", p.is_symlink()))
+                    found.append(
+                        Finding(
+                            rel,
+                            "a symlink (not followed)" if p.is_symlink() else "not a version of the store",
+                            p.is_symlink(),
+                        )
+                    )
         return found
 
     # --- writing ----------------------------------------------------------------------------
@@ -225,14 +247,20 @@ class ArtifactStore:
         base = self.dir / name
         base.mkdir(parents=True, exist_ok=True)
         if not _is_real_dir(self.dir) or not _is_real_dir(base):
-            raise OSError(f"{base} is not a folder of the store (a symlink); the store writes only into its own folders")
+            raise OSError(
+                f"{base} is not a folder of the store (a symlink); the store writes only into its own folders"
+            )
         path = base / f".staging-{uuid.uuid4().hex[:12]}"
         path.mkdir()
         return path
 
     def publish(
-        self, name: str, build_key: str, staging: Path, manifest: Callable[[int, dict], dict],
-        report: Optional[Callable[[dict], str]] = None,
+        self,
+        name: str,
+        build_key: str,
+        staging: Path,
+        manifest: Callable[[int, dict], dict],
+        report: Callable[[dict], str] | None = None,
     ) -> tuple[Artifact, bool]:
         """Make `staging` the next version unless `build_key` is already stored.
 
@@ -248,7 +276,9 @@ class ArtifactStore:
                     return existing, False
                 # One past every v<N> present, whatever it holds: a damaged or half-present
                 # version never collides with the next one.
-                version = max((int(m.group(1)) for p in base.iterdir() if (m := _VERSION_DIR.match(p.name))), default=0) + 1
+                version = (
+                    max((int(m.group(1)) for p in base.iterdir() if (m := _VERSION_DIR.match(p.name))), default=0) + 1
+                )
                 files = {str(p.relative_to(staging)): _file_entry(p) for p in sorted(staging.rglob("*")) if p.is_file()}
                 content = manifest(version, files)
                 if report is not None:

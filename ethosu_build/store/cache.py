@@ -26,11 +26,13 @@ import shutil
 import stat
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional
+
+from filelock import FileLock, Timeout
 
 from ..fingerprint import canonical_json, sha256_bytes
 from .trust import store_key
@@ -97,7 +99,7 @@ class StageCache:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def get(self, key: str) -> Optional[Entry]:
+    def get(self, key: str) -> Entry | None:
         """The entry if it exists and verifies; anything that fails a check is discarded."""
         path = self.path(key)
         if not os.path.lexists(path):
@@ -120,12 +122,18 @@ class StageCache:
         meta = json.loads(raw)
         verdict = store_key().verify(_signed_payload(meta), meta.get("signature"))
         if verdict != "ok":
-            reason = {"missing": "unsigned", "other_key": "signed by another key", "bad": "its signature does not match"}[verdict]
+            reason = {
+                "missing": "unsigned",
+                "other_key": "signed by another key",
+                "bad": "its signature does not match",
+            }[verdict]
             raise CorruptEntry(f"{ENTRY} is {reason}")
         if meta.get("key") != key:
             raise CorruptEntry(f"{ENTRY} names key {str(meta.get('key'))[:12]}")
         files = meta["files"]
-        if not isinstance(files, dict) or not all(isinstance(n, str) and _FILE_NAME.match(n) and n != ENTRY for n in files):
+        if not isinstance(files, dict) or not all(
+            isinstance(n, str) and _FILE_NAME.match(n) and n != ENTRY for n in files
+        ):
             raise CorruptEntry(f"{ENTRY} lists a file name outside the entry")
         entry = Entry(key, path, dict(files))
         for name in files:
@@ -136,8 +144,13 @@ class StageCache:
         """The keys of the entries present (not yet verified), for checks and listings."""
         if self.dir.is_symlink() or not self.dir.is_dir():
             return []
-        return sorted(p.name for b in self.dir.iterdir() if not b.is_symlink() and b.is_dir()
-                      for p in b.iterdir() if _KEY.match(p.name) and not p.is_symlink() and p.is_dir())
+        return sorted(
+            p.name
+            for b in self.dir.iterdir()
+            if not b.is_symlink() and b.is_dir()
+            for p in b.iterdir()
+            if _KEY.match(p.name) and not p.is_symlink() and p.is_dir()
+        )
 
     def discard(self, key: str, reason: str) -> None:
         """Log once and remove what is at the key's place (a symlink: only the link)."""
@@ -149,8 +162,6 @@ class StageCache:
     @contextmanager
     def claim(self, key: str, stage: str) -> Iterator[None]:
         """Hold the key's lock; log once if another process holds it."""
-        from filelock import FileLock, Timeout
-
         lock_file = self.path(key).with_name(f"{key}.lock")
         _real_dir(lock_file.parent)
         lock = FileLock(str(lock_file))
@@ -178,7 +189,9 @@ class StageCache:
             files = {}
             for p in sorted(tmp.iterdir()):
                 if not _FILE_NAME.match(p.name) or p.is_symlink() or not p.is_file():
-                    raise ValueError(f"stage {stage} wrote {p.name!r}: an entry holds regular files with plain names only")
+                    raise ValueError(
+                        f"stage {stage} wrote {p.name!r}: an entry holds regular files with plain names only"
+                    )
                 files[p.name] = sha256_bytes(p.read_bytes())
             meta = {"stage": stage, "key": key, "created": datetime.now(timezone.utc).isoformat(), "files": files}
             meta["signature"] = store_key().sign(_signed_payload(meta))

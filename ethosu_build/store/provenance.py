@@ -12,24 +12,28 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
+
+from ..config.errors import ConfigError, ConfigIssue
+from ..files import atomic_write
 
 log = logging.getLogger(__name__)
 LOCK_SUFFIX = ".lock.json"
 
 
-def recipe_file(name: Optional[str], search_path: Iterable[str]) -> Optional[Path]:
+def recipe_file(name: str | None, search_path: Iterable[str]) -> Path | None:
     """The file Hydra composed for `recipe=NAME`: the first `recipe/NAME.yaml` on the search
     path (entries are `file://DIR` or `pkg://package`, as Hydra writes them)."""
     if not name:
         return None
     for entry in search_path:
         if entry.startswith("file://"):
-            base = Path(entry[len("file://"):])
+            base = Path(entry[len("file://") :])
         elif entry.startswith("pkg://"):
             try:
-                base = Path(str(importlib.resources.files(entry[len("pkg://"):].replace("/", "."))))
+                base = Path(str(importlib.resources.files(entry[len("pkg://") :].replace("/", "."))))
             except (ModuleNotFoundError, TypeError):
                 continue
         else:
@@ -40,7 +44,7 @@ def recipe_file(name: Optional[str], search_path: Iterable[str]) -> Optional[Pat
     return None
 
 
-def _git(folder: Path, *args: str) -> Optional[str]:
+def _git(folder: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
@@ -48,7 +52,7 @@ def _git(folder: Path, *args: str) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def git_info(path: Optional[Path]) -> Optional[dict[str, Any]]:
+def git_info(path: Path | None) -> dict[str, Any] | None:
     """Commit and dirty flag of the git repository holding `path` (a recipe file, else the
     working directory), and whether that file itself has uncommitted changes."""
     target = path if path is not None else Path(os.getcwd())
@@ -78,29 +82,38 @@ def lock_content(recipe_name: str, tools: dict[str, Any], fingerprints: dict[str
 
 
 def write_lock(path: Path, content: dict[str, Any]) -> None:
-    from ..files import atomic_write
-
     atomic_write(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def read_lock(path: Path) -> dict[str, Any]:
     """A lock file's content; a file that is no lock is a config error naming it."""
-    from ..config.errors import ConfigError, ConfigIssue
-
     try:
         content = json.loads(path.read_text())
-        if not isinstance(content, dict) or not isinstance(content.get("tools", {}), dict) \
-                or not isinstance(content.get("fingerprints", {}), dict):
+        if (
+            not isinstance(content, dict)
+            or not isinstance(content.get("tools", {}), dict)
+            or not isinstance(content.get("fingerprints", {}), dict)
+        ):
             raise ValueError("not a mapping of tools and fingerprints")
     except (OSError, ValueError) as exc:
-        raise ConfigError(ConfigIssue("recipe", f"its lock {str(path)!r} is unreadable ({exc}); accepted: a file written by "
-                                                "`ethosu-artifacts lock`, or none (delete it and lock again)")) from exc
+        raise ConfigError(
+            ConfigIssue(
+                "recipe",
+                f"its lock {str(path)!r} is unreadable ({exc}); accepted: a file written by "
+                "`ethosu-artifacts lock`, or none (delete it and lock again)",
+            )
+        ) from exc
     return content
 
 
 # What each fingerprint stands for, in drift messages.
-INPUTS = {"model_source": "model source", "checkpoint": "model weights (checkpoint)", "calibration_data": "calibration data",
-          "evaluation_data": "evaluation data", "qat_data": "QAT training data"}
+INPUTS = {
+    "model_source": "model source",
+    "checkpoint": "model weights (checkpoint)",
+    "calibration_data": "calibration data",
+    "evaluation_data": "evaluation data",
+    "qat_data": "QAT training data",
+}
 
 
 def drift(then: dict[str, Any], tools: dict[str, Any], fingerprints: dict[str, Any]) -> list[str]:

@@ -104,8 +104,13 @@ def _create(path: Path) -> None:
 
 
 def _key_error(path: Path, what: str) -> ConfigError:
-    return ConfigError(ConfigIssue(KEY_ENV, f"the store key {str(path)!r} {what}; accepted: a file of {KEY_BYTES}+ random bytes "
-                                            "that only you (or the users you share a store with) can write"))
+    return ConfigError(
+        ConfigIssue(
+            KEY_ENV,
+            f"the store key {str(path)!r} {what}; accepted: a file of {KEY_BYTES}+ random bytes "
+            "that only you (or the users you share a store with) can write",
+        )
+    )
 
 
 def store_key() -> StoreKey:
