@@ -7,7 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import assert_nothing_stored, build_in_process, compose_config, run_cli
+
+from ethosu_build.config.errors import ConfigError
+from ethosu_build.config.validate import validate
+from ethosu_build.pipeline.keys import stage_keys
+from ethosu_build.pipeline.stage import Run
 
 # (command-line overrides, fragments the message must contain)
 CONFIG_ONLY = [
@@ -121,29 +126,53 @@ MODEL_CHECKS = [
 ]
 
 
-def assert_nothing_stored(root: Path) -> None:
-    artifacts = root / "artifacts"
-    leftovers = [p for p in artifacts.rglob("*") if p.name != ".lock"] if artifacts.exists() else []
-    assert not leftovers, leftovers
-
-
-def check_config_error(args: list[str], fragments: list[str], cwd: Path) -> None:
-    res = run_cli([*args, "store.root=store"], cwd)
-    assert res.returncode == 2, res.stderr[-2000:]
+def config_error(args: list[str], fragments: list[str], cwd: Path, *, against_the_model: bool = False) -> None:
+    """The config error `ethosu-build ARGS` reports, found in-process as the CLI finds it:
+    composed, validated, and (for checks that need it) judged against the model; each
+    fragment appears in the message and nothing is stored."""
+    root = cwd / "store"
+    with pytest.raises(ConfigError) as error:
+        container, recipe = compose_config([*args, f"store.root={root}"])
+        cfg = validate(container, default_name=recipe)
+        if against_the_model:
+            Run(cfg, stage_keys(cfg)).model()
+    text = error.value.render()
     for fragment in fragments:
-        assert fragment in res.stderr, (fragment, res.stderr)
-    assert "Traceback" not in res.stderr
-    assert_nothing_stored(cwd / "store")
+        assert fragment in text, (fragment, text)
+    assert_nothing_stored(root)
 
 
 @pytest.mark.parametrize("args,fragments", CONFIG_ONLY, ids=[" ".join(a) for a, _ in CONFIG_ONLY])
-def test_config_error(args, fragments, tmp_path):
-    check_config_error(args, fragments, tmp_path)
+def test_config_error(args, fragments, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the folder a build runs in
+    config_error(args, fragments, tmp_path)
 
 
 @pytest.mark.parametrize("args,fragments", MODEL_CHECKS, ids=[" ".join(a) for a, _ in MODEL_CHECKS])
-def test_config_error_found_against_the_model(args, fragments, tmp_path):
-    check_config_error(args, fragments, tmp_path)
+def test_config_error_found_against_the_model(args, fragments, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config_error(args, fragments, tmp_path, against_the_model=True)
+
+
+# A handful through the CLI: the exit code, a message without a traceback, nothing stored.
+THROUGH_THE_CLI = [
+    CONFIG_ONLY[0],
+    CONFIG_ONLY[3],
+    CONFIG_ONLY[20],
+    MODEL_CHECKS[0],
+    MODEL_CHECKS[5],
+    (["overrides=[1]"], ["overrides", "[1]", "head_float"]),
+]
+
+
+@pytest.mark.parametrize("args,fragments", THROUGH_THE_CLI, ids=[" ".join(a) for a, _ in THROUGH_THE_CLI])
+def test_the_cli_exits_2_with_the_message(args, fragments, tmp_path):
+    res = run_cli([*args, "store.root=store"], tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in res.stderr, (fragment, res.stderr)
+    assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) <= 6
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
 
 
 def test_all_errors_reported_at_once(tmp_path):
@@ -154,6 +183,33 @@ def test_all_errors_reported_at_once(tmp_path):
     assert "config errors (3)" in res.stderr
     for key in ("quantization.scheme", "calibration.batch_size", "target.accelerator"):
         assert key in res.stderr
+
+
+def test_a_key_of_the_wrong_type_hides_no_other_error(tmp_path):
+    config_error(
+        ["calibration.batch_size=abc", "quantization.scheme=int4"],
+        ["config errors (2)", "calibration.batch_size: 'abc' is not an integer", "quantization.scheme: 'int4'"],
+        tmp_path,
+    )
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01\xff binary", b"[System_Config.x\nfoo", b"no sections at all\n"])
+def test_a_vela_ini_that_is_not_one(content, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.ini").write_bytes(content)
+    config_error(
+        ["target.config_ini=./my.ini"], ["target.config_ini", "'./my.ini' is not a readable Vela .ini"], tmp_path
+    )
+
+
+def test_a_user_source_keeps_its_reason(tmp_path):
+    """Hydra's first line only names the target; the reason must reach the user."""
+    config_error(
+        ["+calibration.dataset.bogus=1"],
+        ["calibration.dataset", "unexpected keyword argument 'bogus'"],
+        tmp_path,
+        against_the_model=True,
+    )
 
 
 @pytest.mark.parametrize("kind", ["complex", "strings", "nan", "shape", "string labels"])
@@ -181,19 +237,25 @@ def test_calibration_data_that_no_quantizer_can_take(kind, tmp_path):
     elif kind == "string labels":
         labels = np.array(["cat"] * 16)
     np.savez(tmp_path / "data.npz", inputs=x, labels=labels)
-    check_config_error(
-        ["calibration=tensors", "calibration.dataset.path=data.npz", "calibration.num_samples=16"],
-        ["calibration.dataset", "item", fragments],
-        tmp_path,
-    )
+    with pytest.raises(ConfigError) as error:
+        build_in_process(
+            ["calibration=tensors", f"calibration.dataset.path={tmp_path / 'data.npz'}", "calibration.num_samples=16"],
+            tmp_path / "store",
+        )
+    for fragment in ("calibration.dataset", "item", fragments):
+        assert fragment in error.value.render(), (fragment, error.value.render())
+    assert_nothing_stored(tmp_path / "store")
 
 
 def test_checkpoint_that_does_not_fit(tmp_path):
     import torch
 
     torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
-    check_config_error(
-        ["model.checkpoint=other.pt"], ["model.checkpoint", "other.pt", "does not load", "state_dict"], tmp_path
+    config_error(
+        [f"model.checkpoint={tmp_path / 'other.pt'}"],
+        ["model.checkpoint", "other.pt", "does not load", "state_dict", "Missing key"],
+        tmp_path,
+        against_the_model=True,
     )
 
 
@@ -207,7 +269,7 @@ def test_override_on_a_module_never_called(user_repo):
             "self.classifier = nn.Linear(width, 4)\n        self.unused = nn.Linear(4, 4)",
         )
     )
-    check_config_error(
+    cli_config_error(
         ["hydra.searchpath=[file://conf]", "model=tiny_net", "+overrides.u={module_name: unused, scheme: float}"],
         ["overrides.u", "module_name=unused", "selects no operator"],
         user_repo,
@@ -227,3 +289,12 @@ def test_vela_rejects_the_configuration(user_repo):
     ok = run_cli([*args, "quantization=int8"], user_repo)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (user_repo / "store" / "artifacts" / "upsampler" / "v1" / "model.pte").is_file()
+
+
+def cli_config_error(args: list[str], fragments: list[str], cwd: Path) -> None:
+    res = run_cli([*args, "store.root=store"], cwd)
+    assert res.returncode == 2, res.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in res.stderr, (fragment, res.stderr)
+    assert "Traceback" not in res.stderr
+    assert_nothing_stored(cwd / "store")
