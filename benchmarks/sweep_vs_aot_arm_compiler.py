@@ -89,7 +89,7 @@ def ours(work: Path, args: list[str], ok: tuple[int, ...] = (0,)) -> float:
 
 
 def _sweep_args(jobs: int, extra: list[str]) -> list[str]:
-    # The order the README recommends: targets vary slowest, and the one that reuses another's
+    # The order docs/sweeps.md recommends: targets vary slowest, and the one that reuses another's
     # lowering (u65 shares u55's TOSA specification) comes last, so jobs running side by side
     # do new work instead of waiting for each other's shared stages.
     order = ["ethos-u55-128", "ethos-u85-256", "ethos-u65-256"]

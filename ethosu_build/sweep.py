@@ -405,7 +405,7 @@ def _stop_idle_workers() -> None:
     """Every job has returned, so joblib's loky workers hold nothing but torch. Left alone,
     loky stops them at interpreter exit, and each spends 1-2 s tearing torch down while the
     command waits; stop them at once instead (loky's own shutdown(kill_workers=True)).
-    stages.py keeps tqdm from giving workers a named semaphore that would then be reported
+    pipeline/stage.py keeps tqdm from giving workers a named semaphore that would then be reported
     as leaked."""
     module = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(module, "_executor", None)

@@ -187,3 +187,18 @@ def test_an_exception_without_a_message_is_named_by_its_type():
 
     assert first_line(RuntimeError()) == "RuntimeError"
     assert outcome(RuntimeError()).message == "RuntimeError: RuntimeError"
+
+
+def test_listing_and_checking_import_neither_torch_nor_executorch(store, tmp_path):
+    probe = (
+        "import sys\n"
+        "from ethosu_build import artifacts_cli\n"
+        "for args in (['ls'], ['ls', '--check'], ['show', 'digits_cnn/v1'], ['gc', '--dry-run']):\n"
+        "    try:\n"
+        f"        artifacts_cli.main(['--root', {str(store)!r}, *args])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('IMPORTED', 'torch' in sys.modules, 'executorch' in sys.modules)\n"
+    )
+    res = subprocess.run([str(BIN / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert "IMPORTED False False" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]

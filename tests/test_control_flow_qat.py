@@ -44,7 +44,7 @@ def test_cond_model_builds_for_u85_with_the_cond_on_the_npu(tmp_path):
     # every calibration sample takes exactly one branch, and both branches were calibrated
     assert sum(counts) == m["quantization"]["calibration"]["samples"] == m["config"]["calibration"]["num_samples"]
     assert min(counts) > 0
-    # the branch heads' weights are operands of the cond (the ExecuTorch limitation the README names)
+    # the branch heads' weights are operands of the cond (the ExecuTorch limitation docs/quantization.md names)
     assert any(p.startswith("head_") for p in flow["captured_parameters"])
     assert m["metrics"]["tosa_check"]["status"] == "done"
     report = (result.artifact.path / "report.md").read_text()

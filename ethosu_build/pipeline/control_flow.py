@@ -4,6 +4,8 @@ set can take them, and quantize through the quantizer's submodule-aware path.
 Calibration runs sample by sample (a branch predicate holds per sample), and every branch
 must see samples: a branch with uncalibrated observers quantizes badly and silently, so one
 that no sample reaches is a config error naming it.
+
+torch is imported inside functions: the export stage's module imports this one.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
   labels exist, and always output SQNR, cosine similarity and max abs error.
 - `tosa_check()`: the exact TOSA flatbuffer Vela consumed, run on the TOSA reference model
   (tosa-tools), against the PT2E quantized model in the integer domain.
+
+torch and the TOSA reference model are imported inside functions: pipeline/build.py imports
+this module on the up-to-date path.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Always the static batch-1 program (what is lowered), and also one with a dynamic
 dimension when torch can keep the batch symbolic, so calibration and evaluation can run in
 batches (observer cost is per call). Key: the model factory, its source, the checkpoint's
 content and the input shape (keys.py).
+
+torch is imported inside functions: pipeline/build.py imports this module on the up-to-date path.
 """
 
 from __future__ import annotations

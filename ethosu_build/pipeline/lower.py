@@ -6,6 +6,9 @@ a placeholder payload naming its TOSA flatbuffer, so targets and Vela settings t
 TOSA specification share this stage, and the vela stage fills the payloads in per target.
 Also here: which operators stay on the CPU and why (delegation_report), and what the
 firmware must provide (runtime_contract).
+
+torch and ExecuTorch are imported inside functions: pipeline/build.py imports this module on the
+up-to-date path.
 """
 
 from __future__ import annotations

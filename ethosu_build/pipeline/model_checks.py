@@ -2,6 +2,8 @@
 input shape is one forward() takes, override selectors name real modules and select
 operators, and the datasets load and hold enough samples. They run before any stage takes
 a lock (stage.Run.model), so a config error writes nothing.
+
+torch is imported inside functions: the stage runner imports this module on every path.
 """
 
 from __future__ import annotations

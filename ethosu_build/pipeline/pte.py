@@ -6,6 +6,9 @@ partitions and `retarget` swaps the payloads and the delegate compile specs (the
 and target name: the only entries that differ between targets of one TOSA specification) in
 the serialized program. The result is byte-identical to lowering for that target directly
 (tests/test_metrics.py), because nothing else in the program depends on the target.
+
+ExecuTorch's serializer is imported inside functions: the vela stage's module imports this one
+on the up-to-date path.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class RetargetError(RuntimeError):
 def _serialize(pte_file) -> bytes:
     from executorch.exir._serialize._program import serialize_pte_binary
 
-    # As ExecutorchBackendConfig(extract_delegate_segments=False), which stages.run_lower uses.
+    # As ExecutorchBackendConfig(extract_delegate_segments=False), which lower.run_lower uses.
     return bytes(serialize_pte_binary(pte_file, extract_delegate_segments=False))
 
 

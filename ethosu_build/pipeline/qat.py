@@ -1,5 +1,9 @@
 """Quantization-aware training: BatchNorm folded, prepare_qat_pt2e, a short seeded training
-loop over the fake-quantized model, then convert_pt2e (docs/quantization.md)."""
+loop over the fake-quantized model, then convert_pt2e (docs/quantization.md).
+
+torch and torchao are imported inside functions: the quantize stage's module imports this one
+on the up-to-date path.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ The quantizer is built here, once, from the scheme and the overrides (quantizer.
 it: the overrides must each select an operator of the exported graph, and
 lowering.rewrites edit the float graph (rewrites.py). After it: a static batch-1 export for
 lowering, and a batch-dynamic one for evaluation in batches.
+
+torchao is imported inside functions: pipeline/build.py imports this module on the up-to-date
+path.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         if flow.get("captured_parameters"):
             out.append(
                 f"\nWeights captured by a cond branch ({', '.join(flow['captured_parameters'])}) are quantized at the "
-                'activation scale by ExecuTorch 1.5.1 (README, "Control flow").'
+                'activation scale by ExecuTorch 1.5.1 (docs/quantization.md, "Control flow").'
             )
     if q["overrides"]:
         out += ["", "## Overrides (in order; a later one wins)", ""]

@@ -5,6 +5,9 @@ They run on the exported float program before quantization, which then sees the 
 graph as it would any other. Each rewrite edits the program's module in place and returns
 what it changed, for the manifest; the module is then exported again, so shapes and module
 paths (which per-module overrides select on) are those of a fresh export.
+
+torch is imported inside functions: the quantize stage's module imports this one on the
+up-to-date path.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ then runs Vela per target, writing the per-layer CSV too (`--verbose-performance
 goes into the compile spec, which is embedded in the .pte: the bytes stay those of a plain
 build (tests/test_metrics.py checks this). Metrics come from the CSV files, never from
 console text.
+
+ExecuTorch and numpy are imported inside functions: pipeline/build.py and `ethosu-artifacts show`
+import this module without building.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """What ethosu-search measures and compares: points (a set of modules at search.scheme),
-candidates, per-module MACs and Vela cycles, the Pareto front."""
+candidates, per-module MACs and Vela cycles, the Pareto front.
+
+torch is imported inside functions: `ethosu-search` checks its config before loading it.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hardware-aware mixed precision: which modules get 16-bit activations.
 
-`ethosu-search` (see README, "Mixed-precision search") takes a build config plus `search.*`:
+`ethosu-search` (docs/search.md) takes a build config plus `search.*`:
 
 1. Two real builds: the config as given (uniform base scheme) and with every candidate module
    at `search.scheme`. Their Vela per-layer CSVs give each module's cycles under both schemes
