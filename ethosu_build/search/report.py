@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write, csv_text
+from ..files import atomic_write, csv_text, format_cell, markdown_table
 from .points import Point
 
 
@@ -16,10 +16,21 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+    return format_cell(v)
 
 
 def markdown(r: dict[str, Any]) -> str:
+    sensitivity = [
+        [s["module"], s["layers"], s["sqnr_db"], s["sqnr_gain_db"], s["top1"],
+         f"{_fmt(s['delta_cycles'])}{'' if s['cost_measured'] else ' (partly unmatched)'}", s["status"]]
+        for s in sorted(r["sensitivity"], key=lambda s: -(s["sqnr_gain_db"] or -1e9))
+    ]  # fmt: skip
+    built = [(f"mixed {i}" + (" (front)" if p.get("on_front") else ""), p) for i, p in enumerate(r["front"], 1)]
+    points = [
+        [label, row["modules"], row["sqnr_db"], row["top1"], row.get("cycles"), row["est_cycles"], row.get("sram_kib"),
+         row.get("recipe") or row.get("error") or "-"]
+        for label, row in [("uniform base", r["uniform_base"]), ("uniform " + r["scheme"], r["uniform_all"])] + built
+    ]  # fmt: skip
     out = [
         f"# Mixed-precision search ({r['scheme']})",
         "",
@@ -30,29 +41,14 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Sensitivity (one module at a time)",
         "",
-        "| module | layers | SQNR dB | gain dB | top-1 | Δ cycles | status |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in sorted(r["sensitivity"], key=lambda s: -(s["sqnr_gain_db"] or -1e9)):
-        out.append(
-            f"| {s['module']} | {s['layers']} | {_fmt(s['sqnr_db'])} | {_fmt(s['sqnr_gain_db'])} | {_fmt(s['top1'])} | "
-            f"{_fmt(s['delta_cycles'])}{'' if s['cost_measured'] else ' (partly unmatched)'} | {s['status']} |"
-        )
-    out += [
+        markdown_table(["module", "layers", "SQNR dB", "gain dB", "top-1", "Δ cycles", "status"], sensitivity),
         "",
         "## Built points",
         "",
-        "| configuration | modules | SQNR dB | top-1 | cycles (Vela) | estimated | SRAM KiB | recipe |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(
+            ["configuration", "modules", "SQNR dB", "top-1", "cycles (Vela)", "estimated", "SRAM KiB", "recipe"], points
+        ),
     ]
-    built = [(f"mixed {i}" + (" (front)" if p.get("on_front") else ""), p) for i, p in enumerate(r["front"], 1)]
-    for label, row in [("uniform base", r["uniform_base"]), ("uniform " + r["scheme"], r["uniform_all"])] + built:
-        out.append(
-            f"| {label} | {row['modules']} | {_fmt(row['sqnr_db'])} | {_fmt(row['top1'])} | "
-            f"{_fmt(row.get('cycles'))} | "
-            f"{_fmt(row['est_cycles'])} | {_fmt(row.get('sram_kib'))} | "
-            f"{row.get('recipe') or row.get('error') or '-'} |"
-        )
     q = r["quick_answer"]
     if q is None:
         answer = "no goal given, or none met"
