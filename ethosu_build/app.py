@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import sweep
+from . import numerics, sweep
 from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, outcome, report
 from .config.validate import search_config, store_root_issue, validate
 from .files import atomic_write_json
@@ -30,6 +30,9 @@ from .search.search import Search
 from .store.provenance import recipe_file
 
 log = logging.getLogger("ethosu_build")
+# Before anything loads torch (in this process and in the sweep workers it starts): every
+# build computes on the same kernels (numerics.py).
+numerics.pin()
 
 
 def _store_folder(root) -> str:

@@ -24,10 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import numerics
 from .config.errors import ConfigIssue, UsageError, report
 from .store.artifacts import Artifact, ArtifactStore, DamagedManifest
 
 PROG = "ethosu-artifacts"
+numerics.pin()  # verify builds: on the same kernels as every build (numerics.py)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -186,25 +188,51 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def cmd_diff(store: ArtifactStore, args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    """The semantic diff's verdict (pipeline/diff.py), then the inputs that changed: config,
+    tools, fingerprints. Exit 0 only for identical bytes."""
+    from .pipeline.diff import diff
 
     a, b = _resolve(store, args.a, "A"), _resolve(store, args.b, "B")
     ma, mb = _manifest(a, "A"), _manifest(b, "B")
-    table = Table(title=f"{a.id} vs {b.id}", title_justify="left")
-    for col in ("key", a.id, b.id):
-        table.add_column(col)
-    n = 0
-    for section in ("config", "metrics", "tools", "fingerprints"):
+    result = diff(a, b)
+    changed = []
+    for section in ("config", "tools", "fingerprints", "platform"):
         fa, fb = _flatten(ma.get(section, {}), section), _flatten(mb.get(section, {}), section)
-        for key in sorted(set(fa) | set(fb)):
-            if fa.get(key) != fb.get(key):
-                table.add_row(key, str(fa.get(key, "-")), str(fb.get(key, "-")))
-                n += 1
-    same_pte = (ma["files"].get("model.pte") or {}).get("sha256") == (mb["files"].get("model.pte") or {}).get("sha256")
-    Console().print(table if n else "no differences in config, metrics, tools or fingerprints")
-    print(f"model.pte: {'identical' if same_pte else 'different'} bytes")
-    return 0
+        changed += [
+            {"key": k, "a": fa.get(k), "b": fb.get(k)}
+            for k in sorted(set(fa) | set(fb))
+            if fa.get(k) != fb.get(k) and k != "config.store.root"  # where it was stored is no input
+        ]
+    if args.json:
+        print(json.dumps({**result.as_json(), "inputs_changed": changed}, indent=1, default=str))
+    else:
+        _print_diff(result, changed)
+    return 0 if result.verdict == "identical" else 1
+
+
+def _print_diff(result, changed: list[dict[str, Any]]) -> None:
+    print(f"{result.a} vs {result.b}: {result.verdict}" + (f" (first cause: {result.cause})" if result.cause else ""))
+    for d in result.differences:
+        print(f"  {'-' if d.decides else '~'} {d.level}: {d.what}")
+    if result.largest_qparam_change:
+        q = result.largest_qparam_change
+        print(f"  largest quantization parameter change: {q['tensor']}, {q['relative']:.3g} relative")
+    out = result.outputs
+    if out:
+        print(
+            "  outputs: "
+            + (
+                f"max {out['max_lsb']} LSB apart on {out['samples']} samples"
+                if out.get("compared")
+                else f"not compared: {out['reason']}"
+            )
+        )
+    if changed:
+        print("inputs that differ (config, tools, fingerprints, platform):")
+        for c in changed[:40]:
+            print(f"  {c['key']}: {c['a']} -> {c['b']}")
+        if len(changed) > 40:
+            print(f"  ... and {len(changed) - 40} more (--json lists them all)")
 
 
 def _recipe(args) -> tuple[dict[str, Any], Any, Path]:
@@ -230,7 +258,9 @@ def cmd_lock(store: ArtifactStore, args) -> int:
 
     _, cfg, path = _recipe(args)
     lock = provenance.lock_path(path)
-    provenance.write_lock(lock, provenance.lock_content(args.recipe, tool_versions(), fingerprints(cfg)))
+    provenance.write_lock(
+        lock, provenance.lock_content(args.recipe, tool_versions(), fingerprints(cfg), numerics.describe())
+    )
     print(f"wrote {lock}")
     return 0
 
@@ -263,6 +293,10 @@ def cmd_verify(store: ArtifactStore, args) -> int:
         )
     else:
         print(f"DIFFERS: {verdict.subject}")
+    if verdict.diff is not None:  # what differs between the rebuilt program and the stored one
+        _print_diff(verdict.diff, [])
+    if verdict.causes:
+        print("likely causes (what changed since the build):")
     for cause in verdict.causes:
         print(f"  - {cause}")
     return 1
@@ -390,9 +424,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="NAME/vN, NAME (newest version) or a version folder of the store")
     p.add_argument("--json", action="store_true", help="print the manifest")
     p.set_defaults(func=cmd_show)
-    p = sub.add_parser("diff", help="config, metric, tool and fingerprint differences of two artifacts")
+    p = sub.add_parser(
+        "diff", help="identical, equivalent or different, with the first cause (exit 0 only for identical)"
+    )
     p.add_argument("a")
     p.add_argument("b")
+    p.add_argument("--json", action="store_true", help="the verdict and every difference, for scripts")
     p.set_defaults(func=cmd_diff)
     p = sub.add_parser(
         "verify",

@@ -277,8 +277,19 @@ def instantiate(dataset: dict[str, Any]):
     return hydra_instantiate(dataset, _convert_="all")
 
 
-def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset") -> Samples:
-    """The first `num_samples` items, stacked, each shaped like one model input. An item
+def draw(size: int, num_samples: int, seed: int | None) -> list[int]:
+    """Which items to take: the first `num_samples` (seed null), or a seeded random draw of
+    them without replacement, in the drawn order. numpy's RandomState: its stream is frozen
+    across numpy versions and platforms, so a recipe draws the same samples everywhere."""
+    if seed is None:
+        return list(range(num_samples))
+    import numpy as np  # numpy is loaded by then: the data sources import it
+
+    return [int(i) for i in np.random.RandomState(seed).permutation(size)[:num_samples]]
+
+
+def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset", seed: int | None = None) -> Samples:
+    """`num_samples` items (see `draw`), stacked, each shaped like one model input. An item
     that cannot be read, is not a real-valued numeric array, or does not have the model's
     input shape is a config error naming `key`, the item and what is accepted."""
     import numpy as np
@@ -298,7 +309,7 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset")
         )
 
     xs, ys = [], []
-    for i in range(num_samples):
+    for i in draw(len(ds), num_samples, seed):
         try:
             item = ds[i]
         except (Exception, SystemExit) as exc:  # a user's __getitem__: name it, do not crash

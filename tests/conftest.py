@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from ethosu_build import numerics
+
+numerics.pin()  # before any test imports torch: in-process builds compute as the CLI's do
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 BIN = Path(sys.executable).parent

@@ -66,10 +66,10 @@ def test_check_finds_bytes_changed_on_disk(tmp_path):
 def test_diff_export_and_gc(tmp_path):
     a = build_in_process(["calibration.num_samples=16"], tmp_path).artifact
     b = build_in_process(["calibration.num_samples=16", "target=ethos-u85-256"], tmp_path).artifact
-    diff = cli(["diff", a.id, b.id], tmp_path, env={"COLUMNS": "250"})
-    assert diff.returncode == 0
-    assert "config.target.accelerator" in diff.stdout and "ethos-u85-256" in diff.stdout
-    assert "metrics.vela.total.cycles" in diff.stdout and "model.pte: different bytes" in diff.stdout
+    diff = cli(["diff", a.id, b.id], tmp_path)
+    assert diff.returncode == 1  # exit 0 only for identical bytes
+    assert ": different (first cause: vela: compiled for accelerator ethos-u55-128 vs ethos-u85-256)" in diff.stdout
+    assert "config.target.accelerator: ethos-u55-128 -> ethos-u85-256" in diff.stdout and "cycles:" in diff.stdout
 
     export = cli(["export", a.id, str(tmp_path / "fw")], tmp_path)
     assert export.returncode == 0

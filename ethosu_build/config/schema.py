@@ -129,8 +129,8 @@ class DatasetConfig:
 
     dataset: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 128
-    batch_size: int = 32
-    seed: int = 0
+    batch_size: int = 32  # calibration: samples per observer call; evaluation: per forward pass (speed only)
+    seed: int | None = None  # null: the first num_samples items in order; an int: a seeded random draw
 
 
 @dataclass

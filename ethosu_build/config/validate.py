@@ -393,6 +393,9 @@ def _check_qat(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     issues.extend(data.static_issues("quantization.qat.dataset", qat.dataset))
 
 
+SEED_MAX = 2**32 - 1  # numpy's RandomState, whose stream is frozen across numpy versions, draws the samples
+
+
 def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> None:
     if ds.num_samples <= 0:
         issues.append(
@@ -402,6 +405,12 @@ def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> No
         )
     if ds.batch_size <= 0:
         issues.append(ConfigIssue(f"{key}.batch_size", f"{ds.batch_size} is not positive; accepted: an integer >= 1"))
+    if ds.seed is not None and not 0 <= ds.seed <= SEED_MAX:
+        issues.append(
+            ConfigIssue(
+                f"{key}.seed", f"{ds.seed} is not a seed; accepted: null (the first num_samples items) or 0..{SEED_MAX}"
+            )
+        )
     issues.extend(data.static_issues(f"{key}.dataset", ds.dataset))
 
 

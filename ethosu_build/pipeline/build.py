@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import data
+from .. import data, numerics
 from ..config.errors import BuildError, ConfigError, ConfigIssue
 from ..config.schema import BuildConfig
 from ..config.validate import validate
@@ -87,6 +87,11 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
         return BuildResult(existing, False, {}, time.perf_counter() - t0)
 
     run = Run(cfg, keys)
+    if not numerics.pinned():
+        log.warning(
+            "this process loaded torch before ethosu_build.numerics.pin(): it computes on this host's own kernels, "
+            "so its bytes may differ from another machine's (docs/recipes.md, 'Portable builds')"
+        )
     evaluated = run.get(Evaluate)
     compiled = run.get(Vela)
     lowered = run.get(Lower)
@@ -101,6 +106,9 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     for name, blob in compiled.reports.items():
         (staging / "vela" / name).write_bytes(blob)
     (staging / "config.yaml").write_text(_config_yaml(cfg))
+    if evaluated.tosa_io is not None:  # the TOSA check's inputs and the deployed outputs (pipeline/diff.py)
+        (staging / "check").mkdir()
+        (staging / "check" / "tosa_io.npz").write_bytes(evaluated.tosa_io)
 
     def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
         return _manifest(
@@ -148,6 +156,7 @@ def _manifest(
         "config": dataclasses.asdict(cfg),
         "fingerprints": fingerprints(cfg),
         "tools": tool_versions(),
+        "platform": numerics.describe(),  # the numeric platform it computed on (numerics.py)
         "provenance": origin_info,
         "files": files,
         "stages": record,
@@ -223,7 +232,7 @@ def _provenance(cfg: BuildConfig, request: Request) -> dict[str, Any]:
     origin_info: dict[str, Any] = {"recipe_file": str(path) if path else None, "git": git, "lock": None}
     lock = provenance.lock_path(path) if path else None
     if lock is not None and lock.is_file():
-        drift = provenance.drift(provenance.read_lock(lock), tool_versions(), fingerprints(cfg))
+        drift = provenance.drift(provenance.read_lock(lock), tool_versions(), fingerprints(cfg), numerics.describe())
         origin_info["lock"] = {"file": str(lock), "drift": drift}
         if drift and cfg.strict:
             raise BuildError(f"recipe {recipe!r} drifted from {lock.name} (strict=true): " + "; ".join(drift))

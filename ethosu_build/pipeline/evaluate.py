@@ -13,6 +13,7 @@ this module on the up-to-date path.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -56,16 +57,16 @@ def _top1(logits, labels) -> float | None:
     return round(100.0 * (logits.argmax(1) == labels).double().mean().item(), 3)
 
 
-def compare(float_model, quantized_program, samples, batched_program=None) -> dict[str, Any]:
+def compare(float_model, quantized_program, samples, batched_program=None, batch: int = 32) -> dict[str, Any]:
     """Float vs PT2E quantized outputs on the same samples (accuracy in percent). The
     quantized model runs in batches when `batched_program` (its batch-dynamic export) is
     given, else sample by sample on the batch-1 program."""
     try:
-        float_out = _outputs(float_model, samples.x, batch=64)
+        float_out = _outputs(float_model, samples.x, batch=batch)
     except Exception:  # a model written for batch 1 only (e.g. reshape(1, -1))
         float_out = _outputs(float_model, samples.x)
     if batched_program is not None:
-        quant_out = _outputs(batched_program.module(), samples.x, batch=64)
+        quant_out = _outputs(batched_program.module(), samples.x, batch=batch)
     else:
         quant_out = _outputs(quantized_program.module(), samples.x)
     result: dict[str, Any] = {"samples": len(samples), **error_metrics(float_out, quant_out)}
@@ -167,15 +168,18 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
     _, dq_out = boundary_qparams(quantized_program)
     scale = dq_out[0] if dq_out is not None else None
     max_diff, agree, n = 0.0, 0, min(num, len(samples))
+    outputs: list[list[Any]] = []
     for i in range(n):
         x = samples.x[i : i + 1]
         args = [x if spec.kind.name == "USER_INPUT" else state[spec.target] for spec in sig.input_specs]
         deployed = interpreter.run(*args)
-        deployed = deployed[0] if isinstance(deployed, (tuple, list)) else deployed
+        deployed = list(deployed) if isinstance(deployed, (tuple, list)) else [deployed]
+        outputs.append([o.detach().numpy() for o in deployed])
+        deployed = deployed[0]
         with torch.no_grad():
             expected = module(x)
         if failures:
-            return {"status": "failed", "reason": f"reference model status {failures[0]}"}
+            return {"status": "failed", "reason": f"reference model status {failures[0]}"}, None
         diff = (deployed.double().flatten() - expected.double().flatten()).abs().max().item()
         max_diff = max(max_diff, diff)
         agree += int(deployed.flatten().argmax() == expected.flatten().argmax())
@@ -186,7 +190,30 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
         "top1_agreement": round(100.0 * agree / n, 3),
     }
     result["max_lsb_diff"] = None if scale is None else int(round(max_diff / scale))
-    return result
+    # What the program as deployed computed, on which inputs: for `ethosu-artifacts diff`
+    # and the firmware's self-test vectors.
+    arrays = {"input_0": samples.x[:n].numpy()}
+    arrays.update(
+        {f"output_{k}": np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))} if outputs else {}
+    )
+    return result, arrays
+
+
+def npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """An .npz of `arrays` with fixed timestamps: the same arrays give the same bytes."""
+    import zipfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in sorted(arrays):
+            one = io.BytesIO()
+            np.save(one, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            z.writestr(
+                zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), one.getvalue(), zipfile.ZIP_DEFLATED
+            )
+    return buf.getvalue()
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -196,16 +223,21 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
 class Evaluated:
     accuracy: dict[str, Any]
     tosa_check: dict[str, Any]
+    tosa_io: bytes | None = None  # npz: the TOSA check's inputs and the deployed program's outputs
 
     def save(self, folder: Path) -> None:
         (folder / "info.json").write_text(
             json.dumps({"accuracy": self.accuracy, "tosa_check": self.tosa_check}, indent=1, sort_keys=True)
         )
+        if self.tosa_io is not None:
+            (folder / "tosa_io.npz").write_bytes(self.tosa_io)
 
     @classmethod
     def load(cls, entry: Entry) -> Evaluated:
         info = entry.read_json("info.json")
-        return cls(info["accuracy"], info["tosa_check"])
+        return cls(
+            info["accuracy"], info["tosa_check"], entry.read("tosa_io.npz") if entry.has("tosa_io.npz") else None
+        )
 
 
 class TosaCheck:
@@ -215,11 +247,12 @@ class TosaCheck:
     def __init__(self, run: Run):
         self.run = run
         self.result: dict[str, Any] | None = None
+        self.io: dict[str, Any] | None = None
 
     def __call__(self, edge_program, tosa_by_payload: dict[str, bytes]) -> None:
         run = self.run
         try:
-            self.result = tosa_check(
+            self.result, self.io = tosa_check(
                 edge_program,
                 tosa_by_payload,
                 run.get(Quantize).program,
@@ -250,9 +283,9 @@ class Evaluate(Stage[Evaluated]):
 
     @classmethod
     def compute(cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None) -> Evaluated:
-        accuracy = compare(run.model(), quantized.program, samples, quantized.batched)
+        accuracy = compare(run.model(), quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)
         if check is None:
             return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"})
         if check.result is None:  # the lowering came from the cache: lower again, in memory
             run_lower(run.cfg, quantized.program, check)
-        return Evaluated(accuracy, check.result)
+        return Evaluated(accuracy, check.result, npz_bytes(check.io) if check.io else None)

@@ -19,7 +19,9 @@ from ..config.schema import BuildConfig
 from ..fingerprint import file_sha256, key_of, source_fingerprint, tool_versions_for_key
 
 # Bump a stage's version when its code changes what it produces.
-STAGE_VERSIONS = {"export": 2, "quantize": 4, "lower": 6, "vela": 1, "evaluate": 4, "build": 3}
+# quantize 5, evaluate 5: computed on the pinned numeric platform (numerics.py), samples
+# drawn by seed, evaluation batched by evaluation.batch_size.
+STAGE_VERSIONS = {"export": 2, "quantize": 5, "lower": 6, "vela": 1, "evaluate": 5, "build": 3}
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,11 @@ class StageKeys:
         return dataclasses.asdict(self)
 
 
-def _dataset_key(ds) -> dict[str, Any]:
-    return {
-        "data": data.fingerprint(ds.dataset),
-        "num_samples": ds.num_samples,
-        "batch_size": ds.batch_size,
-        "seed": ds.seed,
-    }
+def _dataset_key(ds, batch_size: bool) -> dict[str, Any]:
+    """The samples a stage sees (and, for calibration, how they are batched: observers merge
+    per call). evaluation.batch_size is speed only: not in a key."""
+    key = {"data": data.fingerprint(ds.dataset), "num_samples": ds.num_samples, "seed": ds.seed}
+    return {**key, "batch_size": ds.batch_size} if batch_size else key
 
 
 def stage_keys(cfg: BuildConfig) -> StageKeys:
@@ -70,7 +70,7 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
         "rewrites": cfg.lowering.rewrites,  # applied to the float graph before the quantizer sees it
         # Order matters (a later override wins); the entries' names do not.
         "overrides": [dataclasses.asdict(e) for e in cfg.overrides.values()],
-        "calibration": _dataset_key(cfg.calibration),
+        "calibration": _dataset_key(cfg.calibration, batch_size=True),
     }
     if qat is not None:  # the ranges come from training, not from the calibration set
         del quantize_inputs["calibration"]
@@ -106,7 +106,7 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
             "stage": "evaluate",
             "v": STAGE_VERSIONS["evaluate"],
             "lower": lower,
-            "evaluation": _dataset_key(cfg.evaluation),
+            "evaluation": _dataset_key(cfg.evaluation, batch_size=False),
             "tosa_check": cfg.evaluation.tosa_check,
             "tosa_samples": cfg.evaluation.tosa_samples,
         }

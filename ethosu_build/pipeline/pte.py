@@ -42,7 +42,7 @@ def round_trips(data: bytes) -> bool:
     return _serialize(_deserialize(data)) == data
 
 
-def placeholders(data: bytes) -> list[bytes]:
+def payloads(data: bytes) -> list[bytes]:
     """The delegate payloads of the program, in the order of its delegate data table."""
     return [bytes(d.data) for d in _deserialize(data).program.backend_delegate_data]
 

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from .. import data
+from .. import data, numerics
 from ..config.errors import BuildError, EthosuError, first_line
 from ..config.schema import BuildConfig
 from ..store.cache import Entry, StageCache
@@ -95,7 +95,8 @@ class Run:
             }[which]
             dataset = data.instantiate(ds_cfg.dataset)
             n = ds_cfg.num_samples or len(dataset)  # qat: null is the whole dataset
-            self._samples[which] = data.take(dataset, n, self.cfg.model.input_shape, f"{which}.dataset")
+            seed = None if which == "quantization.qat" else ds_cfg.seed  # QAT's seed orders its training steps
+            self._samples[which] = data.take(dataset, n, self.cfg.model.input_shape, f"{which}.dataset", seed)
         return self._samples[which]
 
     # --- the one helper ----------------------------------------------------------------------
@@ -139,7 +140,8 @@ class Run:
         log.info("%s: running", name)
         t0 = time.perf_counter()
         try:
-            out = fn()
+            with numerics.numeric_stage():
+                out = fn()
         except EthosuError:
             raise
         except SystemExit as exc:

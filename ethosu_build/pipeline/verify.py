@@ -18,12 +18,14 @@ from typing import Any
 
 import yaml
 
+from .. import numerics
 from ..config.errors import BudgetBreached, BuildError, ConfigError, ConfigIssue, NothingToDo
 from ..config.validate import validate
 from ..fingerprint import file_sha256, tool_versions
 from ..store import provenance
 from ..store.artifacts import Artifact, ArtifactStore, check
 from .build import build, fingerprints
+from .diff import Diff, diff
 
 
 @dataclass
@@ -35,13 +37,14 @@ class Verdict:
     stored_sha256: str | None = None
     causes: list[str] = field(default_factory=list)  # why the bytes may differ (or why they could not be built)
     notes: list[str] = field(default_factory=list)  # drift that did not change the bytes
+    diff: Diff | None = None  # what differs between the rebuilt program and the stored one (pipeline/diff.py)
 
 
 def drift(manifest: dict[str, Any]) -> list[str]:
     """Tool versions and input fingerprints that differ between the manifest and now."""
     config = copy.deepcopy(manifest.get("config") or {})
     config["store"] = {"root": tempfile.gettempdir()}  # where it was stored is no input
-    return provenance.drift(manifest, tool_versions(), fingerprints(validate(config)))
+    return provenance.drift(manifest, tool_versions(), fingerprints(validate(config)), numerics.describe())
 
 
 def rebuild(artifact: Artifact) -> Verdict:
@@ -86,6 +89,8 @@ def _compare(
             verdict.causes = [f"it no longer builds: {exc.render().splitlines()[-1].strip()}", *drift(manifest)]
             return verdict
         verdict.built_sha256 = file_sha256(built.artifact.path / "model.pte")
+        if verdict.built_sha256 != verdict.stored_sha256:
+            verdict.diff = diff(built.artifact, stored)
     verdict.match = verdict.built_sha256 == verdict.stored_sha256
     if verdict.match:
         verdict.notes = drift(manifest)  # inputs that changed without changing the bytes

@@ -76,7 +76,7 @@ class Search:
         try:
             cfg = validate(self.container_for(modules))
             model, quantized, batched, samples = quantized_model(cfg, self.model)
-            acc = evaluate.compare(model, quantized, samples, batched)
+            acc = evaluate.compare(model, quantized, samples, batched, cfg.evaluation.batch_size)
             point.sqnr_db, point.top1 = acc["sqnr_db"], acc["quantized_top1"]
             self.float_top1 = acc["float_top1"]
         except Exception as exc:  # a rejected candidate (config, quantizer) is a finding, not the end

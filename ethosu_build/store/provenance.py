@@ -77,8 +77,12 @@ def lock_path(recipe: Path) -> Path:
     return recipe.with_name(recipe.stem + LOCK_SUFFIX)
 
 
-def lock_content(recipe_name: str, tools: dict[str, Any], fingerprints: dict[str, Any]) -> dict[str, Any]:
-    return {"recipe": recipe_name, "tools": tools, "fingerprints": fingerprints}
+def lock_content(
+    recipe_name: str, tools: dict[str, Any], fingerprints: dict[str, Any], platform: dict[str, Any]
+) -> dict[str, Any]:
+    from ..numerics import lock_fields
+
+    return {"recipe": recipe_name, "tools": tools, "fingerprints": fingerprints, "platform": lock_fields(platform)}
 
 
 def write_lock(path: Path, content: dict[str, Any]) -> None:
@@ -116,11 +120,19 @@ INPUTS = {
 }
 
 
-def drift(then: dict[str, Any], tools: dict[str, Any], fingerprints: dict[str, Any]) -> list[str]:
-    """Each tool version and input fingerprint recorded in `then` (a lock, or a manifest:
-    both hold `tools` and `fingerprints`) that differs from now. The one drift check, used
-    by builds of a locked recipe, `lock` and `verify`."""
+def drift(
+    then: dict[str, Any], tools: dict[str, Any], fingerprints: dict[str, Any], platform: dict[str, Any]
+) -> list[str]:
+    """Each tool version, input fingerprint and numeric platform field recorded in `then` (a
+    lock, or a manifest: both hold `tools`, `fingerprints` and `platform`) that differs from
+    now. The one drift check, used by builds of a locked recipe and by `verify`."""
+    from ..numerics import lock_fields
+
     found = []
+    now = lock_fields(platform)
+    for field, pinned in lock_fields(then.get("platform") or {}).items() if then.get("platform") else ():
+        if now.get(field) != pinned:
+            found.append(f"platform {field}: {pinned} then, {now.get(field)} now")
     for tool, pinned in (then.get("tools") or {}).items():
         if tools.get(tool) != pinned:
             found.append(f"tool {tool}: {pinned} then, {tools.get(tool)} now")

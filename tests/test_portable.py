@@ -1,0 +1,246 @@
+"""Recipes rebuild the same bytes on every machine: simulated instruction sets and thread
+counts give one sha256; the default recipe gives the sha its docs publish; a lock names a
+platform that changed; and every key of a build changes what the build holds, or stays
+out of the build key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+
+import pytest
+from conftest import ROOT, build_in_process, compose_config, manifest, run_cli
+
+from ethosu_build.config.schema import BuildConfig
+from ethosu_build.config.validate import validate
+from ethosu_build.fingerprint import file_sha256
+from ethosu_build.pipeline.keys import stage_keys
+
+# Other machines, as far as one machine can stand in for them: the instruction set ATen,
+# oneDNN and MKL would pick, and the thread count.
+MACHINES = {
+    "this host": {"OMP_NUM_THREADS": "2"},
+    "sse4.1, 1 thread": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"},
+    "avx2, 4 threads": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                        "OMP_NUM_THREADS": "4"},
+}  # fmt: skip
+RECIPES = {"default": [], "QAT": ["recipe=digits_u55_a8w4_qat"], "control flow": ["recipe=digits_gated_u85"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_the_same_bytes_on_every_simulated_machine(recipe, tmp_path):
+    shas = {}
+    for machine, env in MACHINES.items():
+        folder = tmp_path / re.sub(r"\W+", "_", machine)
+        folder.mkdir()
+        res = run_cli([*RECIPES[recipe], "store.root=store", "allow_dirty=true"], folder, env=env)
+        assert res.returncode == 0, (machine, res.stderr[-2000:])
+        (pte,) = (folder / "store" / "artifacts").rglob("model.pte")
+        shas[machine] = file_sha256(pte)
+        platform = manifest(pte.parent)["platform"]
+        assert platform["pinned"] and platform["torch_cpu_capability"] == "default" and platform["threads"] == 1
+    assert len(set(shas.values())) == 1, shas
+
+
+def _published_sha(name: str) -> str:
+    """The sha256 docs/recipes.md publishes for a build (its table of portable builds)."""
+    table = (ROOT / "docs" / "recipes.md").read_text()
+    match = re.search(rf"^\| `{re.escape(name)}` \|[^|]*\| `([0-9a-f]{{16}})…` \|", table, re.M)
+    assert match, f"no published sha256 for {name} in docs/recipes.md"
+    return match.group(1)
+
+
+def test_the_default_recipe_builds_its_published_bytes(shared_root):
+    """A change of the default build's bytes is always deliberate: it changes the docs too."""
+    built = build_in_process([], shared_root).artifact
+    assert file_sha256(built.path / "model.pte").startswith(_published_sha("ethosu-build"))
+
+
+def test_a_lock_names_the_platform_that_changed(user_repo):
+    args = ["hydra.searchpath=[file://conf]", "recipe=tiny_u85", "store.root=store"]
+    assert run_cli(["lock", "tiny_u85", "--searchpath", "conf"], user_repo, tool="ethosu-artifacts").returncode == 0
+    lock = user_repo / "conf" / "recipe" / "tiny_u85.lock.json"
+    content = json.loads(lock.read_text())
+    assert content["platform"]["pinned"] is True and content["platform"]["threads"] == 1
+    content["platform"]["machine"] = "aarch64"  # locked on another kind of machine
+    lock.write_text(json.dumps(content))
+    strict = run_cli([*args, "strict=true", "allow_dirty=true"], user_repo)
+    assert strict.returncode == 1 and "platform machine: aarch64 then" in strict.stderr, strict.stderr[-2000:]
+    warned = run_cli([*args, "allow_dirty=true"], user_repo)
+    assert warned.returncode == 0 and "platform machine: aarch64 then" in warned.stdout + warned.stderr
+
+
+# --- every key does what its name says --------------------------------------------------------
+
+# Each key of the schema and how a change of it shows: "bytes" (model.pte), "measured" (the
+# manifest's measurements or gates), or None (not in the build key: it changes nothing a
+# build holds). A change the key's own config needs comes first in the list.
+KEYS: dict[str, tuple[str | None, list[str]]] = {
+    "name": (None, ["name=other"]),
+    "model.name": (None, ["model.name=other"]),
+    "model.factory": ("bytes", ["model.factory.pretrained=false"]),
+    "model.checkpoint": ("bytes", ["model.factory.pretrained=false", "model.checkpoint=@weights"]),
+    "model.input_shape": ("bytes", ["model=resnet8", "model.input_shape=[1,3,16,16]"]),
+    "target.accelerator": ("bytes", ["target.accelerator=ethos-u55-256"]),
+    "target.system_config": ("bytes", ["target.system_config=Ethos_U55_Deep_Embedded"]),
+    "target.memory_mode": ("bytes", ["target.memory_mode=Sram_Only"]),
+    "target.config_ini": ("bytes", ["target.config_ini=@ini"]),
+    "target.optimise": ("bytes", ["target.optimise=Size"]),
+    "target.arena_cache_size": ("bytes", ["target.arena_cache_size=65536"]),
+    "target.vela_flags": ("bytes", ["target.vela_flags=['--cpu-tensor-alignment=32']"]),
+    "target.cpu_qdq_kernels": ("bytes", ["target.cpu_qdq_kernels=portable"]),
+    "lowering.io_layout": ("bytes", ["lowering.io_layout=nhwc"]),
+    "lowering.rewrites": ("bytes", ["model=ds_cnn", "lowering.rewrites=[avg_pool_crop]"]),
+    "quantization.scheme": ("bytes", ["quantization.scheme=a16w8"]),
+    "quantization.per_channel": ("bytes", ["quantization.per_channel=false"]),
+    "quantization.io": ("bytes", ["quantization.io=uint8"]),
+    "quantization.qat": (
+        "bytes",
+        ["quantization=int8_qat", "quantization.qat.epochs=1", "quantization.qat.num_samples=64"],
+    ),
+    "quantization.qat.dataset": (
+        "bytes",
+        [
+            "quantization=int8_qat",
+            "quantization.qat.epochs=1",
+            "quantization.qat.num_samples=64",
+            "quantization.qat.dataset={_target_: ethosu_build.data.digits, split: all}",
+        ],
+    ),
+    "quantization.qat.num_samples": (
+        "bytes",
+        ["quantization=int8_qat", "quantization.qat.epochs=1", "quantization.qat.num_samples=65"],
+    ),
+    "quantization.qat.batch_size": (
+        "bytes",
+        [
+            "quantization=int8_qat",
+            "quantization.qat.epochs=1",
+            "quantization.qat.num_samples=64",
+            "quantization.qat.batch_size=16",
+        ],
+    ),
+    "quantization.qat.seed": (
+        "bytes",
+        [
+            "quantization=int8_qat",
+            "quantization.qat.epochs=1",
+            "quantization.qat.num_samples=64",
+            "quantization.qat.seed=1",
+        ],
+    ),
+    "quantization.qat.epochs": (
+        "bytes",
+        ["quantization=int8_qat", "quantization.qat.epochs=2", "quantization.qat.num_samples=64"],
+    ),
+    "quantization.qat.optimizer": (
+        "bytes",
+        [
+            "quantization=int8_qat",
+            "quantization.qat.epochs=1",
+            "quantization.qat.num_samples=64",
+            "quantization.qat.optimizer=sgd",
+        ],
+    ),
+    "quantization.qat.lr": (
+        "bytes",
+        [
+            "quantization=int8_qat",
+            "quantization.qat.epochs=1",
+            "quantization.qat.num_samples=64",
+            "quantization.qat.lr=1e-3",
+        ],
+    ),
+    "quantization.qat.loss": (
+        "bytes",
+        [
+            "quantization=int8_qat",
+            "quantization.qat.epochs=1",
+            "quantization.qat.num_samples=64",
+            "quantization.qat.loss=distill",
+        ],
+    ),
+    "overrides": ("bytes", ["overrides=head_float"]),
+    "calibration.dataset": ("bytes", ["calibration.dataset.split=all"]),
+    "calibration.num_samples": ("bytes", ["calibration.num_samples=64"]),
+    "calibration.batch_size": ("bytes", ["calibration.batch_size=8"]),
+    "calibration.seed": ("bytes", ["calibration.seed=3"]),
+    "evaluation.dataset": ("measured", ["evaluation.dataset.split=train"]),
+    "evaluation.num_samples": ("measured", ["evaluation.num_samples=100"]),
+    "evaluation.batch_size": (None, ["evaluation.batch_size=7"]),
+    "evaluation.seed": ("measured", ["evaluation.num_samples=100", "evaluation.seed=3"]),
+    "evaluation.tosa_check": ("measured", ["evaluation.tosa_check=false"]),
+    "evaluation.tosa_samples": ("measured", ["evaluation.tosa_samples=4"]),
+    "budget.max_cpu_ops": ("measured", ["budget.max_cpu_ops=10"]),
+    "budget.max_sram_kib": ("measured", ["budget.max_sram_kib=1000"]),
+    "budget.max_flash_kib": ("measured", ["budget.max_flash_kib=1000"]),
+    "budget.max_accuracy_drop": ("measured", ["budget.max_accuracy_drop=50"]),
+    "budget.max_inference_ms": ("measured", ["budget.max_inference_ms=100"]),
+    "store.root": (None, ["store.root=@elsewhere"]),
+    "allow_dirty": (None, ["allow_dirty=true"]),
+    "strict": (None, ["strict=true"]),
+}
+# The configs a key's change is measured against (the keys of QAT and models need their own).
+BASE = ["calibration.num_samples=128", "evaluation.num_samples=128", "evaluation.tosa_samples=8"]
+
+
+def _leaf_keys(tp, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(tp)
+    for f in dataclasses.fields(tp):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        sub = (
+            [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] if typing.get_origin(tp) is not dict else []
+        )
+        sub = sub or [tp]
+        if dataclasses.is_dataclass(sub[0]):  # a group of keys; an optional one is a key of its own too
+            keys += ([key] if key in KEYS else []) + _leaf_keys(sub[0], key + ".")
+        else:
+            keys.append(key)
+    return keys
+
+
+def test_every_key_of_the_schema_is_classified():
+    assert sorted(_leaf_keys(BuildConfig)) == sorted(KEYS)
+
+
+def _overrides(changes: list[str], tmp_path) -> list[str]:
+    from ethosu_build.config.targets import resolve_config_ini
+    from ethosu_build.models import DIGITS_CNN_WEIGHTS
+
+    ini = tmp_path / "my_vela.ini"
+    ini.write_text(resolve_config_ini(None).read_text())  # Vela's own .ini, at another path
+    values = {"@weights": str(DIGITS_CNN_WEIGHTS), "@ini": str(ini), "@elsewhere": str(tmp_path / "elsewhere")}
+    return [re.sub(r"@\w+", lambda m: values[m.group(0)], c) for c in changes]
+
+
+def _base_for(changes: list[str]) -> list[str]:
+    """The config the change is compared against: BASE plus what the change needs first
+    (every item but the last, e.g. the model or QAT it applies to)."""
+    return [*BASE, *changes[:-1]]
+
+
+def _what_it_holds(m: dict) -> dict:
+    return {"bytes": m["files"]["model.pte"]["sha256"], "measured": [m["metrics"], m["budget"]]}
+
+
+@pytest.mark.parametrize("key", sorted(k for k, (kind, _) in KEYS.items() if kind is None))
+def test_a_key_that_changes_nothing_is_not_in_the_build_key(key, tmp_path):
+    changes = _overrides(KEYS[key][1], tmp_path)
+    base = stage_keys(validate(compose_config([*_base_for(changes), f"store.root={tmp_path}"])[0]))
+    changed = stage_keys(validate(compose_config([*BASE, *changes, f"store.root={tmp_path}"])[0]))
+    assert base.build == changed.build
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(k for k, (kind, _) in KEYS.items() if kind is not None))
+def test_a_key_in_the_build_key_changes_what_the_build_holds(key, shared_root, tmp_path):
+    kind, changes = KEYS[key]
+    changes = _overrides(changes, tmp_path)
+    base = _what_it_holds(build_in_process(_base_for(changes), shared_root).artifact.manifest())
+    changed = _what_it_holds(build_in_process([*BASE, *changes], shared_root).artifact.manifest())
+    assert changed[kind] != base[kind], key
