@@ -30,6 +30,15 @@ def compose_config(overrides: list[str]) -> tuple[dict[str, Any], str | None]:
     return container, recipe
 
 
+# Other machines, as far as one machine can stand in for them: the instruction set ATen,
+# oneDNN and MKL would pick, and the thread count (environment for run_cli).
+SIMULATED_MACHINES = {
+    "sse4.1, 1 thread": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"},
+    "avx2, 4 threads": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                        "OMP_NUM_THREADS": "4"},
+}  # fmt: skip
+
+
 def build_in_process(overrides: list[str], root: Path):
     from ethosu_build.pipeline.build import build
 

@@ -43,6 +43,7 @@ def test_verify_matches_then_names_the_changed_weights(tmp_path):
     changed = cli(["verify", built.id], tmp_path / "store")
     assert changed.returncode == 1, changed.stdout + changed.stderr[-2000:]
     assert changed.stdout.startswith("DIFFERS") and "model weights (checkpoint)" in changed.stdout
+    assert ": different (first cause: constants:" in changed.stdout  # the semantic diff of what it rebuilt
     assert "model source" not in changed.stdout and "tool version" not in changed.stdout
 
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, manifest, run_cli
+from conftest import ROOT, SIMULATED_MACHINES, manifest, run_cli
 
 ARGS = ["hydra.searchpath=[file://conf]", "recipe=tiny_u85", "store.root=store"]
 
@@ -69,10 +69,15 @@ def test_lock_drift_warns_and_fails_under_strict(user_repo):
     assert manifest(user_repo / "store" / "artifacts" / "tiny_u85" / "v2")["provenance"]["lock"]["drift"]
 
 
+RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml")))
+@pytest.mark.parametrize("recipe", RECIPES)
 def test_committed_recipe_verifies_as_match(recipe, tmp_path):
-    built = run_cli([f"recipe={recipe}"], tmp_path)
+    """Built on a simulated other machine, rebuilt by verify on this one: the same bytes."""
+    machines = list(SIMULATED_MACHINES.values())
+    built = run_cli([f"recipe={recipe}"], tmp_path, env=machines[RECIPES.index(recipe) % len(machines)])
     assert built.returncode == 0, built.stderr[-2000:]
     verified = run_cli(["verify", "--recipe", recipe], tmp_path, tool="ethosu-artifacts")
     assert verified.returncode == 0, verified.stdout + verified.stderr[-2000:]
