@@ -5,7 +5,7 @@
     ethosu-artifacts [--root outputs] diff A B
     ethosu-artifacts [--root outputs] verify ID|PATH         # rebuild and compare model.pte
     ethosu-artifacts [--root outputs] verify --recipe RECIPE [--searchpath DIR]
-    ethosu-artifacts [--root outputs] export ID DIR          # copy for firmware use
+    ethosu-artifacts [--root outputs] export ID DIR [--firmware] [--force]  # copy (and C headers) for firmware
     ethosu-artifacts [--root outputs] gc [--dry-run] [--artifact ID ...]
     ethosu-artifacts lock RECIPE [--searchpath DIR]           # write RECIPE.lock.json beside it
     ethosu-artifacts summarize SWEEP_DIR [--json]             # summary.csv/.md, pareto.png
@@ -26,6 +26,7 @@ from typing import Any
 
 from . import numerics
 from .config.errors import ConfigIssue, UsageError, report
+from .pipeline.firmware import DEFAULT_BUNDLE_SAMPLES, DEFAULT_SECTION, SECTION_NAME
 from .store.artifacts import Artifact, ArtifactStore, DamagedManifest
 
 PROG = "ethosu-artifacts"
@@ -303,14 +304,16 @@ def cmd_verify(store: ArtifactStore, args) -> int:
 
 
 def cmd_export(store: ArtifactStore, args) -> int:
-    from .files import atomic_write
+    """Copy the artifact's files, or with --firmware also derive the firmware bundle
+    (pipeline/firmware.py), into DIR. Everything is written to a staging folder beside DIR
+    first and moved in only when complete: a refused or failed export leaves DIR as it was."""
     from .store.artifacts import MANIFEST, REPORT, check
 
     a = _resolve(store, args.id, "ID")
     dest = Path(args.dir)
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise UsageError(
-            ConfigIssue("DIR", f"{args.dir!r} exists and is not a folder; accepted: a new or existing folder")
+            ConfigIssue("DIR", f"{args.dir!r} exists and is not a folder; accepted: a new or empty folder")
         )
     real = dest.resolve()
     for inside in (store.dir, store.root / "cache"):
@@ -322,15 +325,88 @@ def cmd_export(store: ArtifactStore, args) -> int:
                     f"{store.dir} and {store.root / 'cache'}",
                 )
             )
+    if dest.is_dir() and any(dest.iterdir()) and not args.force:
+        held = sorted(p.name for p in dest.iterdir())
+        raise UsageError(
+            ConfigIssue(
+                "DIR",
+                f"{args.dir!r} is not empty ({', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); accepted: a "
+                "new or empty folder, or --force to write the exported files over the ones of the same name",
+            )
+        )
+    if args.firmware and not SECTION_NAME.match(args.section):
+        raise UsageError(
+            ConfigIssue("--section", f"{args.section!r} is not a linker section name; accepted: e.g. .rodata.model")
+        )
+    if args.bundle_samples < 1:
+        raise UsageError(ConfigIssue("--bundle-samples", f"{args.bundle_samples} is not >= 1"))
     problems = check(a).problems
     if problems:
         raise UsageError(ConfigIssue("ID", f"not exporting {a.id}: " + "; ".join(problems)))
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.pte", MANIFEST, REPORT):
-        if (a.path / name).is_file():
-            atomic_write(dest / name, (a.path / name).read_bytes())
-    print(f"exported {a.id} to {dest}")
+    files = {
+        name: (a.path / name).read_bytes() for name in ("model.pte", MANIFEST, REPORT) if (a.path / name).is_file()
+    }
+    notes = []
+    if args.firmware:
+        firmware_files, notes = _firmware_files(a, files["model.pte"], args)
+        files.update(firmware_files)
+    _move_in(files, dest)
+    print(f"exported {a.id} to {dest}: {', '.join(sorted(files))}")
+    for note in notes:
+        print(f"note: {note}")
     return 0
+
+
+def _firmware_files(a, pte: bytes, args) -> tuple[dict[str, bytes], list[str]]:
+    from .pipeline import firmware
+
+    m = a.manifest()
+    if not m.get("memory") or not (m.get("delegation") or {}).get("runtime"):
+        raise UsageError(
+            ConfigIssue(
+                "ID",
+                f"{a.id} was built before ethosu-build recorded the memory bill and IO contract; rebuild it to export "
+                "firmware files",
+            )
+        )
+    files = {
+        "model_pte.h": firmware.model_pte_h(pte, args.section).encode(),
+        "model_io.h": firmware.model_io_h(m, firmware.io_names(m)).encode(),
+        "memory.h": firmware.memory_h(m).encode(),
+        "selected_ops.txt": (",".join(firmware.program_operators(pte)) + "\n").encode(),
+    }
+    notes = []
+    check_io = a.path / "check" / "tosa_io.npz"
+    if check_io.is_file():  # listed in the manifest, so check() above verified its sha256
+        files["model.bpte"], n = firmware.bundled_program(pte, check_io.read_bytes(), args.bundle_samples)
+        if n < args.bundle_samples:
+            notes.append(f"model.bpte holds {n} test case(s): the build's TOSA check ran on {n} sample(s)")
+    else:
+        reason = (m.get("metrics") or {}).get("tosa_check", {}).get("reason") or "no TOSA check outputs were stored"
+        notes.append(
+            f"no model.bpte: {a.id} has no TOSA check outputs ({reason}); build with evaluation.tosa_check=true"
+        )
+    return files, notes
+
+
+def _move_in(files: dict[str, bytes], dest: Path) -> None:
+    """Write `files` into a staging folder beside `dest`, then move them in: a new folder by
+    one rename, an existing one file by file (each an atomic replace)."""
+    import shutil
+    import tempfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.export-", dir=dest.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if not dest.exists():
+            os.replace(staging, dest)
+            return
+        for name in files:
+            os.replace(staging / name, dest / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def cmd_gc(store: ArtifactStore, args) -> int:
@@ -443,9 +519,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("--searchpath", help="a folder with your own config groups (as hydra.searchpath)")
     p.set_defaults(func=cmd_lock)
-    p = sub.add_parser("export", help="copy model.pte, manifest.json and report.md to DIR")
+    p = sub.add_parser("export", help="copy model.pte, manifest.json and report.md to DIR (--firmware: and C headers)")
     p.add_argument("id")
     p.add_argument("dir")
+    p.add_argument(
+        "--firmware",
+        action="store_true",
+        help="also write model_pte.h, model_io.h, memory.h, selected_ops.txt and model.bpte (docs/deploying.md)",
+    )
+    p.add_argument(
+        "--section", default=DEFAULT_SECTION, help=f"linker section of model_pte (default {DEFAULT_SECTION})"
+    )
+    p.add_argument(
+        "--bundle-samples",
+        type=int,
+        default=DEFAULT_BUNDLE_SAMPLES,
+        help=f"test cases in model.bpte (default {DEFAULT_BUNDLE_SAMPLES})",
+    )
+    p.add_argument("--force", action="store_true", help="write into a DIR that is not empty")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("gc", help="remove cache entries no artifact needs and debris; artifacts only when named")
     p.add_argument("--artifact", action="append", help="also remove this artifact version (repeatable)")

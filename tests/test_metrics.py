@@ -71,13 +71,13 @@ def _bad_calibration(tmp_path):
     return ["calibration=tensors", f"calibration.dataset.path={tmp_path / 'dim.npz'}", "calibration.num_samples=64"]
 
 
-BUDGETS = ["max_cpu_ops", "max_sram_kib", "max_flash_kib", "max_accuracy_drop", "max_inference_ms"]
+BUDGETS = ["max_cpu_ops", "max_sram_kib", "max_flash_kib", "max_planned_kib", "max_accuracy_drop", "max_inference_ms"]
 
 
 def _measured(m, budget):
     from ethosu_build.pipeline.budgets import measured
 
-    return measured(m["delegation"], m["metrics"]["vela"], m["metrics"]["accuracy"])[budget][0]
+    return measured(m["delegation"], m["metrics"]["vela"], m["metrics"]["accuracy"], m["memory"])[budget][0]
 
 
 @pytest.mark.parametrize("budget", BUDGETS)

@@ -168,6 +168,7 @@ KEYS: dict[str, tuple[str | None, list[str]]] = {
     "budget.max_cpu_ops": ("measured", ["budget.max_cpu_ops=10"]),
     "budget.max_sram_kib": ("measured", ["budget.max_sram_kib=1000"]),
     "budget.max_flash_kib": ("measured", ["budget.max_flash_kib=1000"]),
+    "budget.max_planned_kib": ("measured", ["budget.max_planned_kib=1000"]),
     "budget.max_accuracy_drop": ("measured", ["budget.max_accuracy_drop=50"]),
     "budget.max_inference_ms": ("measured", ["budget.max_inference_ms=100"]),
     "store.root": (None, ["store.root=@elsewhere"]),

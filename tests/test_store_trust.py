@@ -141,7 +141,9 @@ def test_store_commands_refuse_paths_outside_the_store(tmp_path):
     project = tmp_path / "fw_project"
     (project / "src").mkdir(parents=True)
     (project / "src" / "main.c").write_text("int main(void) { return 0; }\n")
-    assert artifacts_cli(["export", built.id, str(project)], root).returncode == 0
+    refused = artifacts_cli(["export", built.id, str(project)], root)  # not empty: only with --force
+    assert refused.returncode == 2 and "is not empty (src)" in refused.stderr and not (project / "model.pte").exists()
+    assert artifacts_cli(["export", built.id, str(project), "--force"], root).returncode == 0
     assert (project / "manifest.json").is_file()
     for args in (
         ["gc", "--artifact", str(project)],

@@ -143,8 +143,9 @@ class EvaluationConfig(DatasetConfig):
 @dataclass
 class BudgetConfig:
     max_cpu_ops: int | None = None
-    max_sram_kib: float | None = None
-    max_flash_kib: float | None = None
+    max_sram_kib: float | None = None  # the memory bill's SRAM (pipeline/memory.py)
+    max_flash_kib: float | None = None  # the memory bill's flash
+    max_planned_kib: float | None = None  # ExecuTorch's planned activation buffers alone
     max_accuracy_drop: float | None = None
     max_inference_ms: float | None = None
 

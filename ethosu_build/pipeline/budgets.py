@@ -7,27 +7,36 @@ from typing import Any
 
 from ..config.errors import BudgetBreached, ConfigError, ConfigIssue
 from ..config.schema import BudgetConfig
+from .memory import kib
 
 
-def measured(delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any]) -> dict[str, tuple[Any, str]]:
-    """The value each budget is judged on, and its unit."""
-    total = vela["total"]
+def measured(
+    delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any], memory: dict[str, Any]
+) -> dict[str, tuple[Any, str]]:
+    """The value each budget is judged on, and its unit. SRAM and flash judge the whole
+    memory bill in that region for the target's memory mode (pipeline/memory.py)."""
+    total, regions = vela["total"], memory["regions"]
     return {
         # Boundary (de)quantize kernels are the program's IO, present in every build; the
         # budget counts the operators that fell back to the CPU.
         "max_cpu_ops": (delegation["cpu_compute_op_count"], "CPU compute ops"),
-        "max_sram_kib": (total["sram_kib"], "KiB SRAM"),
-        "max_flash_kib": (total["flash_kib"], "KiB flash"),
+        "max_sram_kib": (kib(regions.get("sram", 0)), "KiB SRAM"),
+        "max_flash_kib": (kib(regions.get("flash", 0)), "KiB flash"),
+        "max_planned_kib": (kib(memory["parts"]["planned"]["bytes"]), "KiB planned buffers"),
         "max_accuracy_drop": (accuracy["accuracy_drop"], "accuracy points"),
         "max_inference_ms": (total["inference_ms"], "ms"),
     }
 
 
 def check(
-    budget: BudgetConfig, delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any]
+    budget: BudgetConfig,
+    delegation: dict[str, Any],
+    vela: dict[str, Any],
+    accuracy: dict[str, Any],
+    memory: dict[str, Any],
 ) -> dict[str, Any]:
     """Per budget: limit, measured value and whether it passed; raises BudgetBreached."""
-    values = measured(delegation, vela, accuracy)
+    values = measured(delegation, vela, accuracy, memory)
     results, breaches = {}, []
     for f in dataclasses.fields(budget):
         limit = getattr(budget, f.name)

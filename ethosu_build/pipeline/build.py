@@ -23,7 +23,7 @@ from ..config.validate import validate
 from ..fingerprint import file_sha256, source_fingerprint, tool_versions
 from ..store import provenance
 from ..store.artifacts import MANIFEST_SCHEMA, Artifact, ArtifactStore
-from . import budgets, report
+from . import budgets, memory, report
 from .evaluate import Evaluate, Evaluated
 from .keys import StageKeys, stage_keys
 from .lower import Lower, Lowered
@@ -95,9 +95,16 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     evaluated = run.get(Evaluate)
     compiled = run.get(Vela)
     lowered = run.get(Lower)
-    gates = budgets.check(
-        cfg.budget, lowered.info["delegation"], compiled.metrics, evaluated.accuracy
-    )  # a breach raises
+    delegation = lowered.info["delegation"]
+    if not delegation["npu_partitions"]:
+        log.warning(
+            "%s: nothing runs on the NPU: the partitioner delegated no operator, so all %d ops run on the CPU "
+            "(see the CPU ops and the partitioner's reasons in report.md)",
+            cfg.name,
+            delegation["cpu_op_count"],
+        )
+    bill = memory.bill(compiled.pte, cfg.target)  # from the program itself, as export --firmware reads it
+    gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill)  # a breach raises
 
     staging = store.staging(cfg.name)
     # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
@@ -112,7 +119,7 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
 
     def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
         return _manifest(
-            cfg, keys, request, origin_info, run.record, lowered, compiled, evaluated, gates, version, files
+            cfg, keys, request, origin_info, run.record, lowered, compiled, evaluated, bill, gates, version, files
         )
 
     artifact, created = store.publish(
@@ -140,6 +147,7 @@ def _manifest(
     lowered: Lowered,
     compiled: Compiled,
     evaluated: Evaluated,
+    bill: dict[str, Any],
     gates: dict[str, Any],
     version: int,
     files: dict[str, Any],
@@ -189,6 +197,7 @@ def _manifest(
         },  # listed rewrites that found nothing to do
         "delegation": lowered.info["delegation"],
         "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
+        "memory": bill,  # what firmware must reserve, per region (pipeline/memory.py)
         "budget": gates,
     }
 

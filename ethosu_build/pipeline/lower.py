@@ -95,6 +95,24 @@ def _partitioner_reasons() -> Any:
         partitioner.WhyNoPartitionReporter = original
 
 
+def _macs(node) -> int:
+    """Multiply-accumulates of a convolution or matrix product left on the CPU (0 for any
+    other op), from the shapes the graph carries."""
+    name = _op_name(node)
+    out = node.meta.get("val")
+    if not hasattr(out, "numel"):
+        return 0
+    args = [a.meta.get("val") if hasattr(a, "meta") else None for a in node.args]
+    if "convolution" in name or name.startswith("aten.conv"):
+        weight = args[1] if len(args) > 1 else None
+        return int(out.numel() * (weight.numel() // weight.shape[0])) if hasattr(weight, "shape") else 0
+    if any(k in name for k in ("linear", "addmm", ".mm", "bmm", "matmul")):
+        # the reduced dimension: the last of the first matrix operand
+        first = next((a for a in args if hasattr(a, "shape") and len(a.shape) >= 1), None)
+        return int(out.numel() * first.shape[-1]) if first is not None else 0
+    return 0
+
+
 def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
     """Which ops the partitioner delegated (NPU) and which stay on the CPU, with the
     partitioner's reason where it gave one."""
@@ -134,6 +152,8 @@ def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
         "cpu_compute_op_count": len(compute),
         "cpu_op_counts": counts,
         "cpu_ops": cpu_ops,
+        # MACs of the convolutions and matrix products left on the CPU; the NPU's are Vela's.
+        "cpu_macs": sum(_macs(n) for n in graph_module.graph.nodes if n.op == "call_function"),
     }
 
 

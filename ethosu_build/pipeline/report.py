@@ -26,6 +26,12 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
     v, acc, tosa = metrics.get("vela", {}), metrics.get("accuracy", {}), metrics.get("tosa_check", {})
     total = v.get("total", {})
     out = [f"# {m['name']}/v{m['version']}", ""]
+    if not d["npu_partitions"]:
+        out += [
+            f"> **Nothing runs on the NPU**: the partitioner delegated no operator; all {d['cpu_op_count']} ops run "
+            "on the CPU (see Delegation for its reasons).",
+            "",
+        ]
     out.append(
         markdown_table(
             ["", ""],
@@ -139,6 +145,7 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
             )
         )
         out.append(f"\nClock {total.get('core_clock_hz', 0) / 1e6:g} MHz. Figures of several partitions are summed.")
+    out += _memory(m.get("memory"))
     cf = d.get("control_flow", {})
     cf_text = "".join(
         f" Control flow on the {side.upper()}: {', '.join(c['op'] + ' (' + c['node'] + ')' for c in cf[side])}."
@@ -150,7 +157,8 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         "## Delegation",
         "",
         f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s); {d['cpu_op_count']} op(s) on the CPU, "
-        f"{d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).{cf_text}",
+        f"{d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).{cf_text}"
+        + _mac_share(d, total),
         "",
     ]
     if d["cpu_ops"]:
@@ -261,3 +269,44 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
                 )
             )
     return "\n".join(out) + "\n"
+
+
+def _mac_share(d: dict[str, Any], total: dict[str, Any]) -> str:
+    """The share of the multiply-accumulates the NPU runs (Vela's count against the CPU's
+    convolutions and matrix products)."""
+    npu, cpu = total.get("macs", 0) or 0, d.get("cpu_macs")
+    if cpu is None or not npu + cpu:
+        return ""
+    return f" The NPU runs {100 * npu / (npu + cpu):.1f}% of the MACs ({npu:,} of {npu + cpu:,})."
+
+
+MEMORY_PARTS = {
+    "pte": "model.pte (command streams, weights, program)",
+    "planned": "ExecuTorch planned buffers (activations, IO)",
+    "method_allocator": "ExecuTorch method allocator (values, tensors, kernels)",
+    "npu_scratch": "NPU scratch (Vela tensor arena)",
+    "npu_fast_scratch": "NPU fast scratch (arena cache)",
+    "io": "input and output buffers (not planned)",
+}
+
+
+def _memory(bill: dict[str, Any] | None) -> list[str]:
+    if not bill:
+        return []
+    rows = [
+        [MEMORY_PARTS.get(k, k), p["region"], f"{p['bytes']:,}", p["how"]]
+        for k, p in bill["parts"].items()
+        if p["bytes"]
+    ]
+    rows += [["**total**", region, f"**{n:,}**", ""] for region, n in bill["regions"].items()]
+    planned = ", ".join(f"id {b['mem_id']}: {b['bytes']:,} B" for b in bill["planned_buffers"]) or "none"
+    return [
+        "",
+        f"## Memory bill ({bill['memory_mode']})",
+        "",
+        markdown_table(["part", "region", "bytes", "how"], rows),
+        "",
+        f"Planned buffers per memory id: {planned}. The method allocator's figure is an estimate from the "
+        "program's counts; `ethosu-artifacts export --firmware` writes these sizes, with its margin, to memory.h "
+        "(docs/deploying.md).",
+    ]

@@ -1,0 +1,186 @@
+"""What a Cortex-M + Ethos-U firmware build consumes, derived from a stored artifact alone
+(`ethosu-artifacts export ID DIR --firmware`, docs/deploying.md). Nothing is rebuilt: the
+program is the artifact's model.pte, the IO contract and memory bill come from its manifest,
+the kernels from the program, the self-test vectors from the TOSA check the build stored.
+
+- `model_pte.h`: the program as a 16-byte aligned C array in a named linker section, as
+  ExecuTorch's Arm example runner declares it (`model_pte`, section `network_model_sec`);
+- `model_io.h`: per input and output, name, shape, dtype, layout and boundary quantization;
+- `memory.h`: the runner's pool sizes from the memory bill (pipeline/memory.py), with margin;
+- `selected_ops.txt`: the CPU kernels the program calls, as ExecuTorch's selective build
+  takes them (`EXECUTORCH_SELECT_OPS_LIST`, the Arm build script's `--select_ops_list`);
+- `model.bpte`: a bundled program (executorch.devtools.bundled_program) whose test cases are
+  the TOSA check's inputs and, as expected outputs, what the program as deployed computed on
+  the TOSA reference model.
+
+ExecuTorch and numpy are imported inside functions: `ethosu-artifacts` loads this module only
+for an export.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from typing import Any
+
+from .memory import ESTIMATE_MARGIN
+
+DEFAULT_SECTION = "network_model_sec"  # ExecuTorch examples/arm/executor_runner/pte_to_header.py
+DEFAULT_BUNDLE_SAMPLES = 4
+SECTION_NAME = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
+_BYTES_PER_LINE = 16
+
+
+def model_pte_h(pte: bytes, section: str) -> str:
+    lines = [", ".join(f"0x{b:02x}" for b in pte[i : i + _BYTES_PER_LINE]) for i in range(0, len(pte), _BYTES_PER_LINE)]
+    return "\n".join(
+        [
+            "/* model.pte as a C array: written by `ethosu-artifacts export --firmware`. */",
+            "#pragma once",
+            "#include <stddef.h>",
+            "",
+            f"#define MODEL_PTE_SIZE {len(pte)}u",
+            "/* 16-byte aligned: ExecuTorch reads the flatbuffer and the Ethos-U command streams in place. */",
+            f'__attribute__((section("{section}"), aligned(16))) unsigned char model_pte[MODEL_PTE_SIZE] = {{',
+            *(f"    {line}," for line in lines),
+            "};",
+            "",
+        ]
+    )
+
+
+def _c_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _c_ident(s: str) -> str:
+    return re.sub(r"\W", "_", s).upper()
+
+
+def model_io_h(m: dict[str, Any], names: dict[str, list[str]]) -> str:
+    runtime = (m.get("delegation") or {}).get("runtime") or {}
+    out = [
+        f"/* The IO contract of {m['name']}/v{m['version']} (manifest delegation.runtime): written by",
+        " * `ethosu-artifacts export --firmware`. A quantized boundary: real = scale * (q - zero_point). */",
+        "#pragma once",
+        "",
+    ]
+    for kind in ("inputs", "outputs"):
+        entries = runtime.get(kind) or []
+        prefix = "MODEL_INPUT" if kind == "inputs" else "MODEL_OUTPUT"
+        out.append(f"#define {prefix}_COUNT {len(entries)}")
+        for i, e in enumerate(entries):
+            p = f"{prefix}_{i}"
+            name = (names.get(kind) or [])[i] if i < len(names.get(kind) or []) else f"{kind[:-1]}_{i}"
+            shape = [int(d) for d in e["shape"]]
+            out += [
+                f"#define {p}_NAME {_c_string(name)}",
+                f"#define {p}_RANK {len(shape)}",
+                f"#define {p}_SHAPE {{{', '.join(str(d) for d in shape)}}}",
+                f"#define {p}_NUMEL {math.prod(shape)}",
+                f"#define {p}_DTYPE {_c_string(e['dtype'])}",
+                f"#define {p}_LAYOUT {_c_string(e.get('layout') or 'contiguous')}",
+            ]
+            q = e.get("quantization")
+            if q:
+                out += [
+                    f"#define {p}_QUANTIZED 1",
+                    f"#define {p}_QUANT_DTYPE {_c_string(q['dtype'])}",
+                    f"#define {p}_SCALE {float(q['scale']):.17g}",
+                    f"#define {p}_ZERO_POINT {int(q['zero_point'])}",
+                ]
+            else:
+                out.append(f"#define {p}_QUANTIZED 0")
+        out.append("")
+    return "\n".join(out)
+
+
+def _round16(n: float) -> int:
+    return int(math.ceil(n / 16.0) * 16)
+
+
+def memory_h(m: dict[str, Any]) -> str:
+    bill = m["memory"]
+    parts = bill["parts"]
+    planned, method = parts["planned"]["bytes"], parts["method_allocator"]["bytes"]
+    scratch, fast = parts["npu_scratch"]["bytes"], parts["npu_fast_scratch"]["bytes"]
+    method_pool = _round16(planned + method * (1 + ESTIMATE_MARGIN))
+    lines = [
+        f"/* Memory pools for {m['name']}/v{m['version']} on {m['config']['target']['accelerator']},",
+        f" * memory mode {bill['memory_mode']}: written by `ethosu-artifacts export --firmware` from the",
+        " * manifest's memory bill (docs/deploying.md). Named as ExecuTorch's Arm example runner reads them;",
+        " * define them before including this file to override. */",
+        "#pragma once",
+        "",
+        f"#define ETHOSU_BUILD_PTE_BYTES {parts['pte']['bytes']}u  /* measured; placed in {parts['pte']['region']} */",
+        f"#define ETHOSU_BUILD_PLANNED_BYTES {planned}u  /* measured: the program's planned buffers */",
+        f"#define ETHOSU_BUILD_METHOD_ALLOCATOR_ESTIMATE_BYTES {method}u  /* estimated from the program's counts */",
+        f"#define ETHOSU_BUILD_NPU_SCRATCH_BYTES {scratch}u  /* measured: Vela's largest scratch */",
+        "",
+        f"/* planned buffers + the method allocator's estimate with a {int(ESTIMATE_MARGIN * 100)}% margin, in "
+        f"{parts['planned']['region']} */",
+        "#ifndef ET_ARM_BAREMETAL_METHOD_ALLOCATOR_POOL_SIZE",
+        f"#define ET_ARM_BAREMETAL_METHOD_ALLOCATOR_POOL_SIZE {method_pool}u",
+        "#endif",
+        f"/* the NPU scratch: the Ethos-U backend takes it from the temp allocator (no margin: Vela's figure), in "
+        f"{parts['npu_scratch']['region']} */",
+        "#ifndef ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE",
+        f"#define ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE {max(16, _round16(scratch))}u",
+        "#endif",
+    ]
+    if fast:
+        lines += [
+            f"/* the arena cache Vela compiled for (Dedicated_Sram), in {parts['npu_fast_scratch']['region']} */",
+            "#ifndef ET_ARM_BAREMETAL_FAST_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE",
+            f"#define ET_ARM_BAREMETAL_FAST_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE {fast}u",
+            "#endif",
+        ]
+    return "\n".join([*lines, ""])
+
+
+def program_operators(pte: bytes) -> list[str]:
+    """The kernels the program calls, `namespace::name.overload`, as the runtime looks them up."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(pte).program
+    ops = {f"{op.name}.{op.overload}" if op.overload else op.name for p in program.execution_plan for op in p.operators}
+    return sorted(ops)
+
+
+def io_names(m: dict[str, Any]) -> dict[str, list[str]]:
+    """Input names from the config (model.inputs, or the one input of model.input_shape)."""
+    model = (m.get("config") or {}).get("model") or {}
+    inputs = model.get("inputs") or []
+    return {"inputs": [str(i.get("name")) for i in inputs] if inputs else ["input"], "outputs": []}
+
+
+def bundled_program(pte: bytes, tosa_io: bytes, samples: int) -> tuple[bytes, int]:
+    """model.bpte with the first `samples` test cases of the stored TOSA check (fewer if the
+    check ran on fewer); returns the bytes and the number of cases."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.core import BundledProgram
+    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
+
+    with np.load(io.BytesIO(tosa_io), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    inputs = sorted((k for k in arrays if k.startswith("input_")), key=lambda k: int(k.split("_")[1]))
+    outputs = sorted((k for k in arrays if k.startswith("output_")), key=lambda k: int(k.split("_")[1]))
+    n = min(samples, *(len(arrays[k]) for k in inputs + outputs))
+    cases = [
+        MethodTestCase(
+            inputs=[torch.from_numpy(np.ascontiguousarray(arrays[k][i : i + 1])) for k in inputs],
+            expected_outputs=[torch.from_numpy(np.ascontiguousarray(arrays[k][i : i + 1])) for k in outputs],
+        )
+        for i in range(n)
+    ]
+    with tempfile.TemporaryDirectory(prefix="ethosu-bpte-") as tmp:
+        path = Path(tmp) / "model.pte"
+        path.write_bytes(pte)
+        bundle = BundledProgram(None, [MethodTestSuite("forward", cases)], pte_file_path=str(path))
+        return bytes(serialize_from_bundled_program_to_flatbuffer(bundle)), n

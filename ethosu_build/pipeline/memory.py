@@ -1,0 +1,218 @@
+"""The memory bill: what a firmware image must reserve to run a program, per memory region.
+
+Read from the program itself (its serialized .pte) and the target's Vela .ini, never from a
+rebuild, so `ethosu-artifacts export --firmware` derives the same figures from a stored
+artifact:
+
+- `pte`: the program (Vela's command streams and weights inside it) where the memory mode puts
+  constant data (`const_mem_area`);
+- `planned`: ExecuTorch's memory-planned activation buffers, one per memory id
+  (`execution_plan.non_const_buffer_sizes`; id 0 is reserved for constants and never planned);
+  the program's inputs and outputs live in them unless the plan left them unplanned;
+- `method_allocator`: an estimate of what ExecuTorch's Method::init allocates besides the
+  planned buffers, from the program's counts (see `method_allocator_estimate`);
+- `npu_scratch`: the scratch (tensor arena) Vela asks for, the largest over the delegates:
+  the Ethos-U backend takes it from ExecuTorch's temp allocator, which is reset after each
+  delegate call;
+- `npu_fast_scratch`: the arena cache (`arena_cache_size`) when the memory mode puts the cache
+  in another memory than the arena (Dedicated_Sram).
+
+Placement follows the .ini's memory mode: constants in `const_mem_area`, the NPU scratch in
+`arena_mem_area`, the fast scratch in `cache_mem_area`, and the CPU's read-write buffers
+(planned, method allocator) with the arena, the one memory the mode lets both the CPU and the
+NPU write. Each area's AXI port names its memory (`axiN_port` of the system config).
+
+ExecuTorch's serializer is imported inside functions: `ethosu-artifacts show` imports this
+module to print a stored bill.
+"""
+
+from __future__ import annotations
+
+import configparser
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import targets
+from ..config.schema import TargetConfig
+
+# Bytes of one element per ExecuTorch ScalarType (exir/scalar_type.py numbering).
+_ELEMENT_BYTES = {0: 1, 1: 1, 2: 2, 3: 4, 4: 8, 5: 2, 6: 4, 7: 8, 11: 1, 12: 1, 13: 1, 15: 2}
+# Method::init on a 32-bit Cortex-M (runtime/executor/method.cpp, tensor_parser): one EValue
+# per value (8-byte payload + tag), per tensor a TensorImpl (its pointers and counts, rounded
+# up) and its sizes (int32), strides (int32) and dim order (uint8) arrays; per instruction its
+# kernel pointer and the EValue pointers of its arguments; per delegate the BackendDelegate
+# and the Ethos-U backend's handle (its Vela handles); plus the Method itself. Every
+# allocation may lose up to 16 bytes to alignment. An estimate, with a stated margin in
+# memory.h: the runtime on a board is the only measurement.
+EVALUE_BYTES = 16
+TENSOR_IMPL_BYTES = 64
+INSTRUCTION_BYTES = 16
+ARG_POINTER_BYTES = 4
+DELEGATE_BYTES = 256
+METHOD_BYTES = 1024
+ALIGNMENT_SLACK = 16
+# What memory.h adds to an estimated figure (measured figures get none).
+ESTIMATE_MARGIN = 0.25
+
+
+@dataclass
+class ProgramFacts:
+    """What the serialized program says about its memory (one method: forward)."""
+
+    pte_bytes: int
+    planned: list[int]  # bytes per memory id 1..n
+    values: int
+    tensors: int
+    tensor_dims: int  # sum of the tensors' ranks
+    instructions: int
+    arguments: int  # argument references over all instructions
+    delegates: int
+    scratch: list[int]  # Vela scratch bytes per delegate
+    io_planned: bool  # the inputs and outputs are inside the planned buffers
+    inputs: list[int]  # bytes per input tensor
+    outputs: list[int]  # bytes per output tensor
+
+
+def vela_blocks(blob: bytes) -> dict[str, bytes]:
+    """The named blocks of an Ethos-U delegate payload (ExecuTorch arm_vela.vela_compile's
+    format: a 16-byte name, a 16-byte header starting with the int32 length, the data padded
+    to 16 bytes)."""
+    blocks, off = {}, 0
+    while off + 32 <= len(blob):
+        name = blob[off : off + 16].split(b"\x00", 1)[0].decode("ascii", "replace")
+        (size,) = struct.unpack_from("<i", blob, off + 16)
+        if size < 0 or off + 32 + size > len(blob):
+            raise ValueError(f"Vela block {name!r} runs past the payload")
+        blocks[name] = blob[off + 32 : off + 32 + size]
+        off += 32 + (size + 15) // 16 * 16
+        if name == "vela_end_stream":
+            break
+    return blocks
+
+
+def program_facts(data: bytes) -> ProgramFacts:
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.exir.schema import Tensor
+
+    program = deserialize_pte_binary(data).program
+    (plan,) = [p for p in program.execution_plan if p.name == "forward"] or program.execution_plan[:1]
+    tensors = [v.val for v in plan.values if isinstance(v.val, Tensor)]
+
+    def nbytes(index: int) -> int:
+        t = plan.values[index].val
+        if not isinstance(t, Tensor):
+            return 0
+        n = 1
+        for d in t.sizes:
+            n *= int(d)
+        return n * _ELEMENT_BYTES.get(int(t.scalar_type), 4)
+
+    io = [plan.values[i].val for i in [*plan.inputs, *plan.outputs]]
+    scratch = []
+    for delegate in plan.delegates:
+        if delegate.processed.location.name != "INLINE":
+            continue
+        blob = bytes(program.backend_delegate_data[delegate.processed.index].data)
+        size = vela_blocks(blob).get("scratch_size")
+        if size is not None and len(size) >= 4:
+            scratch.append(struct.unpack("<I", size[:4])[0])
+    instructions = [i for chain in plan.chains for i in chain.instructions]
+    return ProgramFacts(
+        pte_bytes=len(data),
+        planned=[int(n) for n in plan.non_const_buffer_sizes[1:]],
+        values=len(plan.values),
+        tensors=len(tensors),
+        tensor_dims=sum(len(t.sizes) for t in tensors),
+        instructions=len(instructions),
+        arguments=sum(len(getattr(i.instr_args, "args", []) or []) for i in instructions),
+        delegates=len(plan.delegates),
+        scratch=scratch,
+        io_planned=all(getattr(t, "allocation_info", None) is not None for t in io if isinstance(t, Tensor)),
+        inputs=[nbytes(i) for i in plan.inputs],
+        outputs=[nbytes(i) for i in plan.outputs],
+    )
+
+
+def method_allocator_estimate(f: ProgramFacts) -> int:
+    per_tensor = TENSOR_IMPL_BYTES + 3 * ALIGNMENT_SLACK
+    allocations = (
+        f.values * EVALUE_BYTES
+        + f.tensors * per_tensor
+        + f.tensor_dims * (4 + 4 + 1)
+        + f.instructions * (INSTRUCTION_BYTES + ALIGNMENT_SLACK)
+        + f.arguments * ARG_POINTER_BYTES
+        + f.delegates * DELEGATE_BYTES
+        + METHOD_BYTES
+    )
+    return int(allocations)
+
+
+def _memory_of(target: TargetConfig) -> dict[str, str]:
+    """The memory each area of the target's memory mode lies in: {const, arena, cache} ->
+    "sram" | "flash" | "dram" (from the .ini Vela reads, inherit= followed)."""
+    parser = configparser.ConfigParser(strict=False)
+    parser.read(str(targets.resolve_config_ini(target.config_ini)))
+
+    def section(name: str, seen: tuple[str, ...] = ()) -> dict[str, str]:
+        values = dict(parser[name]) if parser.has_section(name) else {}
+        parent = values.pop("inherit", None)
+        if parent and parent not in seen:
+            return {**section(parent, (*seen, name)), **values}
+        return values
+
+    mode = section(f"Memory_Mode.{targets.resolved_memory_mode(target)}")
+    system = section(f"System_Config.{targets.resolved_system_config(target)}")
+    kinds = {"Sram": "sram", "OffChipFlash": "flash", "OnChipFlash": "flash", "Dram": "dram"}
+    out = {}
+    for area in ("const", "arena", "cache"):
+        axi = mode.get(f"{area}_mem_area", "Axi0").lower()  # Axi0 / Axi1
+        out[area] = kinds.get(system.get(f"{axi}_port", "Sram"), "sram")
+    out["arena_cache_size"] = target.arena_cache_size or int(mode.get("arena_cache_size", 0) or 0)
+    return out
+
+
+def bill(data: bytes, target: TargetConfig) -> dict[str, Any]:
+    """The memory bill of program bytes `data` built for `target` (see the module docstring)."""
+    f = program_facts(data)
+    where = _memory_of(target)
+    cache_separate = where["cache"] != where["arena"]
+    parts = {
+        "pte": {"bytes": f.pte_bytes, "region": where["const"], "how": "measured"},
+        "planned": {"bytes": sum(f.planned), "region": where["arena"], "how": "measured"},
+        "method_allocator": {
+            "bytes": method_allocator_estimate(f),
+            "region": where["arena"],
+            "how": "estimated",
+        },
+        "npu_scratch": {"bytes": max(f.scratch, default=0), "region": where["arena"], "how": "measured"},
+        "npu_fast_scratch": {
+            "bytes": where["arena_cache_size"] if cache_separate and f.delegates else 0,
+            "region": where["cache"],
+            "how": "configured",
+        },
+    }
+    io = {"inputs": f.inputs, "outputs": f.outputs, "inside_planned": f.io_planned}
+    if not f.io_planned:  # the application provides them: they count where the CPU writes
+        parts["io"] = {"bytes": sum(f.inputs) + sum(f.outputs), "region": where["arena"], "how": "measured"}
+    regions: dict[str, int] = {}
+    for part in parts.values():
+        regions[part["region"]] = regions.get(part["region"], 0) + part["bytes"]
+    return {
+        "memory_mode": targets.resolved_memory_mode(target),
+        "parts": parts,
+        "planned_buffers": [{"mem_id": i + 1, "bytes": n} for i, n in enumerate(f.planned)],
+        "scratch_per_delegate": f.scratch,
+        "io": io,
+        "regions": {k: regions[k] for k in sorted(regions)},
+        "counts": {
+            "values": f.values,
+            "tensors": f.tensors,
+            "instructions": f.instructions,
+            "delegates": f.delegates,
+        },
+    }
+
+
+def kib(n: int) -> float:
+    return round(n / 1024, 3)
