@@ -1,11 +1,13 @@
 """Calibration and evaluation sources.
 
 A source is any callable named by `dataset._target_` that returns a sized, indexable
-dataset whose items are an input tensor (or array), or an `(input, label)` pair. Inputs are
-one sample without the batch dimension (a leading 1 is also accepted). Built-in sources:
+dataset whose items are the model's inputs, or the inputs and a label: one tensor (or array)
+for a one-input model, a tuple of one per input otherwise (`take`). Inputs are one sample
+without the batch dimension (a leading 1 is also accepted). Built-in sources:
 
-- `random`   seeded uniform noise shaped like `model.input_shape`
+- `random`   seeded noise shaped like the model's inputs, each in its dtype
 - `digits`   scikit-learn's 8x8 digits, a fixed train/test split
+- `digits_masked`  the digits with a seeded bool mask of allowed classes (two inputs)
 - `tensors`  a `.pt` or `.npz` file holding inputs (and optionally labels)
 - `folder`   one `.npy`/`.pt` file per sample, optionally labelled by sub-folder name
 
@@ -27,30 +29,54 @@ from .fingerprint import canonical_json, file_sha256, source_fingerprint, tool_v
 TENSOR_SUFFIXES = (".pt", ".npz")
 SAMPLE_SUFFIXES = (".npy", ".pt")
 # Sources whose output also depends on another package's data.
-_DATA_PACKAGES = {"ethosu_build.data.digits": "scikit-learn"}
+_DATA_PACKAGES = {"ethosu_build.data.digits": "scikit-learn", "ethosu_build.data.digits_masked": "scikit-learn"}
 
 
 # --- built-in sources ---------------------------------------------------------------------
 
 
+# The values `random` draws for an integer or bool input: the dtype's range, but for int32
+# (most often an index or a count) [0, 256).
+_INT_RANGES = {"int8": (-128, 128), "int16": (-32768, 32768), "int32": (0, 256), "bool": (0, 2)}
+_DTYPE_LIMITS = {**_INT_RANGES, "int32": (-(2**31), 2**31)}  # [low, high) a given value must lie in
+
+
 class _Random:
-    def __init__(self, shape: Sequence[int], seed: int, size: int, low: float, high: float):
+    def __init__(self, specs: list[dict[str, Any]], seed: int, size: int, low: float, high: float):
         import torch
 
         gen = torch.Generator().manual_seed(int(seed))
-        sample_shape = list(shape)[1:] if len(shape) > 1 and shape[0] == 1 else list(shape)
-        self.x = torch.rand([int(size)] + sample_shape, generator=gen) * (high - low) + low
+        self.xs = []
+        for spec in specs:
+            shape, dtype = list(spec["shape"]), spec.get("dtype", "float32")
+            sample_shape = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+            if dtype == "float32":
+                self.xs.append(torch.rand([int(size)] + sample_shape, generator=gen) * (high - low) + low)
+            else:
+                lo, hi = _INT_RANGES[dtype]
+                drawn = torch.randint(lo, hi, [int(size)] + sample_shape, generator=gen)
+                self.xs.append(drawn.bool() if dtype == "bool" else drawn.to(getattr(torch, dtype)))
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.xs[0])
 
     def __getitem__(self, i: int):
-        return self.x[i]
+        return self.xs[0][i] if len(self.xs) == 1 else tuple(x[i] for x in self.xs)
 
 
-def random(shape: Sequence[int], seed: int = 0, size: int = 1024, low: float = -1.0, high: float = 1.0):
-    """`size` samples of uniform noise in [low, high), reproducible from `seed`."""
-    return _Random(shape, seed, size, low, high)
+def random(
+    shape: Sequence[int] | None = None,
+    seed: int = 0,
+    size: int = 1024,
+    low: float = -1.0,
+    high: float = 1.0,
+    inputs: Sequence[dict[str, Any]] | None = None,
+):
+    """`size` samples of uniform noise, reproducible from `seed`: float32 in [low, high);
+    with `inputs` (model.inputs), one tensor per input in its own dtype (integers over the
+    dtype's range, int32 over [0, 256), bool fair coins)."""
+    specs = [dict(s) for s in inputs] if inputs else [{"shape": list(shape or []), "dtype": "float32"}]
+    return _Random(specs, seed, size, low, high)
 
 
 class _Arrays:
@@ -98,6 +124,31 @@ def digits(split: str = "train"):
         order = order[:DIGITS_TEST_SIZE]
     x = (d.images[order] / 16.0).astype("float32")[:, None, :, :]
     return _Arrays(x, d.target[order])
+
+
+class _Masked:
+    """Digits with a seeded mask of allowed classes per image: ((image, mask), label)."""
+
+    def __init__(self, digits: _Arrays, seed: int, allowed: float):
+        import torch
+
+        gen = torch.Generator().manual_seed(int(seed))
+        self.digits = digits
+        self.masks = torch.rand(len(digits), 10, generator=gen) < allowed
+        self.masks[torch.arange(len(digits)), torch.as_tensor(digits.y)] = True  # the true class is always allowed
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+    def __getitem__(self, i: int):
+        image, label = self.digits[i]
+        return (image, self.masks[i]), label
+
+
+def digits_masked(split: str = "train", seed: int = 0, allowed: float = 0.5):
+    """`digits` with, per image, a bool mask of 10 allowed classes: the true class and each
+    other one with probability `allowed` (for the two-input model digits_masked)."""
+    return _Masked(digits(split), seed, allowed)
 
 
 def tensors(path: str, inputs_key: str = "inputs", labels_key: str | None = "labels"):
@@ -264,11 +315,21 @@ def _by_content(value: Any, pattern: str, key: str = "") -> Any:
 
 @dataclass
 class Samples:
-    x: Any  # torch.Tensor (N, *input_shape[1:])
+    x: tuple  # one torch.Tensor (N, *shape[1:]) per model input, in the forward's order
     y: Any | None  # torch.Tensor (N,) of labels, or None
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.x[0])
+
+    def chunks(self, size: int) -> list[tuple]:
+        """The inputs in batches of `size`: one tuple of tensors per call of the model."""
+        import torch
+
+        return list(zip(*(torch.split(x, size) for x in self.x)))
+
+    def select(self, index) -> tuple:
+        """The inputs of the samples `index` (a slice or index tensor)."""
+        return tuple(x[index] for x in self.x)
 
 
 def instantiate(dataset: dict[str, Any]):
@@ -288,27 +349,80 @@ def draw(size: int, num_samples: int, seed: int | None) -> list[int]:
     return [int(i) for i in np.random.RandomState(seed).permutation(size)[:num_samples]]
 
 
-def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset", seed: int | None = None) -> Samples:
-    """`num_samples` items (see `draw`), stacked, each shaped like one model input. An item
-    that cannot be read, is not a real-valued numeric array, or does not have the model's
-    input shape is a config error naming `key`, the item and what is accepted."""
+def take(ds, num_samples: int, specs: Sequence[Any], key: str = "dataset", seed: int | None = None) -> Samples:
+    """`num_samples` items (see `draw`), stacked per model input (`specs`: the config's
+    InputSpec list, model.input_specs()). An item is the inputs, or the inputs and an integer
+    label: one tensor (or array) for a model of one input, else a tuple of one per input,
+    flat (`(x1, x2)`, `(x1, x2, label)`) or nested (`((x1, x2), label)`). An item that cannot
+    be read, or whose inputs do not have the model's shapes and dtypes, is a config error
+    naming `key`, the item, the input and what is accepted."""
     import numpy as np
     import torch
+
+    n = len(specs)
 
     def which(i: int) -> str:
         describe = getattr(ds, "describe", None)
         return f"item {i} of {_target_name(ds)}" + (f" ({describe(i)})" if callable(describe) else "")
 
-    def bad(i: int, what: str) -> ConfigError:
-        return ConfigError(
-            ConfigIssue(
-                key,
-                f"{which(i)} {what}; accepted: items that are one model input "
-                f"of shape {list(input_shape)[1:]} (or {list(input_shape)}), optionally with an integer label",
-            )
+    def expects() -> str:
+        if n == 1:
+            s = specs[0]
+            return f"items that are one model input of shape {list(s.shape)[1:]} (or {list(s.shape)})"
+        return "items that are a tuple of the model's inputs " + ", ".join(
+            f"{s.name} {s.dtype} {list(s.shape)[1:]}" for s in specs
         )
 
-    xs, ys = [], []
+    def bad(i: int, what: str) -> ConfigError:
+        return ConfigError(
+            ConfigIssue(key, f"{which(i)} {what}; accepted: {expects()}, optionally with an integer label")
+        )
+
+    def split(i: int, item) -> tuple[list, Any]:
+        if not isinstance(item, (tuple, list)):
+            if n != 1:
+                raise bad(i, f"is one tensor, but the model takes {n} inputs")
+            return [item], None
+        if not item:
+            raise bad(i, "is an empty tuple")
+        if n == 1:
+            return [item[0]], item[1] if len(item) > 1 else None
+        if isinstance(item[0], (tuple, list)):
+            if len(item[0]) != n:
+                raise bad(i, f"holds {len(item[0])} inputs, not {n}")
+            return list(item[0]), item[1] if len(item) > 1 else None
+        if len(item) in (n, n + 1):
+            return list(item[:n]), item[n] if len(item) > n else None
+        raise bad(i, f"is a tuple of {len(item)} items, not {n} inputs (and a label)")
+
+    def tensor(i: int, x, spec):
+        what = f"input {spec.name!r}" if n > 1 else "its input"
+        try:
+            if isinstance(x, torch.Tensor):  # numpy has no bfloat16: widen it, exactly
+                x = x.detach().cpu().float() if x.dtype == torch.bfloat16 else x.detach().cpu()
+            array = np.asarray(x)
+        except Exception as exc:
+            raise bad(i, f"{what} is not an array ({type(exc).__name__}: {first_line(exc)})") from exc
+        if array.dtype.kind not in "biuf":
+            kinds = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects"}
+            raise bad(i, f"{what} holds {kinds.get(array.dtype.kind, array.dtype)}")
+        if list(array.shape) == list(spec.shape):
+            array = array[0]  # given with the leading batch dimension of 1
+        if list(array.shape) != list(spec.shape)[1:]:
+            raise bad(i, f"{what} has shape {list(array.shape)}")
+        if spec.dtype == "float32":
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise bad(i, f"{what} holds NaN or infinity, which no quantization range can cover")
+            return torch.as_tensor(array, dtype=torch.float32)
+        if array.dtype.kind == "f":
+            raise bad(i, f"{what} holds floats ({array.dtype}), but the input is {spec.dtype}")
+        lo, hi = _DTYPE_LIMITS[spec.dtype]
+        if array.size and (array.min() < lo or array.max() >= hi):
+            raise bad(i, f"{what} holds values outside {spec.dtype} ([{array.min()}, {array.max()}])")
+        return torch.as_tensor(array.astype(np.int64)).to(getattr(torch, spec.dtype))
+
+    xs: list[list] = [[] for _ in specs]
+    ys = []
     for i in draw(len(ds), num_samples, seed):
         try:
             item = ds[i]
@@ -319,27 +433,9 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset",
                 else f"{type(exc).__name__}: {first_line(exc)}"
             )
             raise bad(i, f"could not be read ({why})") from exc
-        if isinstance(item, (tuple, list)):
-            if not item:
-                raise bad(i, "is an empty tuple")
-            x, y = item[0], item[1] if len(item) > 1 else None
-        else:
-            x, y = item, None
-        try:
-            if isinstance(x, torch.Tensor):  # numpy has no bfloat16: widen it, exactly
-                x = x.detach().cpu().float() if x.dtype == torch.bfloat16 else x.detach().cpu()
-            array = np.asarray(x)
-        except Exception as exc:
-            raise bad(i, f"is not an array ({type(exc).__name__}: {first_line(exc)})") from exc
-        if array.dtype.kind not in "biuf":
-            kinds = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects"}
-            raise bad(i, f"holds {kinds.get(array.dtype.kind, array.dtype)}")
-        if list(array.shape) == list(input_shape):
-            array = array[0]  # given with the leading batch dimension of 1
-        if list(array.shape) != list(input_shape)[1:]:
-            raise bad(i, f"has shape {list(array.shape)}")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise bad(i, "holds NaN or infinity, which no quantization range can cover")
+        inputs, y = split(i, item)
+        for k, (x, spec) in enumerate(zip(inputs, specs)):
+            xs[k].append(tensor(i, x, spec))
         if y is not None:
             label = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
             if label.shape != () or label.dtype.kind not in "biu":
@@ -347,10 +443,9 @@ def take(ds, num_samples: int, input_shape: Sequence[int], key: str = "dataset",
                     ConfigIssue(key, f"{which(i)} has label {y!r}; accepted: an integer class index (or no label)")
                 )
             y = int(label)
-        xs.append(torch.as_tensor(array, dtype=torch.float32))
         ys.append(y)
     labelled = all(y is not None for y in ys)
-    return Samples(torch.stack(xs), torch.as_tensor(ys) if labelled else None)
+    return Samples(tuple(torch.stack(x) for x in xs), torch.as_tensor(ys) if labelled else None)
 
 
 def _target_name(ds) -> str:

@@ -28,10 +28,10 @@ def test_batched_calibration_matches_sample_by_sample(shared_root):
     assert cal_b["batched"] and cal_b["samples"] == cal_s["samples"] == 64
     assert cal_b["calls"] == 2 and cal_s["calls"] == 64
 
-    ev = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_shape)
+    ev = data.take(data.instantiate(cfg.evaluation.dataset), cfg.evaluation.num_samples, cfg.model.input_specs())
     with torch.no_grad():
-        out_b = torch.cat([q_batched(ev.x[i : i + 1]) for i in range(len(ev))])
-        out_s = torch.cat([q_single(ev.x[i : i + 1]) for i in range(len(ev))])
+        out_b = torch.cat([q_batched(*ev.select(slice(i, i + 1))) for i in range(len(ev))])
+        out_s = torch.cat([q_single(*ev.select(slice(i, i + 1))) for i in range(len(ev))])
     between = error_metrics(out_s, out_b)["sqnr_db"]
     # calibrating in batches moves the outputs less than quantization itself does
     assert between > batched["metrics"]["accuracy"]["sqnr_db"]

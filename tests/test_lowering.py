@@ -8,6 +8,7 @@ import torch
 from conftest import build_in_process, compose_config, csv_rows, manifest
 
 from ethosu_build.config import targets
+from ethosu_build.config.schema import InputSpec
 from ethosu_build.config.validate import validate
 from ethosu_build.pipeline import rewrites
 from ethosu_build.pipeline.export import export_program
@@ -87,8 +88,9 @@ def test_avg_pool_crop_leaves_pools_it_cannot_improve(kwargs):
 
 
 def _space_to_depth(model, shape):
-    program = export_program(model.eval(), shape)
-    return rewrites.apply(program, ["conv_space_to_depth"], lambda m: export_program(m, shape))
+    specs = [InputSpec("input", list(shape))]
+    program = export_program(model.eval(), specs)
+    return rewrites.apply(program, ["conv_space_to_depth"], lambda m: export_program(m, specs))
 
 
 @pytest.mark.parametrize(
@@ -181,7 +183,7 @@ def test_fast_lowering_puts_the_pool_on_the_npu_without_transposes_and_keeps_the
     outputs = []
     for extra in ([], ["lowering=fast"]):
         _, program, _, samples = quantized_model(_cfg(POOL_HEAD + extra + [f"store.root={tmp_path}"]))
-        outputs.append(torch.cat([program.module()(samples.x[i : i + 1]) for i in range(len(samples))]))
+        outputs.append(torch.cat([program.module()(*samples.select(slice(i, i + 1))) for i in range(len(samples))]))
     step = boundary_qparams(program)[1][0]
     assert (outputs[0] - outputs[1]).abs().max().item() <= step + 1e-9
 
@@ -210,7 +212,7 @@ def test_space_to_depth_builds_with_the_same_outputs(tmp_path):
     outputs, steps = [], []
     for args in (STRIDED, rewritten):
         _, program, _, samples = quantized_model(_cfg(args + [f"store.root={tmp_path}"]))
-        outputs.append(torch.cat([program.module()(samples.x[i : i + 1]) for i in range(len(samples))]))
+        outputs.append(torch.cat([program.module()(*samples.select(slice(i, i + 1))) for i in range(len(samples))]))
         steps.append(boundary_qparams(program)[1][0])
     # The BatchNorm still folds into the rewritten convolution.
     assert not [n for n in program.graph.nodes if "batch_norm" in str(n.target)]

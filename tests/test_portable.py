@@ -66,12 +66,16 @@ def test_a_lock_names_the_platform_that_changed(user_repo):
 # Each key of the schema and how a change of it shows: "bytes" (model.pte), "measured" (the
 # manifest's measurements or gates), or None (not in the build key: it changes nothing a
 # build holds). A change the key's own config needs comes first in the list.
-KEYS: dict[str, tuple[str | None, list[str]]] = {
+KEYS: dict[str, tuple[str | None, list]] = {
     "name": (None, ["name=other"]),
     "model.name": (None, ["model.name=other"]),
     "model.factory": ("bytes", ["+model.factory.pretrained=false"]),
     "model.checkpoint": ("bytes", ["+model.factory.pretrained=false", "model.checkpoint=@weights"]),
     "model.input_shape": ("bytes", ["model=resnet8", "model.input_shape=[1,3,16,16]"]),
+    "model.inputs": (
+        "bytes",
+        ["model=resnet8", ("model.input_shape=null", "model.inputs=[{name: x, shape: [1,3,16,16], dtype: float32}]")],
+    ),
     "target.accelerator": ("bytes", ["target.accelerator=ethos-u55-256"]),
     "target.system_config": ("bytes", ["target.system_config=Ethos_U55_Deep_Embedded"]),
     "target.memory_mode": ("bytes", ["target.memory_mode=Sram_Only"]),
@@ -185,9 +189,9 @@ def _leaf_keys(tp, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(tp):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
-        sub = (
-            [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] if typing.get_origin(tp) is not dict else []
-        )
+        # a mapping or list of groups (overrides, model.inputs) is one key
+        one_key = typing.get_origin(tp) in (dict, list)
+        sub = [] if one_key else [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
         sub = sub or [tp]
         if dataclasses.is_dataclass(sub[0]):  # a group of keys; an optional one is a key of its own too
             keys += ([key] if key in KEYS else []) + _leaf_keys(sub[0], key + ".")
@@ -200,20 +204,29 @@ def test_every_key_of_the_schema_is_classified():
     assert sorted(_leaf_keys(BuildConfig)) == sorted(KEYS)
 
 
-def _overrides(changes: list[str], tmp_path) -> list[str]:
+def _overrides(changes: list, tmp_path) -> list:
     from ethosu_build.config.targets import resolve_config_ini
     from ethosu_build.models import DIGITS_CNN_WEIGHTS
 
     ini = tmp_path / "my_vela.ini"
     ini.write_text(resolve_config_ini(None).read_text())  # Vela's own .ini, at another path
     values = {"@weights": str(DIGITS_CNN_WEIGHTS), "@ini": str(ini), "@elsewhere": str(tmp_path / "elsewhere")}
-    return [re.sub(r"@\w+", lambda m: values[m.group(0)], c) for c in changes]
+
+    def fill(c: str) -> str:
+        return re.sub(r"@\w+", lambda m: values[m.group(0)], c)
+
+    return [tuple(fill(o) for o in c) if isinstance(c, tuple) else fill(c) for c in changes]
 
 
-def _base_for(changes: list[str]) -> list[str]:
+def _flat(changes: list) -> list[str]:
+    """The overrides of a change list: an item may be a tuple of overrides made together."""
+    return [o for c in changes for o in (c if isinstance(c, tuple) else (c,))]
+
+
+def _base_for(changes: list) -> list[str]:
     """The config the change is compared against: BASE plus what the change needs first
     (every item but the last, e.g. the model or QAT it applies to)."""
-    return [*BASE, *changes[:-1]]
+    return [*BASE, *_flat(changes[:-1])]
 
 
 def _what_it_holds(m: dict) -> dict:
@@ -224,7 +237,7 @@ def _what_it_holds(m: dict) -> dict:
 def test_a_key_that_changes_nothing_is_not_in_the_build_key(key, tmp_path):
     changes = _overrides(KEYS[key][1], tmp_path)
     base = stage_keys(validate(compose_config([*_base_for(changes), f"store.root={tmp_path}"])[0]))
-    changed = stage_keys(validate(compose_config([*BASE, *changes, f"store.root={tmp_path}"])[0]))
+    changed = stage_keys(validate(compose_config([*BASE, *_flat(changes), f"store.root={tmp_path}"])[0]))
     assert base.build == changed.build
 
 
@@ -234,5 +247,5 @@ def test_a_key_in_the_build_key_changes_what_the_build_holds(key, shared_root, t
     kind, changes = KEYS[key]
     changes = _overrides(changes, tmp_path)
     base = _what_it_holds(build_in_process(_base_for(changes), shared_root).artifact.manifest())
-    changed = _what_it_holds(build_in_process([*BASE, *changes], shared_root).artifact.manifest())
+    changed = _what_it_holds(build_in_process([*BASE, *_flat(changes)], shared_root).artifact.manifest())
     assert changed[kind] != base[kind], key

@@ -50,12 +50,30 @@ IO_LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
 REWRITES: tuple[str, ...] = ("avg_pool_crop", "conv_space_to_depth")
 
 
+# dtypes a model input may have (model.inputs); float32 inputs are the ones quantized.
+INPUT_DTYPES: tuple[str, ...] = ("float32", "int8", "int16", "int32", "bool")
+
+
+@dataclass
+class InputSpec:
+    """One input of the model's forward, in argument order."""
+
+    name: str = ""
+    shape: list[int] = field(default_factory=list)  # batch 1 first
+    dtype: str = "float32"
+
+
 @dataclass
 class ModelConfig:
     name: str = "model"
     factory: dict[str, Any] = field(default_factory=dict)  # Hydra `_target_` + kwargs
     checkpoint: str | None = None  # state_dict file loaded into the factory's module
-    input_shape: list[int] = field(default_factory=list)  # example input, batch 1
+    input_shape: list[int] | None = field(default_factory=list)  # one float32 input, batch 1 (shorthand)
+    inputs: list[InputSpec] = field(default_factory=list)  # several inputs, or one of another dtype
+
+    def input_specs(self) -> list[InputSpec]:
+        """The model's inputs: model.inputs, or the one float32 `input` of input_shape."""
+        return list(self.inputs) or [InputSpec("input", list(self.input_shape or []), "float32")]
 
 
 @dataclass
@@ -190,6 +208,7 @@ class SearchConfig:
 # Values a key may take, where the set is closed. validate.py reports these as "accepted".
 CHOICES: dict[str, tuple] = {
     "target.accelerator": TARGETS,
+    "model.inputs.*.dtype": INPUT_DTYPES,
     "target.cpu_qdq_kernels": CPU_QDQ_KERNELS,
     "target.optimise": VELA_OPTIMISE,
     "lowering.io_layout": IO_LAYOUTS,

@@ -222,19 +222,52 @@ def _check_model(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
                 f"file {m.checkpoint!r} does not exist; accepted: null or an existing state_dict file (torch.save)",
             )
         )
-    shape = m.input_shape
+    if m.inputs and m.input_shape:
+        issues.append(
+            ConfigIssue(
+                "model.inputs",
+                f"given together with model.input_shape={m.input_shape!r}; accepted: one of them (set "
+                "model.input_shape=null to describe the inputs with model.inputs)",
+            )
+        )
+        return
+    if not m.inputs:
+        _check_shape(m.input_shape, "model.input_shape", issues)
+        return
+    seen: set[str] = set()
+    for i, spec in enumerate(m.inputs):
+        key = f"model.inputs.{i}"
+        if not spec.name or not spec.name.isidentifier() or spec.name in seen:
+            why = "is given twice" if spec.name in seen else "is not a name"
+            issues.append(ConfigIssue(f"{key}.name", f"{spec.name!r} {why}; accepted: a unique identifier, e.g. mask"))
+        seen.add(spec.name)
+        _check_shape(spec.shape, f"{key}.shape", issues, f" (input {spec.name!r})")
+        _choice(issues, f"{key}.dtype", spec.dtype, "model.inputs.*.dtype")
+    if not any(s.dtype == "float32" for s in m.inputs):
+        issues.append(
+            ConfigIssue(
+                "model.inputs",
+                f"no input is float32 ({', '.join(f'{s.name}: {s.dtype}' for s in m.inputs)}); accepted: at least one "
+                "float32 input, the tensor the quantizer quantizes at the program's boundary",
+            )
+        )
+
+
+def _check_shape(shape: list[int] | None, key: str, issues: list[ConfigIssue], which: str = "") -> None:
     if not shape or any(d is None or d <= 0 for d in shape):
         issues.append(
             ConfigIssue(
-                "model.input_shape",
-                f"{shape!r} is not a shape; accepted: a list of positive integers, batch first, e.g. [1, 3, 32, 32]",
+                key,
+                f"{shape!r}{which} is not a shape; accepted: a list of positive integers, batch first, e.g. "
+                "[1, 3, 32, 32]",
             )
         )
     elif shape[0] != 1:
         issues.append(
             ConfigIssue(
-                "model.input_shape",
-                f"{shape!r} has batch {shape[0]}; accepted: batch 1 (the deployed program runs one sample at a time)",
+                key,
+                f"{shape!r}{which} has batch {shape[0]}; accepted: batch 1 (the deployed program runs one sample at a "
+                "time)",
             )
         )
 
@@ -309,20 +342,16 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
 
 def _check_lowering(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     low = cfg.lowering
-    if (
-        _choice(issues, "lowering.io_layout", low.io_layout)
-        and low.io_layout == "nhwc"
-        and len(cfg.model.input_shape) != 4
-    ):
-        issues.append(
-            ConfigIssue(
-                "lowering.io_layout",
-                (
-                    f"'nhwc' needs a 4-D model input, but model.input_shape is {cfg.model.input_shape!r}; accepted: "
-                    "nchw for this model"
-                ),
-            )
-        )
+    if _choice(issues, "lowering.io_layout", low.io_layout) and low.io_layout == "nhwc":
+        for spec in cfg.model.input_specs():
+            if spec.dtype == "float32" and len(spec.shape) != 4:
+                issues.append(
+                    ConfigIssue(
+                        "lowering.io_layout",
+                        f"'nhwc' needs a 4-D model input, but input {spec.name!r} has shape {spec.shape!r}; "
+                        "accepted: nchw for this model",
+                    )
+                )
     for i, name in enumerate(low.rewrites):
         if _choice(issues, f"lowering.rewrites.{i}", name, "lowering.rewrites.*") and name in low.rewrites[:i]:
             issues.append(

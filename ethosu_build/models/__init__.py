@@ -32,6 +32,17 @@ def digits_cnn(pretrained: bool = True):
     return model.eval()
 
 
+def digits_masked(pretrained: bool = True):
+    """DigitsCNN with two inputs of different dtypes: the image (float32) and a bool mask of
+    the allowed classes; the digits weights (a model with several inputs)."""
+    from .digits_net import DigitsMasked, load_state
+
+    model = DigitsMasked()
+    if pretrained:
+        model.net.load_state_dict(load_state(DIGITS_CNN_WEIGHTS))
+    return model.eval()
+
+
 def digits_gated(pretrained: bool = True):
     """DigitsCNN's trunk with two heads chosen per image by torch.cond (a model with control
     flow); trained weights ship with the package (`... train_digits_cnn --model gated`)."""

@@ -1,5 +1,6 @@
 """DigitsCNN: three conv blocks and a linear head for 1x8x8 digit images; DigitsGated: the
-same trunk with two heads, one chosen per image by torch.cond."""
+same trunk with two heads, one chosen per image by torch.cond; DigitsMasked: DigitsCNN with a
+second, bool input masking the classes."""
 
 from __future__ import annotations
 
@@ -58,6 +59,21 @@ class DigitsGated(nn.Module):
 
     def gate_values(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.blocks(x), 1).mean(1)
+
+
+class DigitsMasked(nn.Module):
+    """DigitsCNN with a second input of another dtype: a bool mask of the classes allowed
+    for this image (a model taking a mask). A class the mask rules out gets the logit
+    `floor`, so it cannot win."""
+
+    def __init__(self, num_classes: int = 10, floor: float = -8.0):
+        super().__init__()
+        self.net = DigitsCNN(num_classes)
+        self.floor = floor
+
+    def forward(self, image: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        logits = self.net(image)
+        return torch.where(allowed, logits, torch.full_like(logits, self.floor))
 
 
 def load_state(path: Path) -> dict:

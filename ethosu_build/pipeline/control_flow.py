@@ -54,8 +54,8 @@ def control_flow(graph_module, params: dict[str, str] | None = None, prefix: str
     return found
 
 
-def branch_coverage(module, flows: list[dict[str, Any]], x) -> dict[str, int]:
-    """How many of the samples `x` reach each control-flow submodule, by running them one
+def branch_coverage(module, flows: list[dict[str, Any]], samples) -> dict[str, int]:
+    """How many of the samples (data.Samples) reach each control-flow submodule, by running them one
     at a time through `module` (the exported program's module) with a forward pre-hook on
     every branch. A branch no sample reaches keeps uncalibrated observers."""
     import torch
@@ -67,9 +67,9 @@ def branch_coverage(module, flows: list[dict[str, Any]], x) -> dict[str, int]:
     ]
     try:
         with torch.no_grad():
-            for sample in torch.split(x, 1):
+            for sample in samples.chunks(1):
                 reached.clear()
-                module(sample)
+                module(*sample)
                 for name in reached:
                     counts[name] += 1
     finally:
@@ -78,16 +78,16 @@ def branch_coverage(module, flows: list[dict[str, Any]], x) -> dict[str, int]:
     return counts
 
 
-def quantize_with_submodules(quantizer, graph_module, x, is_qat: bool = False):
+def quantize_with_submodules(quantizer, graph_module, samples, is_qat: bool = False):
     """prepare -> calibrate on every sample, one at a time -> convert, for a graph whose
     cond / while_loop submodules must be prepared and converted too. ExecuTorch 1.5.1 has
     this only as the private EthosUQuantizer._quantize_with_submodules: this is the one
     place that names it."""
     import torch
 
-    samples = Progress([(s,) for s in torch.split(x, 1)], "calibrating")
+    calls = Progress(samples.chunks(1), "calibrating")
     with torch.no_grad():
-        return quantizer._quantize_with_submodules(graph_module, samples, is_qat=is_qat)
+        return quantizer._quantize_with_submodules(graph_module, calls, is_qat=is_qat)
 
 
 def check(cfg: BuildConfig, flows: list[dict[str, Any]]) -> None:
@@ -122,7 +122,7 @@ def quantize(quantizer, program, samples, flows: list[dict[str, Any]]) -> tuple[
     """Branch coverage first, then prepare -> calibrate every sample -> convert through the
     submodules. Returns (the converted module, info for the manifest)."""
     module = program.module(check_guards=False)
-    coverage = branch_coverage(module, flows, samples.x)
+    coverage = branch_coverage(module, flows, samples)
     missed = [(f, b) for f in flows for b in f["branches"] if coverage[b["submodule"]] == 0]
     if missed:
         raise ConfigError(
@@ -150,7 +150,7 @@ def quantize(quantizer, program, samples, flows: list[dict[str, Any]]) -> tuple[
             len(captured),
             ", ".join(captured[:4]),
         )
-    converted = quantize_with_submodules(quantizer, module, samples.x)
+    converted = quantize_with_submodules(quantizer, module, samples)
     info = {
         "calibration": {
             "samples": len(samples),

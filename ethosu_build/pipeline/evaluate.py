@@ -32,11 +32,11 @@ from .stage import Run, Stage
 log = logging.getLogger("ethosu_build.build")
 
 
-def _outputs(fn, x, batch: int = 1):
+def _outputs(fn, samples, batch: int = 1):
     import torch
 
     with torch.no_grad():
-        return torch.cat([fn(chunk).reshape(len(chunk), -1) for chunk in torch.split(x, batch)])
+        return torch.cat([fn(*chunk).reshape(len(chunk[0]), -1) for chunk in samples.chunks(batch)])
 
 
 def error_metrics(reference, test) -> dict[str, float]:
@@ -62,37 +62,39 @@ def compare(float_model, quantized_program, samples, batched_program=None, batch
     quantized model runs in batches when `batched_program` (its batch-dynamic export) is
     given, else sample by sample on the batch-1 program."""
     try:
-        float_out = _outputs(float_model, samples.x, batch=batch)
+        float_out = _outputs(float_model, samples, batch=batch)
     except Exception:  # a model written for batch 1 only (e.g. reshape(1, -1))
-        float_out = _outputs(float_model, samples.x)
+        float_out = _outputs(float_model, samples)
     if batched_program is not None:
-        quant_out = _outputs(batched_program.module(), samples.x, batch=batch)
+        quant_out = _outputs(batched_program.module(), samples, batch=batch)
     else:
-        quant_out = _outputs(quantized_program.module(), samples.x)
+        quant_out = _outputs(quantized_program.module(), samples)
     result: dict[str, Any] = {"samples": len(samples), **error_metrics(float_out, quant_out)}
     f1, q1 = _top1(float_out, samples.y), _top1(quant_out, samples.y)
     result.update({"float_top1": f1, "quantized_top1": q1, "accuracy_drop": None if f1 is None else round(f1 - q1, 3)})
     return result
 
 
-def boundary_qparams(program) -> tuple[tuple | None, tuple | None]:
-    """(scale, zero_point, dtype) of the quantize right after the input and of the dequantize
-    right before the output, when the graph has that shape."""
+def io_qparams(program) -> tuple[list[tuple | None], list[tuple | None]]:
+    """Per user input, (scale, zero_point, dtype) of the quantize right after it, and per
+    output, of the dequantize right before it; None where the graph has no such node (an
+    integer input, a float output)."""
     graph = program.graph_module.graph
     placeholders = [n for n in graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
-    q_in = (
-        next((u for u in placeholders[0].users if "quantize_per_tensor" in str(u.target)), None)
-        if len(placeholders) == 1
-        else None
-    )
-    out_node = next(n for n in graph.nodes if n.op == "output")
-    outs = out_node.args[0]
-    dq_out = outs[0] if len(outs) == 1 and "dequantize_per_tensor" in str(getattr(outs[0], "target", "")) else None
+    q_in = [next((u for u in p.users if "quantize_per_tensor" in str(u.target)), None) for p in placeholders]
+    outs = next(n for n in graph.nodes if n.op == "output").args[0]
+    dq_out = [o if "dequantize_per_tensor" in str(getattr(o, "target", "")) else None for o in outs]
 
     def params(node):
         return None if node is None else (float(node.args[1]), int(node.args[2]), node.args[5])
 
-    return params(q_in), params(dq_out)
+    return [params(n) for n in q_in], [params(n) for n in dq_out]
+
+
+def boundary_qparams(program) -> tuple[tuple | None, tuple | None]:
+    """io_qparams of the first input and the first output."""
+    q_in, dq_out = io_qparams(program)
+    return (q_in[0] if q_in else None), (dq_out[0] if dq_out else None)
 
 
 def _inverse(perm: tuple[int, ...]) -> list[int]:
@@ -170,14 +172,14 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
     max_diff, agree, n = 0.0, 0, min(num, len(samples))
     outputs: list[list[Any]] = []
     for i in range(n):
-        x = samples.x[i : i + 1]
-        args = [x if spec.kind.name == "USER_INPUT" else state[spec.target] for spec in sig.input_specs]
+        x = iter(samples.select(slice(i, i + 1)))  # the user inputs, in the signature's order
+        args = [next(x) if spec.kind.name == "USER_INPUT" else state[spec.target] for spec in sig.input_specs]
         deployed = interpreter.run(*args)
         deployed = list(deployed) if isinstance(deployed, (tuple, list)) else [deployed]
         outputs.append([o.detach().numpy() for o in deployed])
         deployed = deployed[0]
         with torch.no_grad():
-            expected = module(x)
+            expected = module(*samples.select(slice(i, i + 1)))
         if failures:
             return {"status": "failed", "reason": f"reference model status {failures[0]}"}, None
         diff = (deployed.double().flatten() - expected.double().flatten()).abs().max().item()
@@ -192,7 +194,7 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
     result["max_lsb_diff"] = None if scale is None else int(round(max_diff / scale))
     # What the program as deployed computed, on which inputs: for `ethosu-artifacts diff`
     # and the firmware's self-test vectors.
-    arrays = {"input_0": samples.x[:n].numpy()}
+    arrays = {f"input_{k}": x[:n].numpy() for k, x in enumerate(samples.x)}
     arrays.update(
         {f"output_{k}": np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))} if outputs else {}
     )

@@ -3,7 +3,7 @@
 Always the static batch-1 program (what is lowered), and also one with a dynamic batch
 dimension when torch can keep the batch symbolic, so calibration and evaluation can run in
 batches (observer cost is per call). Key: the model factory, its source, the checkpoint's
-content and the input shape (keys.py).
+content and the inputs' shapes and dtypes (keys.py).
 
 torch is imported inside functions: pipeline/build.py imports this module on the up-to-date path.
 """
@@ -24,21 +24,28 @@ log = logging.getLogger("ethosu_build.build")
 BATCH_DIM_MAX = 4096
 
 
-def export_program(module, input_shape: list[int], dynamic_batch: bool = False):
-    """torch.export of `module` on zeros of `input_shape`, or with its batch dimension kept
-    symbolic (traced at batch 2, so torch cannot specialize it to 1)."""
+def example_inputs(specs: list, batch: int = 1) -> tuple:
+    """Zeros of each input's shape and dtype (model.input_specs()), at `batch`."""
+    import torch
+
+    return tuple(torch.zeros([batch] + list(s.shape[1:]), dtype=getattr(torch, s.dtype)) for s in specs)
+
+
+def export_program(module, specs: list, dynamic_batch: bool = False):
+    """torch.export of `module` on zeros of its inputs (model.input_specs()), or with their
+    batch dimension kept symbolic (traced at batch 2, so torch cannot specialize it to 1)."""
     import torch
 
     if not dynamic_batch:
-        return torch.export.export(module, (torch.zeros(input_shape),))
+        return torch.export.export(module, example_inputs(specs))
     batch = torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)
-    return torch.export.export(module, (torch.zeros([2] + list(input_shape[1:])),), dynamic_shapes=({0: batch},))
+    return torch.export.export(module, example_inputs(specs, 2), dynamic_shapes=tuple({0: batch} for _ in specs))
 
 
-def batch_dynamic(module, input_shape: list[int], what: str) -> Any | None:
+def batch_dynamic(module, specs: list, what: str) -> Any | None:
     """`module` exported with a dynamic batch, or None (then it runs sample by sample)."""
     try:
-        return export_program(module, input_shape, dynamic_batch=True)
+        return export_program(module, specs, dynamic_batch=True)
     except Exception as exc:  # torch raises several types for a batch it cannot keep symbolic
         log.info("%s: the batch dimension cannot be dynamic (%s)", what, first_line(exc))
         return None
@@ -89,11 +96,11 @@ class Export(Stage[Exported]):
     def compute(cls, run: Run) -> Exported:
         from .control_flow import control_flow
 
-        shape = run.cfg.model.input_shape
-        static = export_program(run.model(), shape)
+        specs = run.cfg.model.input_specs()
+        static = export_program(run.model(), specs)
         if control_flow(static.graph_module):
             # A branch predicate on the data holds for one sample; calibration runs sample by
             # sample through the quantizer's submodule-aware path (control_flow.py).
             log.info("export: the model has control flow; no batch-dynamic export")
             return Exported(static, None)
-        return Exported(static, batch_dynamic(run.model(), shape, "export"))
+        return Exported(static, batch_dynamic(run.model(), specs, "export"))

@@ -21,7 +21,7 @@ from ..fingerprint import file_sha256, key_of, source_fingerprint, tool_versions
 # Bump a stage's version when its code changes what it produces.
 # quantize 5, evaluate 5: computed on the pinned numeric platform (numerics.py), samples
 # drawn by seed, evaluation batched by evaluation.batch_size.
-STAGE_VERSIONS = {"export": 2, "quantize": 5, "lower": 7, "vela": 1, "evaluate": 5, "build": 3}
+STAGE_VERSIONS = {"export": 3, "quantize": 5, "lower": 7, "vela": 1, "evaluate": 5, "build": 3}
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
             "factory": m.factory,
             "source": source_fingerprint(m.factory["_target_"]),
             "checkpoint": file_sha256(m.checkpoint) if m.checkpoint else None,
-            "input_shape": m.input_shape,
+            # shapes and dtypes, however given (input_shape or inputs); names reach no program
+            "inputs": [{"shape": list(s.shape), "dtype": s.dtype} for s in m.input_specs()],
         }
     )
     quantization = dataclasses.asdict(cfg.quantization)

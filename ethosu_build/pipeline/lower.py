@@ -160,7 +160,7 @@ def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
 def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dict[str, Any]:
     """What the firmware must provide: CPU kernels, and the program's inputs and outputs with
     the quantization applied at the boundary (the NPU scratch size is in the Vela metrics)."""
-    from .evaluate import boundary_qparams
+    from .evaluate import io_qparams
 
     def tensors(nodes):
         entries = []
@@ -178,21 +178,28 @@ def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dic
     user_inputs = set(edge_program.graph_signature.user_inputs)
     inputs = tensors([n for n in graph.nodes if n.op == "placeholder" and n.name in user_inputs])
     outputs = tensors([a for a in next(n for n in graph.nodes if n.op == "output").args[0] if hasattr(a, "meta")])
-    q_in, dq_out = boundary_qparams(quantized)
-    for entries, q in ((inputs, q_in), (outputs, dq_out)):
-        if q is not None and len(entries) == 1:
-            entries[0]["quantization"] = {"scale": q[0], "zero_point": q[1], "dtype": str(q[2]).replace("torch.", "")}
+    q_in, dq_out = io_qparams(quantized)
+    for entries, qs in ((inputs, q_in), (outputs, dq_out)):
+        for entry, q in zip(entries, qs if len(qs) == len(entries) else []):
+            if q is not None:
+                entry["quantization"] = {"scale": q[0], "zero_point": q[1], "dtype": str(q[2]).replace("torch.", "")}
     return {"cpu_kernels": sorted(delegation["cpu_op_counts"]), "inputs": inputs, "outputs": outputs}
 
 
-def channels_last(program, input_shape: list[int]):
-    """The program exported again with a channels-last example input: its input then has
-    dim order (0, 2, 3, 1), which ExecuTorch's Arm backend passes to the NPU as NHWC with no
-    transpose, and the layout propagates to the outputs it reaches. Same ops, same values."""
+def channels_last(program, specs: list):
+    """The program exported again with channels-last example inputs (every 4-D float32 one):
+    such an input then has dim order (0, 2, 3, 1), which ExecuTorch's Arm backend passes to
+    the NPU as NHWC with no transpose, and the layout propagates to the outputs it reaches.
+    Same ops, same values."""
     import torch
 
-    example = torch.zeros(input_shape).to(memory_format=torch.channels_last)
-    return torch.export.export(program.module(check_guards=False), (example,))
+    from .export import example_inputs
+
+    examples = tuple(
+        x.to(memory_format=torch.channels_last) if x.dim() == 4 and x.is_floating_point() else x
+        for x in example_inputs(specs)
+    )
+    return torch.export.export(program.module(check_guards=False), examples)
 
 
 def run_lower(
@@ -220,7 +227,7 @@ def run_lower(
     console = io.StringIO()
     info: dict[str, Any] = {}
     if cfg.lowering.io_layout == "nhwc":
-        quantized = channels_last(quantized, cfg.model.input_shape)
+        quantized = channels_last(quantized, cfg.model.input_specs())
     try:
         # Vela prints its report to stdout; keep it for the job log instead of the terminal.
         # The lowering passes warn about torch APIs they use; those are not the user's concern.

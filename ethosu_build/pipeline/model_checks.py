@@ -84,19 +84,24 @@ def _source_failure(exc: BaseException) -> str:
 
 
 def check_model(cfg: BuildConfig, model) -> None:
-    """input_shape, override selectors and dataset sizes, against the real model and data."""
+    """The inputs, override selectors and dataset sizes, against the real model and data."""
     import torch
 
+    from .export import example_inputs
+
     issues: list[ConfigIssue] = []
+    specs = cfg.model.input_specs()
     try:
         with torch.no_grad():
-            model(torch.zeros(cfg.model.input_shape))
+            model(*example_inputs(specs))
     except (Exception, SystemExit) as exc:  # the model's own code: never let it end the process
+        key = "model.inputs" if cfg.model.inputs else "model.input_shape"
+        given = ", ".join(f"{s.name}: {s.dtype} {s.shape}" for s in specs) if cfg.model.inputs else specs[0].shape
         issues.append(
             ConfigIssue(
-                "model.input_shape",
-                f"{cfg.model.input_shape} is rejected by the model: {_source_failure(exc)}; accepted: the shape the "
-                "model's forward() takes, batch 1",
+                key,
+                f"{given} is rejected by the model: {_source_failure(exc)}; accepted: the inputs the "
+                "model's forward() takes, in its order, batch 1",
             )
         )
     names = [n for n, _ in model.named_modules() if n]

@@ -43,7 +43,7 @@ def train(prepared, float_model, samples, qat, batched: bool) -> dict[str, Any]:
     targets = samples.y
     if loss_name == "distill":
         with torch.no_grad():
-            targets = torch.cat([float_model(c) for c in torch.split(samples.x, qat.batch_size if batched else 1)])
+            targets = torch.cat([float_model(*c) for c in samples.chunks(qat.batch_size if batched else 1)])
     step = qat.batch_size if batched else 1
     params = [p for p in prepared.parameters() if p.requires_grad]
     opt = (
@@ -63,7 +63,7 @@ def train(prepared, float_model, samples, qat, batched: bool) -> dict[str, Any]:
         with bar("training (QAT)", "batches", total=len(batches)) as (progress, task):
             for idx in batches:
                 opt.zero_grad()
-                out = prepared(samples.x[idx])
+                out = prepared(*samples.select(idx))
                 if loss_name == "cross_entropy":
                     loss = torch.nn.functional.cross_entropy(out, targets[idx])
                 else:

@@ -87,11 +87,11 @@ class Quantize(Stage[Quantized]):
         info["rewrites_unmatched"] = [n for n in cfg.lowering.rewrites if n not in {c["rewrite"] for c in changes}]
         for name in info["rewrites_unmatched"]:
             log.warning("lowering.rewrites: %s found nothing to rewrite in this model (recorded in the manifest)", name)
-        program = export_program(converted, cfg.model.input_shape)
+        program = export_program(converted, cfg.model.input_specs())
         # The same quantized model with its batch dimension kept, for evaluation in batches (a
         # call of the batch-1 program costs milliseconds, per sample).
         batched = (
-            batch_dynamic(converted, cfg.model.input_shape, "quantize (evaluation program)")
+            batch_dynamic(converted, cfg.model.input_specs(), "quantize (evaluation program)")
             if info["calibration"]["batched"]
             else None
         )
@@ -102,13 +102,13 @@ def _rewritten(cfg: BuildConfig, exported: Exported) -> tuple[dict[str, Any], li
     """Both exports with lowering.rewrites applied (exported again), and the batch-1 one's
     changes for the manifest. A batch-dynamic program that cannot be exported again after
     the rewrites is dropped: calibration then runs sample by sample."""
-    shape = cfg.model.input_shape
-    static, changes = rewrites.apply(exported.static, cfg.lowering.rewrites, lambda m: export_program(m, shape))
+    specs = cfg.model.input_specs()
+    static, changes = rewrites.apply(exported.static, cfg.lowering.rewrites, lambda m: export_program(m, specs))
     dynamic = exported.dynamic
     if dynamic is not None and changes:
         try:
             dynamic, _ = rewrites.apply(
-                dynamic, cfg.lowering.rewrites, lambda m: export_program(m, shape, dynamic_batch=True)
+                dynamic, cfg.lowering.rewrites, lambda m: export_program(m, specs, dynamic_batch=True)
             )
         except Exception as exc:
             log.info("quantize: the rewritten model cannot keep a dynamic batch (%s)", first_line(exc))
@@ -131,7 +131,7 @@ def _post_training(cfg: BuildConfig, q, programs: dict[str, Any], samples) -> tu
     if batched:
         prepared = prepare(programs["dynamic"])
         try:
-            calls = quantizer.calibrate(prepared, samples.x, cfg.calibration.batch_size, True)
+            calls = quantizer.calibrate(prepared, samples, cfg.calibration.batch_size, True)
         except Exception as exc:
             batched, reason = False, f"{type(exc).__name__}: {first_line(exc)}"
             log.info("quantize: batched calibration failed (%s); calibrating one sample at a time", reason)
@@ -139,7 +139,7 @@ def _post_training(cfg: BuildConfig, q, programs: dict[str, Any], samples) -> tu
         reason = "the batch dimension could not be exported as dynamic"
     if not batched:
         prepared = prepare(programs["static"])
-        calls = quantizer.calibrate(prepared, samples.x, 1, False)
+        calls = quantizer.calibrate(prepared, samples, 1, False)
     info = {
         "calibration": {
             "samples": len(samples),

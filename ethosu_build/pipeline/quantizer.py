@@ -91,17 +91,17 @@ def node_finder(entry: OverrideEntry):
     return InputNodeFinder()
 
 
-def calibrate(prepared, x, batch_size: int, batched: bool, label: str = "calibrating") -> int:
-    """Run the samples through the observers, `batch_size` at a time when the export has a
-    dynamic batch dimension (observer cost is per call), else one by one. Returns calls made."""
+def calibrate(prepared, samples, batch_size: int, batched: bool, label: str = "calibrating") -> int:
+    """Run the samples (data.Samples) through the observers, `batch_size` at a time when the
+    export has a dynamic batch dimension (observer cost is per call), else one by one.
+    Returns calls made."""
     import torch
 
-    step = batch_size if batched else 1
-    chunks = list(torch.split(x, step))
-    with torch.no_grad(), bar(label, "samples", total=len(x)) as (progress, task):
+    chunks = samples.chunks(batch_size if batched else 1)
+    with torch.no_grad(), bar(label, "samples", total=len(samples)) as (progress, task):
         for chunk in chunks:
-            prepared(chunk)
-            progress.advance(task, len(chunk))
+            prepared(*chunk)
+            progress.advance(task, len(chunk[0]))
     return len(chunks)
 
 

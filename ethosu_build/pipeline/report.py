@@ -36,7 +36,7 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
         markdown_table(
             ["", ""],
             [
-                ["model", f"{cfg['model']['name']} {cfg['model']['input_shape']}"],
+                ["model", f"{cfg['model']['name']} {_inputs(cfg['model'])}"],
                 ["target", f"{t['accelerator']} ({t['system_config']}, {t['memory_mode']})"],
                 [
                     "quantization",
@@ -310,3 +310,10 @@ def _memory(bill: dict[str, Any] | None) -> list[str]:
         "program's counts; `ethosu-artifacts export --firmware` writes these sizes, with its margin, to memory.h "
         "(docs/deploying.md).",
     ]
+
+
+def _inputs(model: dict[str, Any]) -> str:
+    inputs = model.get("inputs") or []
+    if not inputs:
+        return str(model.get("input_shape"))
+    return ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in inputs)

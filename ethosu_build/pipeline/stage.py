@@ -96,7 +96,7 @@ class Run:
             dataset = data.instantiate(ds_cfg.dataset)
             n = ds_cfg.num_samples or len(dataset)  # qat: null is the whole dataset
             seed = None if which == "quantization.qat" else ds_cfg.seed  # QAT's seed orders its training steps
-            self._samples[which] = data.take(dataset, n, self.cfg.model.input_shape, f"{which}.dataset", seed)
+            self._samples[which] = data.take(dataset, n, self.cfg.model.input_specs(), f"{which}.dataset", seed)
         return self._samples[which]
 
     # --- the one helper ----------------------------------------------------------------------

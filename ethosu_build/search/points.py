@@ -75,9 +75,11 @@ def candidates(model, search: SearchConfig) -> dict[str, list[str]]:
     return groups
 
 
-def layer_macs(model, input_shape: list[int]) -> list[tuple[str, int]]:
+def layer_macs(model, specs: list) -> list[tuple[str, int]]:
     """(leaf module, MACs) for each Conv/Linear call, in execution order."""
     import torch
+
+    from ..pipeline.export import example_inputs
 
     kinds = tuple(import_class(k) for k in WEIGHT_LAYERS)
     calls: list[tuple[str, int]] = []
@@ -97,7 +99,7 @@ def layer_macs(model, input_shape: list[int]) -> list[tuple[str, int]]:
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and isinstance(m, kinds)]
     try:
         with torch.no_grad():
-            model(torch.zeros(input_shape))
+            model(*example_inputs(specs))
     finally:
         for h in handles:
             h.remove()

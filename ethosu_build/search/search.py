@@ -121,7 +121,7 @@ class Search:
                 s.scheme,
                 uniform_error,
             )
-        calls = layer_macs(model, cfg.model.input_shape)
+        calls = layer_macs(model, cfg.model.input_specs())
         low, _ = layer_cycles(base.artifact.path / "vela" / "per_layer.csv", calls)
         high, _ = layer_cycles(uniform.artifact.path / "vela" / "per_layer.csv", calls) if uniform else (low, 0.0)
         measured = {c: sum(high.get(n, 0.0) - low.get(n, 0.0) for n in leaves) for c, leaves in self.groups.items()}
