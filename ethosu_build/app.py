@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -184,6 +185,15 @@ def search_main() -> None:
     _main(search_app, "ethosu-search")
 
 
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C: raise KeyboardInterrupt as Python does, and remember it, so that a stage
+    boundary stops the build even if library code caught the exception (pipeline/stage.py)."""
+    from .pipeline import stage
+
+    stage.interrupted.set()
+    signal.default_int_handler(signum, frame)
+
+
 def _main(app, prog: str) -> None:
     # Let exceptions reach us instead of Hydra printing them and exiting 1, so that config
     # errors exit 2. (Hydra reads this variable at the moment of the error.)
@@ -192,6 +202,7 @@ def _main(app, prog: str) -> None:
     # would under `python -m`; console scripts do not put it on sys.path themselves.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         try:
             app()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,14 @@ SIMULATED_MACHINES = {
     "avx2, 4 threads": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                         "OMP_NUM_THREADS": "4"},
 }  # fmt: skip
+
+
+def published_sha(name: str) -> str:
+    """The sha256 prefix docs/recipes.md publishes for a build (its table of portable builds)."""
+    table = (ROOT / "docs" / "recipes.md").read_text()
+    match = re.search(rf"^\| `{re.escape(name)}` \|[^|]*\| `([0-9a-f]{{16}})…` \|", table, re.M)
+    assert match, f"no published sha256 for {name} in docs/recipes.md"
+    return match.group(1)
 
 
 def build_in_process(overrides: list[str], root: Path):

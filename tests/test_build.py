@@ -44,14 +44,6 @@ def test_default_build_from_the_cli_then_up_to_date(tmp_path):
     assert (v1 / "model.pte").read_bytes() == before
 
 
-def test_same_config_in_two_stores_gives_identical_bytes(tmp_path):
-    a = build_in_process([], tmp_path / "a")
-    b = build_in_process([], tmp_path / "b")
-    assert a.created and b.created
-    assert pte_sha(a) == pte_sha(b)
-    assert a.artifact.manifest()["build_key"] == b.artifact.manifest()["build_key"]
-
-
 def test_targets_of_one_tosa_spec_share_the_lowering_and_get_the_bytes_of_a_fresh_build(tmp_path):
     build_in_process(["target=ethos-u55-128"], tmp_path / "a")
     reused = build_in_process(["target=ethos-u55-256"], tmp_path / "a")

@@ -28,7 +28,7 @@ from .evaluate import Evaluate, Evaluated
 from .keys import StageKeys, stage_keys
 from .lower import Lower, Lowered
 from .quantize import Quantize
-from .stage import Run, origin
+from .stage import Run, origin, stop_if_interrupted
 from .vela import Compiled, Vela
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     bill = memory.bill(compiled.pte, cfg.target)  # from the program itself, as export --firmware reads it
     gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill)  # a breach raises
 
+    stop_if_interrupted()
     staging = store.staging(cfg.name)
     # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
     (staging / "model.pte").write_bytes(compiled.pte)

@@ -34,6 +34,17 @@ from .model_checks import check_model, load_model
 if TYPE_CHECKING:
     from pathlib import Path
 
+# Set by the CLI's SIGINT handler (app.py): a Ctrl-C that library code swallowed (seen under
+# load inside the quantize stage) still stops the build at the next stage boundary, before
+# anything is cached or stored.
+interrupted = threading.Event()
+
+
+def stop_if_interrupted() -> None:
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+
+
 log = logging.getLogger("ethosu_build.build")
 R = TypeVar("R", bound="Result")
 
@@ -118,7 +129,9 @@ class Run:
             if result is not None:
                 return result
             inputs = stage.inputs(self)
+            stop_if_interrupted()
             result = self._timed(stage.name, lambda: stage.compute(self, *inputs))
+            stop_if_interrupted()
             with self.cache.put(key, stage.name) as folder:
                 result.save(folder)
         return result
