@@ -84,14 +84,16 @@ class _Arrays:
     converts each item, so complex, string or mis-shaped data is an error, never truncated."""
 
     def __init__(self, x, y=None):
-        self.x = _tensor_if_numeric(x)
+        # x: the inputs (N, ...), or a tuple of them, one per model input
+        self.x = tuple(_tensor_if_numeric(a) for a in x) if isinstance(x, tuple) else _tensor_if_numeric(x)
         self.y = None if y is None else _tensor_if_numeric(y)
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.x[0] if isinstance(self.x, tuple) else self.x)
 
     def __getitem__(self, i: int):
-        return self.x[i] if self.y is None else (self.x[i], self.y[i])
+        x = tuple(a[i] for a in self.x) if isinstance(self.x, tuple) else self.x[i]
+        return x if self.y is None else (x, self.y[i])
 
 
 def _tensor_if_numeric(a):
@@ -151,24 +153,26 @@ def digits_masked(split: str = "train", seed: int = 0, allowed: float = 0.5):
     return _Masked(digits(split), seed, allowed)
 
 
-def tensors(path: str, inputs_key: str = "inputs", labels_key: str | None = "labels"):
-    """A `.pt` (tensor, or dict of tensors) or `.npz` file with inputs and optional labels."""
+def tensors(path: str, inputs_key: str | Sequence[str] = "inputs", labels_key: str | None = "labels"):
+    """A `.pt` (tensor, or dict of tensors) or `.npz` file with inputs and optional labels.
+    For a model of several inputs, `inputs_key` lists one key per input, in order."""
     p = Path(path)
+    keys = [inputs_key] if isinstance(inputs_key, str) else list(inputs_key)
     if p.suffix == ".npz":
         import numpy as np
 
         with np.load(p, allow_pickle=False) as data:
-            x = data[inputs_key]
+            xs = [data[k] for k in keys]
             y = data[labels_key] if labels_key and labels_key in data.files else None
     else:
         import torch
 
         obj = torch.load(p, map_location="cpu", weights_only=True)
         if isinstance(obj, dict):
-            x, y = obj[inputs_key], obj.get(labels_key) if labels_key else None
+            xs, y = [obj[k] for k in keys], obj.get(labels_key) if labels_key else None
         else:
-            x, y = obj, None
-    return _Arrays(x, y)
+            xs, y = [obj], None
+    return _Arrays(xs[0] if isinstance(inputs_key, str) else tuple(xs), y)
 
 
 def _folder_files(path: Path, pattern: str) -> list[Path]:

@@ -125,3 +125,19 @@ def test_random_draws_each_input_in_its_dtype():
         -1 <= float(torch.stack([ds[i][0] for i in range(64)]).min())
         and len({bool(ds[i][2][0]) for i in range(64)}) == 2
     )
+
+
+def test_the_file_sources_take_one_array_per_input(tmp_path):
+    """tensors: one key per input; folder: a .pt per sample holding a tuple."""
+    cfg = validate(compose_config(["model=digits_masked"])[0])
+    specs = cfg.model.input_specs()
+    images, masks = np.random.RandomState(0).rand(6, 1, 8, 8).astype("float32"), np.eye(10, dtype=bool)[:6]
+    np.savez(tmp_path / "two.npz", image=images, allowed=masks, labels=np.arange(6))
+    s = data.take(data.tensors(str(tmp_path / "two.npz"), inputs_key=["image", "allowed"]), 6, specs)
+    assert np.array_equal(s.x[0].numpy(), images) and np.array_equal(s.x[1].numpy(), masks)
+    assert s.y.tolist() == list(range(6))
+    (tmp_path / "samples").mkdir()
+    for i in range(3):
+        torch.save((torch.from_numpy(images[i]), torch.from_numpy(masks[i])), tmp_path / "samples" / f"{i}.pt")
+    s = data.take(data.folder(str(tmp_path / "samples")), 3, specs)
+    assert np.array_equal(s.x[1].numpy(), masks[:3]) and s.y is None
