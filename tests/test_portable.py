@@ -57,6 +57,8 @@ def test_a_lock_names_the_platform_that_changed(user_repo):
 # Each key of the schema and how a change of it shows: "bytes" (model.pte), "measured" (the
 # manifest's measurements or gates), or None (not in the build key: it changes nothing a
 # build holds). A change the key's own config needs comes first in the list.
+# One epoch of quantization-aware training on 32 samples: what the QAT keys change.
+QAT = ["quantization=int8_qat", "quantization.qat.epochs=1", "quantization.qat.num_samples=32"]
 KEYS: dict[str, tuple[str | None, list]] = {
     "name": (None, ["name=other"]),
     "model.name": (None, ["model.name=other"]),
@@ -80,73 +82,20 @@ KEYS: dict[str, tuple[str | None, list]] = {
     "quantization.scheme": ("bytes", ["quantization.scheme=a16w8"]),
     "quantization.per_channel": ("bytes", ["quantization.per_channel=false"]),
     "quantization.io": ("bytes", ["quantization.io=uint8"]),
-    "quantization.qat": (
-        "bytes",
-        ["quantization=int8_qat", "quantization.qat.epochs=1", "quantization.qat.num_samples=32"],
-    ),
+    # Each QAT key against the same short training (QAT below): the last override wins.
+    "quantization.qat": ("bytes", [tuple(QAT)]),  # against post-training quantization
     "quantization.qat.dataset": (
         "bytes",
-        [
-            "quantization=int8_qat",
-            "quantization.qat.epochs=1",
-            "quantization.qat.num_samples=32",
-            "quantization.qat.dataset={_target_: ethosu_build.data.digits, split: all}",
-        ],
+        [*QAT, "quantization.qat.dataset={_target_: ethosu_build.data.digits, split: all}"],
     ),
-    "quantization.qat.num_samples": (
-        "bytes",
-        ["quantization=int8_qat", "quantization.qat.epochs=1", "quantization.qat.num_samples=33"],
-    ),
-    "quantization.qat.batch_size": (
-        "bytes",
-        [
-            "quantization=int8_qat",
-            "quantization.qat.epochs=1",
-            "quantization.qat.num_samples=32",
-            "quantization.qat.batch_size=16",
-        ],
-    ),
-    "quantization.qat.seed": (
-        "bytes",
-        [
-            "quantization=int8_qat",
-            "quantization.qat.epochs=1",
-            "quantization.qat.num_samples=32",
-            "quantization.qat.batch_size=8",  # several batches, so their order matters
-            "quantization.qat.seed=1",
-        ],
-    ),
-    "quantization.qat.epochs": (
-        "bytes",
-        ["quantization=int8_qat", "quantization.qat.epochs=2", "quantization.qat.num_samples=32"],
-    ),
-    "quantization.qat.optimizer": (
-        "bytes",
-        [
-            "quantization=int8_qat",
-            "quantization.qat.epochs=1",
-            "quantization.qat.num_samples=32",
-            "quantization.qat.optimizer=sgd",
-        ],
-    ),
-    "quantization.qat.lr": (
-        "bytes",
-        [
-            "quantization=int8_qat",
-            "quantization.qat.epochs=1",
-            "quantization.qat.num_samples=32",
-            "quantization.qat.lr=1e-3",
-        ],
-    ),
-    "quantization.qat.loss": (
-        "bytes",
-        [
-            "quantization=int8_qat",
-            "quantization.qat.epochs=1",
-            "quantization.qat.num_samples=32",
-            "quantization.qat.loss=distill",
-        ],
-    ),
+    "quantization.qat.num_samples": ("bytes", [*QAT, "quantization.qat.num_samples=33"]),
+    "quantization.qat.batch_size": ("bytes", [*QAT, "quantization.qat.batch_size=16"]),
+    # several batches, so their order matters
+    "quantization.qat.seed": ("bytes", [*QAT, "quantization.qat.batch_size=8", "quantization.qat.seed=1"]),
+    "quantization.qat.epochs": ("bytes", [*QAT, "quantization.qat.epochs=2"]),
+    "quantization.qat.optimizer": ("bytes", [*QAT, "quantization.qat.optimizer=sgd"]),
+    "quantization.qat.lr": ("bytes", [*QAT, "quantization.qat.lr=1e-3"]),
+    "quantization.qat.loss": ("bytes", [*QAT, "quantization.qat.loss=distill"]),
     "overrides": ("bytes", ["overrides=head_float"]),
     "calibration.dataset": ("bytes", ["calibration.dataset.split=all"]),
     "calibration.num_samples": ("bytes", ["calibration.num_samples=64"]),
