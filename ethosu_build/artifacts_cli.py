@@ -339,7 +339,9 @@ def cmd_export(store: ArtifactStore, args) -> int:
             ConfigIssue("--section", f"{args.section!r} is not a linker section name; accepted: e.g. .rodata.model")
         )
     if args.bundle_samples < 1:
-        raise UsageError(ConfigIssue("--bundle-samples", f"{args.bundle_samples} is not >= 1"))
+        raise UsageError(
+            ConfigIssue("--bundle-samples", f"{args.bundle_samples} is not a count; accepted: an integer >= 1")
+        )
     problems = check(a).problems
     if problems:
         raise UsageError(ConfigIssue("ID", f"not exporting {a.id}: " + "; ".join(problems)))
@@ -397,6 +399,9 @@ def _move_in(files: dict[str, bytes], dest: Path) -> None:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.export-", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # a new DIR as mkdir would make it, not mkdtemp's 0700
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)

@@ -133,6 +133,12 @@ def test_the_headers_compile_and_hold_the_artifact(built, exported, tmp_path):
     assert ops and all("::" in op and op.endswith(".out") for op in ops)
 
 
+def test_a_new_export_folder_is_made_as_mkdir_would(exported, tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    assert exported.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
+
+
 def test_the_bundled_program_checks_what_the_tosa_check_computed(built, exported):
     from executorch.devtools.bundled_program.serialize import deserialize_from_flatbuffer_to_bundled_program
 
@@ -159,7 +165,7 @@ def test_export_refuses_bad_input_and_writes_nothing(built, tmp_path):
     for args, fragment in (
         (["export", "digits_cnn/v99", str(fw), "--firmware"], "digits_cnn/v99"),
         (["export", built.id, str(fw), "--firmware", "--section", "bad section"], "--section"),
-        (["export", built.id, str(fw), "--firmware", "--bundle-samples", "0"], "--bundle-samples"),
+        (["export", built.id, str(fw), "--firmware", "--bundle-samples", "0"], "--bundle-samples: 0 is not a count"),
     ):
         res = cli(args, root, tmp_path)
         assert res.returncode == 2 and fragment in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
