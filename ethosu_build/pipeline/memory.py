@@ -22,8 +22,8 @@ Placement follows the .ini's memory mode: constants in `const_mem_area`, the NPU
 (planned, method allocator) with the arena, the one memory the mode lets both the CPU and the
 NPU write. Each area's AXI port names its memory (`axiN_port` of the system config).
 
-ExecuTorch's serializer is imported inside functions: `ethosu-artifacts show` imports this
-module to print a stored bill.
+ExecuTorch's serializer is imported inside functions: budgets.py (for `kib`) and the export's
+firmware module import this one on paths that load no executorch.
 """
 
 from __future__ import annotations
