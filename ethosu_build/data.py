@@ -10,6 +10,8 @@ without the batch dimension (a leading 1 is also accepted). Built-in sources:
 - `digits_masked`  the digits with a seeded bool mask of allowed classes (two inputs)
 - `tensors`  a `.pt` or `.npz` file holding inputs (and optionally labels)
 - `folder`   one `.npy`/`.pt` file per sample, optionally labelled by sub-folder name
+- `images`   a folder of PNG/JPEG/BMP images, optionally labelled by sub-folder name, each
+             turned into the model's input by `model.preprocess` (preprocess.py)
 
 The module imports numpy/torch only inside functions: `fingerprint()` and `static_issues()`
 run during validation and the up-to-date check, before any heavy import.
@@ -23,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import preprocess as pre
 from .config.errors import ConfigError, ConfigIssue, first_line
 from .fingerprint import canonical_json, file_sha256, source_fingerprint, tool_version
 
 TENSOR_SUFFIXES = (".pt", ".npz")
 SAMPLE_SUFFIXES = (".npy", ".pt")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # any case
 # Sources whose output also depends on another package's data.
 _DATA_PACKAGES = {"ethosu_build.data.digits": "scikit-learn", "ethosu_build.data.digits_masked": "scikit-learn"}
 
@@ -221,12 +225,97 @@ def folder(path: str, pattern: str = "*", labels_from_subfolders: bool = False):
     return _Files(files, labels)
 
 
+def _image_files(path: Path, pattern: str) -> list[Path]:
+    return sorted(f for f in path.rglob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class _Images:
+    """One image per file, decoded and preprocessed when the item is taken."""
+
+    def __init__(self, files: list[Path], labels: list[int] | None, classes: list[str] | None, steps: list):
+        self.files, self.labels, self.classes, self.steps = files, labels, classes, steps
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def describe(self, i: int) -> str:
+        return str(self.files[i])
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as image:
+            x = pre.apply(image, self.steps)
+        return x if self.labels is None else (x, self.labels[i])
+
+    def check(self, indices: Sequence[int]) -> list[str]:
+        """What is wrong with the images `indices` (those a build would take), reading only
+        their headers: an unreadable file, a crop larger than the image, or sizes that differ
+        after the steps (mixed sizes need a resize or a crop)."""
+        from PIL import Image, UnidentifiedImageError
+
+        problems, first = [], None
+        for i in indices:
+            f = self.files[i]
+            try:
+                with Image.open(f) as image:
+                    width, height = image.size
+            except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+                problems.append(f"{f} is not a readable image ({type(exc).__name__}: {first_line(exc)})")
+                continue
+            why = pre.crop_too_large(self.steps, height, width)
+            if why:
+                problems.append(f"{f}: {why}")
+                continue
+            size = pre.output_size(self.steps, height, width)
+            if first is None:
+                first = (f, height, width, size)
+            elif size != first[3]:
+                problems.append(
+                    f"{f} is {height}x{width} and {first[0]} is {first[1]}x{first[2]}, which the steps make "
+                    f"{size[0]}x{size[1]} and {first[3][0]}x{first[3][1]}: images of mixed sizes need a resize "
+                    "to [height, width] or a center_crop in model.preprocess"
+                )
+            if len(problems) >= 5:
+                break
+        return problems
+
+
+def images(path: str, pattern: str = "*", labels_from_subfolders: bool = False, preprocess: Sequence = ()):
+    """One sample per image file (PNG, JPEG, BMP; sorted by path), decoded with Pillow and
+    turned into the model's input by the `preprocess` steps (preprocess.py; the config passes
+    model.preprocess). With `labels_from_subfolders`, `path/<class>/<file>` gives the label:
+    the class folders sorted, numbered from 0 (by value when every name is an integer)."""
+    root = Path(path)
+    files = _image_files(root, pattern)
+    labels = classes = None
+    if labels_from_subfolders:
+        loose = [f for f in files if f.parent == root]
+        if loose:
+            raise ValueError(
+                f"labels_from_subfolders: {loose[0]} is not in a class folder; accepted: path/<class>/<image>"
+            )
+        names = sorted({f.relative_to(root).parts[0] for f in files})
+        if all(n.isdigit() for n in names):
+            index = {n: int(n) for n in names}
+            classes = None
+        else:
+            index = {n: k for k, n in enumerate(names)}
+            classes = names
+        labels = [index[f.relative_to(root).parts[0]] for f in files]
+    return _Images(files, labels, classes, [dict(s) for s in preprocess])
+
+
 # --- checks and fingerprints without heavy imports -------------------------------------------
 
 
-def static_issues(key: str, dataset: dict[str, Any]) -> list[ConfigIssue]:
-    """Problems visible without loading anything: a missing `_target_` or input file."""
+def static_issues(key: str, dataset: dict[str, Any], checked_preprocess: Any = None) -> list[ConfigIssue]:
+    """Problems visible without loading anything: a missing `_target_` or input file, and
+    the `preprocess` steps a source is given (unless they are `checked_preprocess`,
+    model.preprocess, which is checked under its own key)."""
     issues = []
+    if "preprocess" in dataset and dataset["preprocess"] != checked_preprocess:
+        issues.extend(pre.issues(dataset["preprocess"], f"{key}.preprocess"))
     target = dataset.get("_target_")
     if not isinstance(target, str) or not target:
         issues.append(
@@ -271,6 +360,18 @@ def static_issues(key: str, dataset: dict[str, Any]) -> list[ConfigIssue]:
             issues.append(
                 ConfigIssue(f"{key}.path", f"folder {str(path)!r} holds no {'/'.join(SAMPLE_SUFFIXES)} sample files")
             )
+    elif target.endswith("data.images"):
+        accepted = f"an existing folder of {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images"
+        if not p.is_dir():
+            issues.append(ConfigIssue(f"{key}.path", f"folder {str(path)!r} does not exist; accepted: {accepted}"))
+        elif not _image_files(p, str(dataset.get("pattern", "*"))):
+            issues.append(
+                ConfigIssue(
+                    f"{key}.path",
+                    f"folder {str(path)!r} holds no image files (pattern {dataset.get('pattern', '*')!r}); "
+                    f"accepted: {accepted}",
+                )
+            )
     elif not p.exists():
         issues.append(ConfigIssue(f"{key}.path", f"{str(path)!r} does not exist"))
     return issues
@@ -282,8 +383,9 @@ def fingerprint(dataset: dict[str, Any]) -> str:
     named in the key by its content only, never by how its path is spelled: `data/a.npz`,
     `./data/a.npz`, its absolute path and a byte-identical copy give the same key."""
     target = str(dataset.get("_target_"))
+    samples_in = _image_files if target.endswith("data.images") else _folder_files
     parts: dict[str, Any] = {
-        "config": _by_content(dataset, str(dataset.get("pattern", "*"))),
+        "config": _by_content(dataset, lambda p: samples_in(p, str(dataset.get("pattern", "*")))),
         "source": source_fingerprint(target),
     }
     if target in _DATA_PACKAGES:
@@ -291,15 +393,17 @@ def fingerprint(dataset: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
 
-def _by_content(value: Any, pattern: str, key: str = "") -> Any:
+def _by_content(value: Any, samples_in, key: str = "") -> Any:
     """`value` with every string that names an existing file or folder replaced by a hash
     of its content: the `path` of the built-in sources, and any path argument of a user's
     own source. A folder's sample files are hashed with their names relative to it (labels
-    may come from subfolder names); `path` of a folder source honours its `pattern`."""
+    may come from subfolder names); `path` of a folder source holds the files `samples_in`
+    lists (its sample files, honouring its `pattern`)."""
     if isinstance(value, dict):
-        return {k: _by_content(v, pattern, str(k)) for k, v in value.items()}
+        # steps name no file: a step `resize` is not the folder ./resize
+        return {k: v if k == "preprocess" else _by_content(v, samples_in, str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_by_content(v, pattern, key) for v in value]
+        return [_by_content(v, samples_in, key) for v in value]
     if not isinstance(value, str) or not value or value == "???":
         return value
     p = Path(value).expanduser()
@@ -307,7 +411,7 @@ def _by_content(value: Any, pattern: str, key: str = "") -> Any:
         if p.is_file():
             return {"file_sha256": file_sha256(p)}
         if p.is_dir():
-            files = _folder_files(p, pattern) if key == "path" else sorted(f for f in p.rglob("*") if f.is_file())
+            files = samples_in(p) if key == "path" else sorted(f for f in p.rglob("*") if f.is_file())
             return {"folder": {str(f.relative_to(p)): file_sha256(f) for f in files}}
     except OSError:
         return value
@@ -321,6 +425,7 @@ def _by_content(value: Any, pattern: str, key: str = "") -> Any:
 class Samples:
     x: tuple  # one torch.Tensor (N, *shape[1:]) per model input, in the forward's order
     y: Any | None  # torch.Tensor (N,) of labels, or None
+    classes: list[str] | None = None  # class names by label, when the source has them
 
     def __len__(self) -> int:
         return len(self.x[0])
@@ -449,7 +554,55 @@ def take(ds, num_samples: int, specs: Sequence[Any], key: str = "dataset", seed:
             y = int(label)
         ys.append(y)
     labelled = all(y is not None for y in ys)
-    return Samples(tuple(torch.stack(x) for x in xs), torch.as_tensor(ys) if labelled else None)
+    classes = getattr(ds, "classes", None)
+    return Samples(
+        tuple(torch.stack(x) for x in xs),
+        torch.as_tensor(ys) if labelled else None,
+        [str(c) for c in classes] if isinstance(classes, (list, tuple)) else None,
+    )
+
+
+def summary(samples: Samples, specs: Sequence[Any]) -> dict[str, Any]:
+    """What a stage saw: the number of samples, per input its value range and mean, and for
+    labelled data the count of each class in the draw."""
+    inputs = []
+    for x, spec in zip(samples.x, specs):
+        v = x.double()
+        inputs.append(
+            {"name": spec.name, "min": float(v.min()), "max": float(v.max()), "mean": round(float(v.mean()), 6)}
+        )
+    labels = None
+    if samples.y is not None:
+        counts: dict[int, int] = {}
+        for label in samples.y.tolist():
+            counts[label] = counts.get(label, 0) + 1
+        names = samples.classes or []
+        labels = {(names[k] if 0 <= k < len(names) else str(k)): counts[k] for k in sorted(counts)}
+    return {"samples": len(samples), "inputs": inputs, "classes": labels}
+
+
+# How far the evaluation ranges may lie from the calibration ranges before the report warns:
+# a share of the calibration range's width, on either end.
+RANGE_TOLERANCE = 0.25
+
+
+def range_warnings(calibration: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> list[str]:
+    """Inputs whose evaluation range ends more than RANGE_TOLERANCE of the calibration range's
+    width away from it: the input quantizer was fitted to other data (evaluation values
+    beyond it clip; a much narrower evaluation range uses few of its levels)."""
+    if not calibration or not evaluation:
+        return []
+    found = []
+    for cal, ev in zip(calibration["inputs"], evaluation["inputs"]):
+        width = cal["max"] - cal["min"]
+        margin = RANGE_TOLERANCE * width if width > 0 else 0.0
+        if abs(ev["min"] - cal["min"]) > margin or abs(ev["max"] - cal["max"]) > margin:
+            found.append(
+                f"input {cal['name']!r}: evaluation values span [{ev['min']:.4g}, {ev['max']:.4g}], calibration "
+                f"[{cal['min']:.4g}, {cal['max']:.4g}]: the two data sets differ (another preprocessing?), and the "
+                "input's quantization range was fitted to the calibration set"
+            )
+    return found
 
 
 def _target_name(ds) -> str:

@@ -56,7 +56,12 @@ def test_data_options_compose(group, tmp_path):
     folder = tmp_path / "samples"
     folder.mkdir()
     np.save(folder / "a.npy", np.zeros((1, 8, 8), "float32"))
-    paths = {"tensors": npz, "folder": folder}
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (8, 8)).save(images / "a.png")
+    paths = {"tensors": npz, "folder": folder, "images": images}
     for option in options(group):
         extra = [f"{group}.dataset.path={paths[option]}"] if option in paths else []
         validate(compose_config([f"{group}={option}", *extra])[0])

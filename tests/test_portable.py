@@ -55,8 +55,9 @@ def test_a_lock_names_the_platform_that_changed(user_repo):
 # --- every key does what its name says --------------------------------------------------------
 
 # Each key of the schema and how a change of it shows: "bytes" (model.pte), "measured" (the
-# manifest's measurements or gates), or None (not in the build key: it changes nothing a
-# build holds). A change the key's own config needs comes first in the list.
+# manifest's measurements or gates), "contract" (what the manifest and the firmware headers
+# tell the device, e.g. its preprocessing), or None (not in the build key: it changes nothing
+# a build holds). A change the key's own config needs comes first in the list.
 # One epoch of quantization-aware training on 32 samples: what the QAT keys change.
 QAT = ["quantization=int8_qat", "quantization.qat.epochs=1", "quantization.qat.num_samples=32"]
 KEYS: dict[str, tuple[str | None, list]] = {
@@ -69,6 +70,8 @@ KEYS: dict[str, tuple[str | None, list]] = {
         "bytes",
         ["model=resnet8", ("model.input_shape=null", "model.inputs=[{name: x, shape: [1,3,16,16], dtype: float32}]")],
     ),
+    # the digits source reads no images: the steps reach the manifest and model_io.h only
+    "model.preprocess": ("contract", ["model.preprocess=[{op: scale, divisor: 16}]"]),
     "target.accelerator": ("bytes", ["target.accelerator=ethos-u55-256"]),
     "target.system_config": ("bytes", ["target.system_config=Ethos_U55_Deep_Embedded"]),
     "target.memory_mode": ("bytes", ["target.memory_mode=Sram_Only"]),
@@ -170,7 +173,11 @@ def _base_for(changes: list) -> list[str]:
 
 
 def _what_it_holds(m: dict) -> dict:
-    return {"bytes": m["files"]["model.pte"]["sha256"], "measured": [m["metrics"], m["budget"]]}
+    return {
+        "bytes": m["files"]["model.pte"]["sha256"],
+        "measured": [m["metrics"], m["budget"]],
+        "contract": m["data"]["preprocess"],
+    }
 
 
 @pytest.mark.parametrize("key", sorted(k for k, (kind, _) in KEYS.items() if kind is None))

@@ -70,6 +70,8 @@ class ModelConfig:
     checkpoint: str | None = None  # state_dict file loaded into the factory's module
     input_shape: list[int] | None = field(default_factory=list)  # one float32 input, batch 1 (shorthand)
     inputs: list[InputSpec] = field(default_factory=list)  # several inputs, or one of another dtype
+    # raw frame -> the first input: steps the `images` source applies and the firmware repeats (preprocess.py)
+    preprocess: list[dict[str, Any]] = field(default_factory=list)
 
     def input_specs(self) -> list[InputSpec]:
         """The model's inputs: model.inputs, or the one float32 `input` of input_shape."""

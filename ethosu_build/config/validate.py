@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .. import data
+from .. import data, preprocess
 from . import targets
 from .errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
 from .schema import (
@@ -191,7 +191,7 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         _check_override(f"overrides.{name}", entry, issues)
     _check_qat(cfg, issues)
     for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
-        _check_dataset(key, ds, issues)
+        _check_dataset(key, ds, issues, cfg.model.preprocess)
     if cfg.evaluation.tosa_samples <= 0:
         issues.append(
             ConfigIssue(
@@ -222,6 +222,21 @@ def _check_model(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
                 f"file {m.checkpoint!r} does not exist; accepted: null or an existing state_dict file (torch.save)",
             )
         )
+    _check_inputs(m, issues)
+    first = m.input_specs()[0]
+    if m.preprocess and not any(i.key.startswith(("model.inputs", "model.input_shape")) for i in issues):
+        if first.dtype != "float32":
+            issues.append(
+                ConfigIssue(
+                    "model.preprocess",
+                    f"the first input {first.name!r} is {first.dtype}; accepted: steps for a float32 first input",
+                )
+            )
+        else:
+            issues.extend(preprocess.issues(m.preprocess, "model.preprocess", first.shape))
+
+
+def _check_inputs(m, issues: list[ConfigIssue]) -> None:
     if m.inputs and m.input_shape:
         issues.append(
             ConfigIssue(
@@ -425,7 +440,7 @@ def _check_qat(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
 SEED_MAX = 2**32 - 1  # numpy's RandomState, whose stream is frozen across numpy versions, draws the samples
 
 
-def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> None:
+def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue], model_preprocess: list) -> None:
     if ds.num_samples <= 0:
         issues.append(
             ConfigIssue(
@@ -440,7 +455,7 @@ def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue]) -> No
                 f"{key}.seed", f"{ds.seed} is not a seed; accepted: null (the first num_samples items) or 0..{SEED_MAX}"
             )
         )
-    issues.extend(data.static_issues(f"{key}.dataset", ds.dataset))
+    issues.extend(data.static_issues(f"{key}.dataset", ds.dataset, checked_preprocess=model_preprocess))
 
 
 def store_root_issue(root: Any) -> str | None:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import data, numerics
+from .. import data, numerics, preprocess
 from ..config.errors import BuildError, ConfigError, ConfigIssue
 from ..config.schema import BuildConfig
 from ..config.validate import validate
@@ -103,6 +103,8 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
             cfg.name,
             delegation["cpu_op_count"],
         )
+    for line in data_section(cfg, lowered.quant_info, evaluated)["warnings"]:
+        log.warning("%s: %s", cfg.name, line)
     bill = memory.bill(compiled.pte, cfg.target)  # from the program itself, as export --firmware reads it
     gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill)  # a breach raises
 
@@ -199,7 +201,30 @@ def _manifest(
         "delegation": lowered.info["delegation"],
         "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
         "memory": bill,  # what firmware must reserve, per region (pipeline/memory.py)
+        "data": data_section(cfg, quant, evaluated),
         "budget": gates,
+    }
+
+
+def data_section(cfg: BuildConfig, quant: dict[str, Any], evaluated: Evaluated) -> dict[str, Any]:
+    """The preprocessing (model.preprocess) and what the samples held: per stage, the count,
+    each input's range and the class balance of the draw; warnings when the calibration and
+    evaluation ranges are far apart or a source preprocesses otherwise than the model says."""
+    calibration, evaluation = quant.get("data"), evaluated.data
+    warnings = data.range_warnings(calibration, evaluation)
+    for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
+        steps = ds.dataset.get("preprocess")
+        if steps is not None and steps != cfg.model.preprocess:
+            warnings.append(
+                f"{key}.dataset.preprocess differs from model.preprocess: the firmware headers carry "
+                "model.preprocess, so the device would not compute what this build measured"
+            )
+    return {
+        "preprocess": [{"step": dict(s), "does": preprocess.describe(s)} for s in cfg.model.preprocess],
+        "calibration": calibration,
+        "evaluation": evaluation,
+        "first_layer": quant.get("first_layer"),
+        "warnings": warnings,
     }
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import data
 from ..config.errors import EthosuError, first_line
 from ..store.cache import Entry
 from .lower import Lower, run_lower
@@ -226,20 +227,19 @@ class Evaluated:
     accuracy: dict[str, Any]
     tosa_check: dict[str, Any]
     tosa_io: bytes | None = None  # npz: the TOSA check's inputs and the deployed program's outputs
+    data: dict[str, Any] | None = None  # the evaluation samples (data.summary)
 
     def save(self, folder: Path) -> None:
-        (folder / "info.json").write_text(
-            json.dumps({"accuracy": self.accuracy, "tosa_check": self.tosa_check}, indent=1, sort_keys=True)
-        )
+        info = {"accuracy": self.accuracy, "tosa_check": self.tosa_check, "data": self.data}
+        (folder / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         if self.tosa_io is not None:
             (folder / "tosa_io.npz").write_bytes(self.tosa_io)
 
     @classmethod
     def load(cls, entry: Entry) -> Evaluated:
         info = entry.read_json("info.json")
-        return cls(
-            info["accuracy"], info["tosa_check"], entry.read("tosa_io.npz") if entry.has("tosa_io.npz") else None
-        )
+        tosa_io = entry.read("tosa_io.npz") if entry.has("tosa_io.npz") else None
+        return cls(info["accuracy"], info["tosa_check"], tosa_io, info.get("data"))
 
 
 class TosaCheck:
@@ -286,8 +286,9 @@ class Evaluate(Stage[Evaluated]):
     @classmethod
     def compute(cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None) -> Evaluated:
         accuracy = compare(run.model(), quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)
+        seen = {"source": "evaluation", **data.summary(samples, run.cfg.model.input_specs())}
         if check is None:
-            return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"})
+            return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"}, None, seen)
         if check.result is None:  # the lowering came from the cache: lower again, in memory
             run_lower(run.cfg, quantized.program, check)
-        return Evaluated(accuracy, check.result, npz_bytes(check.io) if check.io else None)
+        return Evaluated(accuracy, check.result, npz_bytes(check.io) if check.io else None, seen)

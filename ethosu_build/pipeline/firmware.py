@@ -6,6 +6,8 @@ the kernels from the program, the self-test vectors from the TOSA check the buil
 - `model_pte.h`: the program as a 16-byte aligned C array in a named linker section, as
   ExecuTorch's Arm example runner declares it (`model_pte`, section `network_model_sec`);
 - `model_io.h`: per input and output, name, shape, dtype, layout and boundary quantization;
+  and the preprocessing (model.preprocess) a device applies to a raw frame, with its float
+  steps folded into one multiply-add per channel, to the float input and to the quantized one;
 - `memory.h`: the runner's pool sizes from the memory bill (pipeline/memory.py), with margin;
 - `selected_ops.txt`: the CPU kernels the program calls, as ExecuTorch's selective build
   takes them (`EXECUTORCH_SELECT_OPS_LIST`, the Arm build script's `--select_ops_list`);
@@ -24,6 +26,7 @@ import math
 import re
 from typing import Any
 
+from .. import preprocess
 from .memory import ESTIMATE_MARGIN
 
 DEFAULT_SECTION = "network_model_sec"  # ExecuTorch examples/arm/executor_runner/pte_to_header.py
@@ -93,7 +96,82 @@ def model_io_h(m: dict[str, Any], names: dict[str, list[str]]) -> str:
             else:
                 out.append(f"#define {p}_QUANTIZED 0")
         out.append("")
-    return "\n".join(out)
+    steps = ((m.get("config") or {}).get("model") or {}).get("preprocess") or []
+    if steps:
+        out += _preprocess_lines(m, steps, (runtime.get("inputs") or [{}])[0])
+    return "\n".join(out) + ("\n" if out[-1] else "")
+
+
+_QUANT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def _float(v: float) -> str:
+    """A C float literal that reads back as the same float32 (9 significant digits)."""
+    text = f"{v:.9g}"
+    return (text if any(c in text for c in ".e") else text + ".0") + "f"
+
+
+def _floats(values: list[float]) -> str:
+    return "{" + ", ".join(_float(v) for v in values) + "}"
+
+
+def _preprocess_lines(m: dict[str, Any], steps: list[dict[str, Any]], first: dict[str, Any]) -> list[str]:
+    """model.preprocess as constants: each step's parameters, then the float steps (scale,
+    normalize) as input = A[c] * raw + B[c], and, for a quantized first input, straight to
+    its quantized value: q = clamp(round(raw * QA[c] + QB[c]))."""
+    model = m["config"]["model"]
+    shape = model.get("input_shape") or (model.get("inputs") or [{}])[0].get("shape") or []
+    layout = preprocess.layout(steps)
+    channels = int(shape[1] if layout == "chw" else shape[-1]) if len(shape) == 4 else 1
+    out = [
+        "/* Preprocessing (model.preprocess): what a device applies to a raw frame to produce input 0, in order:",
+        *(f" *   {i}. {preprocess.describe(s)}" for i, s in enumerate(steps, 1)),
+        " * Pixel steps run on the decoded 8-bit image (Pillow's filters); the float steps on its values. */",
+        f"#define MODEL_PREPROCESS_STEP_COUNT {len(steps)}",
+    ]
+    for s in steps:
+        op = s["op"]
+        if op == "color":
+            out.append(f"#define MODEL_PREPROCESS_COLOR {_c_string(s['mode'])}")
+        elif op in ("resize", "center_crop"):
+            name = "RESIZE" if op == "resize" else "CROP"
+            size = s["size"]
+            if isinstance(size, int) and op == "resize":
+                out.append(f"#define MODEL_PREPROCESS_RESIZE_SHORTER_SIDE {size}")
+            else:
+                h, w = (size, size) if isinstance(size, int) else size
+                out += [f"#define MODEL_PREPROCESS_{name}_HEIGHT {h}", f"#define MODEL_PREPROCESS_{name}_WIDTH {w}"]
+            if op == "resize":
+                filt = _c_string(s.get("interpolation", "bilinear"))
+                out.append(f"#define MODEL_PREPROCESS_RESIZE_INTERPOLATION {filt}")
+        elif op == "scale":
+            out.append(f"#define MODEL_PREPROCESS_SCALE_DIVISOR {_float(float(s.get('divisor', 255)))}")
+        elif op == "normalize":
+            for name in ("mean", "std"):
+                values = s[name] if isinstance(s[name], list) else [s[name]]
+                values = values * channels if len(values) == 1 else values
+                out.append(f"#define MODEL_PREPROCESS_{name.upper()} {_floats([float(v) for v in values])}")
+    a, b = preprocess.affine(steps, channels)
+    out += [
+        f"#define MODEL_PREPROCESS_LAYOUT {_c_string(layout)}",
+        f"#define MODEL_PREPROCESS_CHANNELS {channels}",
+        "/* The float steps in one multiply-add per channel c: input = A[c] * raw + B[c] */",
+        f"#define MODEL_PREPROCESS_A {_floats(a)}",
+        f"#define MODEL_PREPROCESS_B {_floats(b)}",
+    ]
+    q = first.get("quantization")
+    if q and q.get("dtype") in _QUANT_RANGES:
+        scale, zp = float(q["scale"]), int(q["zero_point"])
+        lo, hi = _QUANT_RANGES[q["dtype"]]
+        out += [
+            "/* Raw value to input 0's quantized value, per channel c: "
+            "q = clamp(round(raw * QA[c] + QB[c]), QMIN, QMAX) */",
+            f"#define MODEL_INPUT_0_FROM_RAW_QA {_floats([x / scale for x in a])}",
+            f"#define MODEL_INPUT_0_FROM_RAW_QB {_floats([x / scale + zp for x in b])}",
+            f"#define MODEL_INPUT_0_FROM_RAW_QMIN {lo}",
+            f"#define MODEL_INPUT_0_FROM_RAW_QMAX {hi}",
+        ]
+    return [*out, ""]
 
 
 def _round16(n: float) -> int:

@@ -19,9 +19,8 @@ from ..config.schema import BuildConfig
 from ..fingerprint import file_sha256, key_of, source_fingerprint, tool_versions_for_key
 
 # Bump a stage's version when its code changes what it produces.
-# quantize 5, evaluate 5: computed on the pinned numeric platform (numerics.py), samples
-# drawn by seed, evaluation batched by evaluation.batch_size.
-STAGE_VERSIONS = {"export": 3, "quantize": 5, "lower": 7, "vela": 1, "evaluate": 5, "build": 3}
+# quantize 6, evaluate 6: their results summarize the samples they saw (data.summary).
+STAGE_VERSIONS = {"export": 3, "quantize": 6, "lower": 7, "vela": 1, "evaluate": 6, "build": 3}
 
 
 @dataclass(frozen=True)
@@ -119,6 +118,9 @@ def stage_keys(cfg: BuildConfig) -> StageKeys:
             "evaluate": evaluate,
             "vela": vela,
             "budget": dataclasses.asdict(cfg.budget),
+            # what a device does to a raw frame: the manifest and the firmware headers carry it,
+            # whether or not a data source of this build applied it
+            "preprocess": m.preprocess,
         }
     )
     return StageKeys(export, quantize, lower, vela, evaluate, build)

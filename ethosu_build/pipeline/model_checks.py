@@ -176,14 +176,12 @@ def _check_dataset_size(
 ) -> tuple[list[ConfigIssue], bool]:
     """(issues, labelled): the dataset loads and holds `num_samples` (null: all of it); with
     `labels_for`, the loss that needs labels, its items must carry them."""
+    failed = f"{ds.dataset.get('_target_')!r} could not be loaded"
     try:
         dataset = data.instantiate(ds.dataset)
         size = len(dataset)
-        labelled = size > 0 and isinstance(dataset[0], (tuple, list)) and len(dataset[0]) > 1
     except (Exception, SystemExit) as exc:  # a user's source is user code: name it, never crash
-        return [
-            ConfigIssue(f"{key}.dataset", f"{ds.dataset.get('_target_')!r} could not be loaded: {_source_failure(exc)}")
-        ], False
+        return [ConfigIssue(f"{key}.dataset", f"{failed}: {_source_failure(exc)}")], False
     if ds.num_samples is not None and ds.num_samples > size:
         null = "null or " if isinstance(ds, QatConfig) else ""
         return [
@@ -191,7 +189,18 @@ def _check_dataset_size(
                 f"{key}.num_samples",
                 f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}",
             )
-        ], labelled
+        ], False
+    drawn = data.draw(size, ds.num_samples or size, ds.seed if isinstance(ds, DatasetConfig) else None)
+    check = getattr(dataset, "check", None)  # a source that vets the items a build takes (data.images)
+    if callable(check):
+        problems = check(drawn)
+        if problems:
+            return [ConfigIssue(f"{key}.dataset", p) for p in problems], False
+    try:
+        item = dataset[drawn[0]] if drawn else None
+        labelled = isinstance(item, (tuple, list)) and len(item) > 1
+    except (Exception, SystemExit) as exc:
+        return [ConfigIssue(f"{key}.dataset", f"{failed}: {_source_failure(exc)}")], False
     if labels_for is not None and not labelled:
         return [
             ConfigIssue(

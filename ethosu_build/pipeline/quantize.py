@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import data
 from ..config.errors import first_line
 from ..config.schema import BuildConfig
 from ..store.cache import Entry
@@ -80,6 +81,9 @@ class Quantize(Stage[Quantized]):
         else:
             converted, info = _post_training(cfg, q, programs, samples)
         info["applied"] = quantizer.applied_schemes(converted)  # before re-export drops the annotations
+        which = "calibration" if cfg.quantization.qat is None else "quantization.qat"
+        info["data"] = {"source": which, **data.summary(samples, cfg.model.input_specs())}  # what ranges fit
+        info["first_layer"] = first_layer(exported.static)
         info["override_matches"] = matches
         info["rewrites"] = changes
         # A rewrite with nothing to do in this model is reported, not an error: a preset such
@@ -96,6 +100,34 @@ class Quantize(Stage[Quantized]):
             else None
         )
         return Quantized(program, batched, info)
+
+
+# Float ops that take the input as their first argument and could absorb an affine
+# preprocessing step (a * x + b per channel) into their weights and bias.
+_ABSORBING = {"conv2d": "aten.conv2d", "convolution": "aten.convolution", "linear": "aten.linear"}
+
+
+def first_layer(program) -> dict[str, Any] | None:
+    """The op that consumes the first user input, when it is that input's only consumer:
+    {op, node, padding} (padding: it zero-pads its input, which an absorbed normalization
+    would turn into padding with another value). None if the input feeds several ops."""
+    sig = program.graph_signature
+    graph = program.graph_module.graph
+    placeholder = next((n for n in graph.nodes if n.op == "placeholder" and n.name in sig.user_inputs), None)
+    if placeholder is None or len(placeholder.users) != 1:
+        return None
+    (user,) = placeholder.users
+    if user.op != "call_function" or user.args[0] is not placeholder:
+        return None
+    target = str(user.target)
+    op = next((name for name, prefix in _ABSORBING.items() if target.startswith(prefix + ".")), None)
+    if op is None:
+        return {"op": target, "node": user.name, "absorbs": False, "padding": False}
+    padding = False
+    if op != "linear":
+        pad = user.args[4] if len(user.args) > 4 else user.kwargs.get("padding", 0)
+        padding = pad not in (0, "valid") and (not isinstance(pad, (list, tuple)) or any(p != 0 for p in pad))
+    return {"op": op, "node": user.name, "absorbs": True, "padding": bool(padding)}
 
 
 def _rewritten(cfg: BuildConfig, exported: Exported) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -211,6 +211,7 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
                 ],
             )
         )
+    out += _data(m.get("data"))
     if tosa:
         out += ["", "## TOSA reference check", ""]
         if tosa.get("status") == "done":
@@ -288,6 +289,51 @@ MEMORY_PARTS = {
     "npu_fast_scratch": "NPU fast scratch (arena cache)",
     "io": "input and output buffers (not planned)",
 }
+
+
+def _data(section: dict[str, Any] | None) -> list[str]:
+    """Preprocessing, the samples each stage saw, and what the first layer could absorb."""
+    if not section:
+        return []
+    out = ["", "## Data", ""]
+    steps = section.get("preprocess") or []
+    if steps:
+        out.append("Preprocessing (model.preprocess), raw frame to the model's first input:")
+        out += [""] + [f"{i}. {s['does']}" for i, s in enumerate(steps, 1)] + [""]
+    rows = []
+    for which in ("calibration", "evaluation"):
+        seen = section.get(which)
+        if not seen:
+            continue
+        ranges = "; ".join(f"{x['name']} [{x['min']:.4g}, {x['max']:.4g}] mean {x['mean']:.4g}" for x in seen["inputs"])
+        classes = seen.get("classes")
+        balance = ", ".join(f"{k}: {n}" for k, n in classes.items()) if classes else "unlabelled"
+        rows.append([seen.get("source", which), seen["samples"], ranges, balance])
+    if rows:
+        out.append(markdown_table(["samples of", "count", "value range per input", "classes drawn"], rows))
+    out += _absorb(steps, section.get("first_layer"))
+    for w in section.get("warnings") or []:
+        out += ["", f"> **Warning**: {w}"]
+    return out
+
+
+def _absorb(steps: list[dict[str, Any]], layer: dict[str, Any] | None) -> list[str]:
+    affine = [s["step"]["op"] for s in steps if s["step"]["op"] in ("scale", "normalize")]
+    if not affine or not layer or not layer.get("absorbs"):
+        return []
+    means = [s["step"]["mean"] for s in steps if s["step"]["op"] == "normalize"]
+    shifts = any(v != 0 for mean in means for v in (mean if isinstance(mean, list) else [mean]))
+    exact = (
+        "; it zero-pads its input, and after the fold a padded raw 0 no longer stands for the normalized 0 (the "
+        "mean shifts it), so the outputs at the borders change unless the device pads with the mean instead"
+        if layer["padding"] and shifts
+        else ", exactly"
+    )
+    return [
+        "",
+        f"The first layer ({layer['op']} `{layer['node']}`) could absorb the {' and '.join(affine)} step(s): folding "
+        f"them into its weights and bias lets the device feed the raw pixels{exact}.",
+    ]
 
 
 def _memory(bill: dict[str, Any] | None) -> list[str]:

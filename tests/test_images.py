@@ -1,0 +1,268 @@
+"""Calibration from image folders: the `images` source and `model.preprocess`, from PNG files
+to the bytes of the digits source, through a 3-channel build to the constants of the exported
+`model_io.h`, and the bad inputs a folder of images can hold."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import assert_nothing_stored, build_in_process, published_sha, run_cli
+from PIL import Image
+
+from ethosu_build import data, preprocess
+from ethosu_build.config.errors import ConfigError
+
+CC = shutil.which("cc") or shutil.which("gcc")
+EVAL = ["evaluation.num_samples=32", "evaluation.tosa_samples=4"]
+
+
+def write_digits(root, n: int) -> dict[str, int]:
+    """The first `n` digits of the train split (the default calibration set) as 8x8 gray PNGs
+    of their raw values 0..16, in class folders; returns the files per class."""
+    ds = data.digits("train")
+    counts: dict[str, int] = {}
+    for i in range(n):
+        x, y = ds[i]
+        folder = root / str(int(y))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x.numpy()[0] * 16).round().astype(np.uint8), mode="L").save(folder / f"{i:04d}.png")
+        counts[str(int(y))] = counts.get(str(int(y)), 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_digits_as_png_files_build_the_bytes_of_the_digits_source(tmp_path):
+    counts = write_digits(tmp_path / "digits", 128)
+    images = [
+        "calibration=images",
+        f"calibration.dataset.path={tmp_path / 'digits'}",
+        "calibration.dataset.labels_from_subfolders=true",
+        "model.preprocess=[{op: scale, divisor: 16}]",  # the digits source's x / 16
+        *EVAL,
+    ]
+    m = build_in_process(images, tmp_path / "store").artifact.manifest()
+    assert m["files"]["model.pte"]["sha256"].startswith(published_sha("ethosu-build"))  # the digits source's bytes
+    seen = m["data"]["calibration"]
+    assert seen["samples"] == 128 and seen["classes"] == {k: counts[k] for k in sorted(counts, key=int)}
+    assert seen["inputs"][0]["min"] == 0.0 and seen["inputs"][0]["max"] == 1.0
+    assert m["data"]["preprocess"] == [{"step": {"op": "scale", "divisor": 16}, "does": "scale: x / 16"}]
+    assert m["data"]["first_layer"]["absorbs"] and m["data"]["warnings"] == []
+
+
+def rgb_images(root) -> None:
+    """Noise images of several sizes and formats, brighter in red, in two class folders."""
+    rng = np.random.RandomState(0)
+    sizes = [(20, 24), (30, 18), (18, 18), (25, 40)]
+    for i in range(24):
+        h, w = sizes[i % len(sizes)]
+        pixels = rng.randint(0, 256, (h, w, 3)).astype(np.uint8)
+        pixels[:, :, 0] = np.maximum(pixels[:, :, 0], 128)
+        folder = root / ("cat" if i % 3 else "dog")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, mode="RGB").save(folder / f"{i:02d}.{['png', 'bmp', 'png', 'jpg'][i % 4]}")
+
+
+STEPS = (
+    "[{op: color, mode: rgb}, {op: resize, size: 18}, {op: center_crop, size: 16}, {op: scale},"
+    " {op: normalize, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}]"
+)
+RGB_MODEL = [
+    "model.factory._target_=lowering_models.conv_features",
+    "model.name=rgb_features",
+    "model.input_shape=[1,3,16,16]",
+    f"model.preprocess={STEPS}",
+]
+
+
+@pytest.mark.slow
+def test_rgb_images_of_several_sizes_build_and_the_firmware_gets_the_steps(tmp_path):
+    rgb_images(tmp_path / "rgb")
+    source = [f"dataset.path={tmp_path / 'rgb'}", "dataset.labels_from_subfolders=true", "num_samples=16"]
+    config = [
+        *RGB_MODEL,
+        "calibration=images",
+        "evaluation=images",
+        *(f"calibration.{o}" for o in source),
+        *(f"evaluation.{o}" for o in source),
+        "evaluation.tosa_samples=4",
+    ]
+    artifact = build_in_process(config, tmp_path / "store").artifact
+    m = artifact.manifest()
+    assert [s["step"]["op"] for s in m["data"]["preprocess"]] == [
+        "color",
+        "resize",
+        "center_crop",
+        "scale",
+        "normalize",
+    ]
+    assert sum(m["data"]["calibration"]["classes"].values()) == 16 and set(m["data"]["calibration"]["classes"]) == {
+        "cat",
+        "dog",
+    }
+    report = (artifact.path / "report.md").read_text()
+    assert "center_crop to 16x16" in report and "could absorb the scale and normalize" in report
+
+    dest = tmp_path / "fw"
+    res = run_cli(["--root", str(tmp_path / "store"), "export", artifact.id, str(dest), "--firmware"], tmp_path,
+                  tool="ethosu-artifacts")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    header = (dest / "model_io.h").read_text()
+    assert "#define MODEL_PREPROCESS_CROP_HEIGHT 16" in header
+    assert "#define MODEL_PREPROCESS_RESIZE_SHORTER_SIDE 18" in header
+    # The device's one multiply-add per channel, compiled by the host C compiler, against the
+    # quantized input the build computed for one of the images.
+    assert CC, "no C compiler on PATH (cc or gcc)"
+    main = tmp_path / "main.c"
+    main.write_text(
+        '#include <stdio.h>\n#include "model_io.h"\n'
+        "int main(void) {\n"
+        "  const float qa[] = MODEL_INPUT_0_FROM_RAW_QA, qb[] = MODEL_INPUT_0_FROM_RAW_QB;\n"
+        "  const float a[] = MODEL_PREPROCESS_A, b[] = MODEL_PREPROCESS_B;\n"
+        "  const float mean[] = MODEL_PREPROCESS_MEAN, std[] = MODEL_PREPROCESS_STD;\n"
+        "  for (int c = 0; c < MODEL_PREPROCESS_CHANNELS; c++)\n"
+        '    printf("%.9g %.9g %.9g %.9g %.9g\\n", qa[c], qb[c], mean[c],'
+        "           a[c] * MODEL_PREPROCESS_SCALE_DIVISOR * std[c], b[c] * std[c] + mean[c]);\n"
+        "  return MODEL_INPUT_0_FROM_RAW_QMIN == -128 && MODEL_PREPROCESS_CROP_WIDTH == 16 ? 0 : 1;\n}\n"
+    )
+    exe = tmp_path / "check"
+    cc = subprocess.run(
+        [CC, "-Wall", "-Werror", "-I", str(dest), "-o", str(exe), str(main)], capture_output=True, text=True
+    )
+    assert cc.returncode == 0, cc.stderr
+    rows = [[float(v) for v in line.split()] for line in subprocess.check_output([str(exe)], text=True).splitlines()]
+    assert [r[2] for r in rows] == pytest.approx([0.485, 0.456, 0.406])
+    assert [v for r in rows for v in r[3:]] == pytest.approx([1.0, 0.0] * 3, abs=1e-6)  # A, B: the steps folded
+    q = m["delegation"]["runtime"]["inputs"][0]["quantization"]
+    steps = m["config"]["model"]["preprocess"]
+    image = Image.open(sorted((tmp_path / "rgb" / "cat").iterdir())[1])
+    raw = preprocess.apply(image, [s for s in steps if s["op"] not in ("scale", "normalize")])  # pixels only
+    on_device = np.clip(
+        np.round(raw * np.array([r[0] for r in rows])[:, None, None] + np.array([r[1] for r in rows])[:, None, None]),
+        -128,
+        127,
+    )
+    in_build = np.clip(np.round(preprocess.apply(image, steps) / q["scale"]) + q["zero_point"], -128, 127)
+    assert raw.shape == (3, 16, 16) and np.abs(on_device - in_build).max() <= 1
+
+
+def test_preprocessing_keys_calibration_and_the_artifact_not_the_export(tmp_path):
+    from conftest import compose_config
+
+    from ethosu_build.config.validate import validate
+    from ethosu_build.pipeline.keys import stage_keys
+
+    write_digits(tmp_path / "d", 12)
+    base = ["calibration=images", f"calibration.dataset.path={tmp_path / 'd'}", "calibration.num_samples=12"]
+
+    def keys(*extra, base=base):
+        return stage_keys(validate(compose_config([*base, *extra, f"store.root={tmp_path}"])[0]))
+
+    a, b = keys("model.preprocess=[{op: scale, divisor: 16}]"), keys("model.preprocess=[{op: scale, divisor: 15}]")
+    assert a.export == b.export and a.quantize != b.quantize
+    # a source that does not read images: the steps reach the artifact (its manifest and headers) only
+    c, d = keys(base=[]), keys("model.preprocess=[{op: scale, divisor: 16}]", base=[])
+    assert c.quantize == d.quantize and c.build != d.build
+    # the images are keyed by content: one changed pixel is another calibration set
+    Image.fromarray(np.full((8, 8), 3, np.uint8), mode="L").save(tmp_path / "d" / "0" / "0000.png")
+    assert keys("model.preprocess=[{op: scale, divisor: 16}]").quantize != a.quantize
+
+
+def test_bad_steps_and_an_empty_folder_are_all_named_at_once_and_exit_2(tmp_path):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "cat" / "notes.txt").write_text("not an image")
+    res = run_cli(
+        [
+            f"store.root={tmp_path / 'store'}",
+            "calibration=images",
+            f"calibration.dataset.path={tmp_path / 'empty'}",
+            "model.preprocess=[{op: resize, size: -3}, {op: blur}, {op: scale, divisor: 0}, {op: color, mode: cmyk}]",
+        ],
+        tmp_path,
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = res.stderr
+    for key, value in (
+        ("model.preprocess.0.size", "-3"),
+        ("model.preprocess.1.op", "'blur'"),
+        ("model.preprocess.2.divisor", "0"),
+        ("model.preprocess.3.mode", "'cmyk'"),
+    ):
+        assert re.search(rf"{re.escape(key)}.*{re.escape(value)}", err), (key, err)
+    assert "color comes after scale" in err  # a pixel step after a number step
+    assert "calibration.dataset.path" in err and "holds no image files" in err
+    assert_nothing_stored(tmp_path / "store")
+
+
+def test_steps_that_cannot_make_the_models_input_are_config_errors(tmp_path):
+    from conftest import compose_config
+
+    from ethosu_build.config.validate import validate
+
+    def issues(steps: str) -> str:
+        with pytest.raises(ConfigError) as e:
+            validate(compose_config([f"model.preprocess={steps}", f"store.root={tmp_path}"])[0])
+        return e.value.render()
+
+    assert "3-channel images" in issues("[{op: color, mode: rgb}]")  # digits_cnn takes one channel
+    assert "12x12 images" in issues("[{op: center_crop, size: 12}]")  # and 8x8
+    assert "model.preprocess.0.mean" in issues("[{op: normalize, mean: [0.1, 0.2], std: 1}]")
+    assert "model.preprocess.0.std" in issues("[{op: normalize, mean: 0, std: 0}]")
+    assert "model.preprocess.0.sizes" in issues("[{op: resize, sizes: 8}]")
+
+
+@pytest.mark.parametrize("case", ["unreadable", "mixed_sizes", "too_few", "crop_too_large"])
+def test_bad_image_folders_are_config_errors_naming_the_file_or_key(case, tmp_path):
+    write_digits(tmp_path / "d", 20)
+    config = ["calibration=images", f"calibration.dataset.path={tmp_path / 'd'}", "calibration.num_samples=20",
+              "model.preprocess=[{op: scale, divisor: 16}]", *EVAL]  # fmt: skip
+    named = {
+        "unreadable": "0007.png is not a readable image",
+        "mixed_sizes": "images of mixed sizes",
+        "too_few": "calibration.num_samples",
+        "crop_too_large": "center_crop 8x8 is larger than the image",
+    }[case]
+    victim = next((tmp_path / "d").rglob("0007.png"))
+    if case == "unreadable":
+        victim.write_bytes(b"\x89PNG\r\n but not really")
+    elif case in ("mixed_sizes", "crop_too_large"):
+        Image.fromarray(np.zeros((9, 7), np.uint8), mode="L").save(victim)
+        if case == "crop_too_large":
+            config[3] = "model.preprocess=[{op: center_crop, size: 8}, {op: scale, divisor: 16}]"
+    else:
+        config[2] = "calibration.num_samples=21"
+    with pytest.raises(ConfigError) as e:
+        build_in_process(config, tmp_path / "store")
+    assert e.value.exit_code == 2 and named in e.value.render(), e.value.render()
+    assert_nothing_stored(tmp_path / "store")
+
+
+def test_a_folder_of_images_draws_a_seeded_sample_across_its_classes(tmp_path):
+    write_digits(tmp_path / "d", 200)
+    ds = data.images(str(tmp_path / "d"), labels_from_subfolders=True, preprocess=[{"op": "scale", "divisor": 16}])
+    first = [ds.labels[i] for i in data.draw(len(ds), 20, None)]
+    drawn = [ds.labels[i] for i in data.draw(len(ds), 20, 0)]
+    assert len(set(first)) <= 2 and len(set(drawn)) > 5  # sorted by class, the first 20 are zeros and ones
+    assert data.draw(len(ds), 20, 0) == data.draw(len(ds), 20, 0) != data.draw(len(ds), 20, 1)
+    x, label = ds[drawn[0]]
+    assert x.shape == (1, 8, 8) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
+
+
+def test_far_apart_calibration_and_evaluation_ranges_warn(tmp_path):
+    cal = {"inputs": [{"name": "input", "min": 0.0, "max": 1.0, "mean": 0.3}]}
+    near = {"inputs": [{"name": "input", "min": 0.0, "max": 1.1, "mean": 0.3}]}
+    far = {"inputs": [{"name": "input", "min": -2.1, "max": 2.6, "mean": 0.0}]}  # normalized once more
+    assert data.range_warnings(cal, near) == []
+    assert "input 'input'" in data.range_warnings(cal, far)[0]
+
+
+def test_digits_written_as_images_read_back_as_the_digits(tmp_path):
+    write_digits(tmp_path / "d", 30)
+    ds = data.images(str(tmp_path / "d"), preprocess=[{"op": "scale", "divisor": 16}])
+    digits = data.digits("train")
+    by_name = {f.name: i for i, f in enumerate(ds.files)}
+    for k in (0, 7, 29):
+        assert np.array_equal(ds[by_name[f"{k:04d}.png"]], digits[k][0].numpy())
