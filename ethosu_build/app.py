@@ -85,7 +85,10 @@ def _resolve(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def build_app(cfg: DictConfig) -> None:
+def build_app(cfg: DictConfig) -> float | list[float | None] | None:
+    """Builds; returns the `objective` values (one float for one metric), so that a Hydra
+    sweeper that optimizes can drive it, or None (no objective, or a job that stored nothing:
+    its result.json says why and what it measured)."""
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     run_dir = Path(hc.runtime.output_dir)
@@ -103,21 +106,20 @@ def build_app(cfg: DictConfig) -> None:
                 # run dir is this process's own: hydra.run.dir names the pid).
                 _remove_run_dir(run_dir, cfg)
             else:
-                atomic_write_json(
-                    run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container)
-                )
+                atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure, exc, overrides, container))
             raise
-        atomic_write_json(
-            run_dir / sweep.RESULT, sweep.failure_row(failure.status, failure.message, overrides, container)
-        )
+        atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure, exc, overrides, container))
         # In a sweep a failed configuration is a result, not the end: the other jobs run and
         # the summary is written; main() exits non-zero afterwards.
         if failure.bug:
             log.error("job %s crashed", hc.job.num, exc_info=exc)
         else:
             log.error("job %s (%s) %s: %s", hc.job.num, " ".join(overrides), failure.status, failure.message)
-        return
-    atomic_write_json(run_dir / sweep.RESULT, sweep.success_row(result, overrides))
+        return None
+    row = sweep.success_row(result, overrides, container)
+    atomic_write_json(run_dir / sweep.RESULT, row)
+    values = row.get("objective")
+    return values[0] if values is not None and len(values) == 1 else values
 
 
 def _remove_run_dir(run_dir: Path, cfg: DictConfig) -> None:
@@ -249,7 +251,7 @@ def _summarize_unfinished_sweep(prog: str) -> None:
     """A sweep stopped before its end (Ctrl-C, a launcher that lost a worker) still gets
     its summary: every job done so far, the rest `incomplete`."""
     folder = sweep.ACTIVE_SWEEP
-    if folder is None:
+    if folder is None or not folder.is_dir():  # stopped before any job (a config error): nothing to sum up
         return
     sweep.ACTIVE_SWEEP = None
     try:
@@ -260,8 +262,18 @@ def _summarize_unfinished_sweep(prog: str) -> None:
 
 
 def _exit_for_sweep(prog: str) -> None:
-    """After a multirun: non-zero when a job failed (its kind's code, 1 when kinds differ)."""
+    """After a multirun: non-zero when a job failed (its kind's code, 1 when kinds differ).
+    In an optimizing sweep, trials over a budget or rejected are findings: it exits 0 when it
+    found a feasible front."""
     summary = sweep.LAST_SUMMARY
+    if summary is not None and summary.optimize:
+        print(
+            f"{prog}: optimizing sweep finished, {summary.line()}; Pareto front: {len(summary.front)} feasible "
+            f"point(s), recipes in {summary.sweep_dir / 'recipe'}; see {summary.sweep_dir / sweep.SUMMARY_MD}",
+            file=sys.stderr,
+        )
+        if summary.front:
+            return
     if summary is not None and summary.failed:
         print(f"{prog}: sweep finished, {summary.line()}; see {summary.sweep_dir / sweep.SUMMARY_MD}", file=sys.stderr)
         for row in summary.failed:

@@ -27,8 +27,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from .config import objective
 from .config.errors import OK_STATUSES as OK
-from .config.errors import exit_code_for
+from .config.errors import BudgetBreached, exit_code_for
 from .files import atomic_write, atomic_write_json, csv_text, markdown_table, pareto_front
 
 log = logging.getLogger("ethosu_build")
@@ -57,6 +58,8 @@ COLUMNS = [
     "accuracy_drop",
     "sqnr_db",
     "tosa_max_lsb",
+    "objective",
+    "recipe",  # an optimizing sweep's front: the recipe that rebuilds the row
     "stages_ran",
     "seconds",
     "host",
@@ -64,11 +67,12 @@ COLUMNS = [
 ]
 
 
-def success_row(result, overrides: list[str]) -> dict[str, Any]:
-    """The result row of a job that built (or reused) an artifact; `result` is a BuildResult."""
+def success_row(result, overrides: list[str], container: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The result row of a job that built (or reused) an artifact; `result` is a BuildResult.
+    With an `objective` in the config, its values and the budgets' margins (<= 0)."""
     m = result.artifact.manifest()
-    cfg, vela, acc = m["config"], m["metrics"]["vela"]["total"], m["metrics"]["accuracy"]
-    tosa = m["metrics"].get("tosa_check") or {}
+    gates = [(k, g["limit"], g["measured"]) for k, g in (m.get("budget") or {}).items()]
+    cfg = m["config"]
     status = "up_to_date" if result.up_to_date else ("built" if result.created else "reused")
     return {
         "status": status,
@@ -78,21 +82,42 @@ def success_row(result, overrides: list[str]) -> dict[str, Any]:
         "target": cfg["target"]["accelerator"],
         "scheme": cfg["quantization"]["scheme"],
         "module_overrides": ";".join(f"{n}:{o['scheme']}" for n, o in cfg["overrides"].items()),
+        **_measured_columns(m),
+        "stages_ran": ",".join(s for s, r in result.stages.items() if r.get("status") == "ran"),
+        "seconds": round(result.seconds, 2),
+        "error": "",
+        **_objective_columns(m, container, gates),
+        **_where(),
+    }
+
+
+def _measured_columns(m: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a manifest (or of a breached build's measurements, shaped alike)."""
+    metrics = m.get("metrics") or {}
+    vela, acc = (metrics.get("vela") or {}).get("total") or {}, metrics.get("accuracy") or {}
+    tosa, d = metrics.get("tosa_check") or {}, m.get("delegation") or {}
+    return {
         "cycles": vela.get("cycles"),
         "inference_ms": vela.get("inference_ms"),
         "sram_kib": vela.get("sram_kib"),
         "flash_kib": vela.get("flash_kib"),
-        "npu_partitions": m["delegation"]["npu_partitions"],
-        "cpu_ops": m["delegation"]["cpu_compute_op_count"],
+        "npu_partitions": d.get("npu_partitions"),
+        "cpu_ops": d.get("cpu_compute_op_count"),
         "float_top1": acc.get("float_top1"),
         "quantized_top1": acc.get("quantized_top1"),
         "accuracy_drop": acc.get("accuracy_drop"),
         "sqnr_db": acc.get("sqnr_db"),
         "tosa_max_lsb": tosa.get("max_lsb_diff"),
-        "stages_ran": ",".join(s for s, r in result.stages.items() if r.get("status") == "ran"),
-        "seconds": round(result.seconds, 2),
-        "error": "",
-        **_where(),
+    }
+
+
+def _objective_columns(measured: dict[str, Any], container: dict[str, Any] | None, gates) -> dict[str, Any]:
+    """`objective`: the config's objective values, in its order (None: no objective);
+    `violations`: per budget set, (measured - limit) / limit, > 0 when breached."""
+    pairs = objective.parse((container or {}).get("objective"))[0]
+    return {
+        "objective": objective.values(measured, pairs) if pairs else None,
+        "violations": objective.violations(gates),
     }
 
 
@@ -101,8 +126,9 @@ def _where() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def failure_row(status: str, error: str, overrides: list[str], container: dict[str, Any] | None) -> dict[str, Any]:
-    """The result row of a job that stored nothing; names what it was building."""
+def failure_row(failure, exc: BaseException, overrides: list[str], container: dict[str, Any] | None) -> dict[str, Any]:
+    """The result row of a job that stored nothing (`failure`: config.errors.outcome of
+    `exc`); names what it was building, and for a budget breach what it measured."""
     c = container or {}
 
     def get(*path):
@@ -112,14 +138,19 @@ def failure_row(status: str, error: str, overrides: list[str], container: dict[s
         return node
 
     overrides_cfg = get("overrides") or {}
+    measured = {}
+    if isinstance(exc, BudgetBreached):  # measured, then judged: its figures are a finding too
+        gates = [(b["budget"], b["limit"], b["measured"]) for b in exc.breaches]
+        measured = {**_measured_columns(exc.measured), **_objective_columns(exc.measured, c, gates)}
     return {
-        "status": status,
+        "status": failure.status,
         "overrides": overrides,
-        "error": error,
+        "error": failure.message,
         "model": get("model", "name"),
         "target": get("target", "accelerator"),
         "scheme": get("quantization", "scheme"),
         "module_overrides": ";".join(f"{n}:{o.get('scheme')}" for n, o in overrides_cfg.items() if isinstance(o, dict)),
+        **measured,
         **_where(),
     }
 
@@ -133,6 +164,9 @@ class Summary:
     rows: list[dict[str, Any]]
     planned: int | None = None
     files: list[Path] = field(default_factory=list)
+    optimize: dict[str, Any] | None = None  # an optimizing sweep's plan: objective and trials
+    front: list[dict[str, Any]] = field(default_factory=list)  # its Pareto front of feasible rows
+    recipes: list[Path] = field(default_factory=list)
 
     def count(self, *statuses: str) -> int:
         return sum(1 for r in self.rows if r["status"] in statuses)
@@ -201,21 +235,36 @@ def _overrides_of(job_dir: Path) -> list[str]:
         return []
 
 
+def _plan(sweep_dir: Path) -> dict[str, Any]:
+    try:
+        plan = json.loads((sweep_dir / PLAN).read_text())
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
+
+
 def planned_jobs(sweep_dir: Path) -> int | None:
     try:
-        return int(json.loads((sweep_dir / PLAN).read_text())["jobs"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(_plan(sweep_dir)["jobs"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
 def summarize(sweep_dir: Path | str) -> Summary:
     """Collect the job results of a sweep dir and write summary.csv, summary.md, pareto.png."""
     sweep_dir = Path(sweep_dir)
-    summary = Summary(sweep_dir, read_rows(sweep_dir), planned_jobs(sweep_dir))
+    summary = Summary(
+        sweep_dir, read_rows(sweep_dir), planned_jobs(sweep_dir), optimize=_plan(sweep_dir).get("optimize")
+    )
+    if summary.optimize:
+        summary.front = objective_front(summary.rows, summary.optimize["objective"])
+        summary.recipes = front_recipes(sweep_dir, summary.front, summary.optimize)
     atomic_write(sweep_dir / SUMMARY_CSV, csv_text(summary.rows, COLUMNS, _cell))
     atomic_write(sweep_dir / SUMMARY_MD, _markdown(summary))
-    summary.files = [sweep_dir / SUMMARY_CSV, sweep_dir / SUMMARY_MD]
-    png = pareto_plot(summary.rows)
+    summary.files = [sweep_dir / SUMMARY_CSV, sweep_dir / SUMMARY_MD, *summary.recipes]
+    png = (
+        objective_plot(summary.rows, summary.front, summary.optimize) if summary.optimize else pareto_plot(summary.rows)
+    )
     if png is not None:
         atomic_write(sweep_dir / PARETO_PNG, png)
         summary.files.append(sweep_dir / PARETO_PNG)
@@ -226,7 +275,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, list):
-        return " ".join(str(v) for v in value)
+        return " ".join(_cell(v) for v in value)
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -258,11 +307,15 @@ def _labels(rows: list[dict[str, Any]]) -> dict[int, str]:
 
 def _markdown(summary: Summary) -> str:
     rows = summary.rows
-    axis = quality_axis(rows)
-    on_front = {id(r) for r in front(rows, axis[0])} if axis else set()
     lines = [f"# Sweep summary: {summary.sweep_dir}", "", summary.line() + ".", ""]
-    if axis:
-        lines += [f"Pareto front (inference time vs {axis[1]}) marked with *.", ""]
+    if summary.optimize:
+        on_front = {id(r) for r in summary.front}
+        lines += _optimize_lines(summary)
+    else:
+        axis = quality_axis(rows)
+        on_front = {id(r) for r in front(rows, axis[0])} if axis else set()
+        if axis:
+            lines += [f"Pareto front (inference time vs {axis[1]}) marked with *.", ""]
     headers = [
         "job",
         "status",
@@ -275,6 +328,7 @@ def _markdown(summary: Summary) -> str:
         "CPU ops",
         "top-1",
         "SQNR dB",
+        "objective",
         "error",
     ]
     table = [
@@ -290,6 +344,7 @@ def _markdown(summary: Summary) -> str:
             r.get("cpu_ops"),
             r.get("quantized_top1"),
             r.get("sqnr_db"),
+            r.get("objective"),
             _cell(r.get("error"))[:300],
         ]
         for r in rows
@@ -334,6 +389,110 @@ def pareto_plot(rows: list[dict[str, Any]]) -> bytes | None:
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# --- optimizing sweeps (search/optimize.py) ----------------------------------------------------
+
+
+def objective_front(rows: list[dict[str, Any]], pairs: list[list[str]]) -> list[dict[str, Any]]:
+    """The feasible rows (built, reused, up to date) no other beats on every objective."""
+    done = [r for r in rows if r["status"] in OK and isinstance(r.get("objective"), list)]
+    return pareto_front(
+        done,
+        [(lambda r, i=i: r["objective"][i] if i < len(r["objective"]) else None, d) for i, (_, d) in enumerate(pairs)],
+    )
+
+
+def front_recipes(sweep_dir: Path, rows: list[dict[str, Any]], plan: dict[str, Any]) -> list[Path]:
+    """A recipe per front row, from its job's composed config (search/recipes.py)."""
+    from .config.validate import validate
+    from .search import recipes
+
+    written = []
+    names = ", ".join(f"{n} {d}" for n, d in plan["objective"])
+    for k, row in enumerate(rows, 1):
+        job = sweep_dir / row["job"] / ".hydra"
+        try:
+            config = OmegaConf.to_container(OmegaConf.load(job / "config.yaml"), resolve=True)
+            choices = OmegaConf.to_container(OmegaConf.load(job / "hydra.yaml").hydra.runtime.choices)
+            cfg = validate(config)
+        except Exception as exc:  # a job dir that no longer holds its config: the summary still stands
+            log.warning("no recipe for front job %s: %s", row["job"], exc)
+            continue
+        name = f"{cfg.name}_front{k}"
+        values = ", ".join(f"{n} {v:g}" for (n, _), v in zip(plan["objective"], row["objective"]))
+        comments = [
+            f"On the Pareto front ({names}) of the optimizing sweep {sweep_dir}, job {row['job']}:",
+            f"{values}; artifact {row.get('artifact')}; overrides: {' '.join(row.get('overrides') or [])}",
+        ]
+        written.append(recipes.write(sweep_dir, name, cfg, choices, comments))
+        row["recipe"] = name
+    return written
+
+
+def _optimize_lines(summary: Summary) -> list[str]:
+    plan = summary.optimize or {}
+    trials = plan.get("trials") or []
+    states = {s: sum(1 for t in trials if t["state"] == s and t.get("repeat_of") is None)
+              for s in ("feasible", "infeasible", "rejected")}  # fmt: skip
+    repeats = sum(1 for t in trials if t.get("repeat_of") is not None)
+    lines = [
+        f"Optimizing sweep ({plan.get('sampler')}, seed {plan.get('seed')}): "
+        + ", ".join(f"{n} ({d})" for n, d in plan.get("objective") or [])
+        + " over "
+        + " x ".join(f"{k} {v}" for k, v in (plan.get("space") or {}).items())
+        + ".",
+        "",
+        f"{len(trials)} trials: {summary.planned or 0} builds, {states['feasible']} feasible, {states['infeasible']} "
+        f"over a budget, {states['rejected']} rejected; {repeats} repeated a point already built (no build).",
+        "",
+        "Pareto front of the feasible trials marked with *; a recipe rebuilds each: "
+        + (", ".join(f"`{r['recipe']}`" for r in summary.front if r.get("recipe")) or "none")
+        + f" (`ethosu-build hydra.searchpath=[file://{summary.sweep_dir}] recipe=NAME`).",
+        "",
+    ]
+    return lines
+
+
+def objective_plot(rows: list[dict[str, Any]], best: list[dict[str, Any]], plan: dict[str, Any]) -> bytes | None:
+    """The first two objectives (or the one against the job number): feasible points, those
+    over a budget (x), and the front joined and labelled."""
+    pairs = plan["objective"]
+    measured = [r for r in rows if isinstance(r.get("objective"), list) and None not in r["objective"]]
+    if not measured:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def xy(r: dict[str, Any]) -> tuple[float, float]:
+        v = r["objective"]
+        return (v[0], v[1]) if len(pairs) > 1 else (_num(r["job"]), v[0])
+
+    labels = _labels(measured)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for group, style in (
+        ([r for r in measured if r["status"] in OK], {"color": "#9aa5b1", "marker": "o", "label": "feasible"}),
+        ([r for r in measured if r["status"] not in OK], {"color": "#e0a458", "marker": "x", "label": "over a budget"}),
+    ):
+        if group:
+            ax.scatter([xy(r)[0] for r in group], [xy(r)[1] for r in group], zorder=2, **style)
+    if best:
+        pts = sorted(xy(r) for r in best)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color="#d1495b", label="Pareto front", zorder=3)
+        for r in best:
+            ax.annotate(labels[id(r)], xy(r), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    names = [f"{n} ({d})" for n, d in pairs]
+    ax.set_xlabel(names[0] if len(pairs) > 1 else "job")
+    ax.set_ylabel(names[1] if len(pairs) > 1 else names[0])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

@@ -121,6 +121,7 @@ KEYS: dict[str, tuple[str | None, list]] = {
     "store.root": (None, ["store.root=@elsewhere"]),
     "allow_dirty": (None, ["allow_dirty=true"]),
     "strict": (None, ["strict=true"]),
+    "objective": (None, ["objective={inference_ms: min, sqnr_db: max}"]),  # what a sweep optimizes
 }
 # The configs a key's change is measured against (the keys of QAT and models need their own).
 BASE = ["calibration.num_samples=40", "evaluation.num_samples=40", "evaluation.tosa_samples=4"]

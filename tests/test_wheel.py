@@ -51,6 +51,15 @@ def test_wheel_in_a_new_venv_builds_the_default_recipe(tmp_path):
         cwd=tmp_path,
     )
     assert where.stdout.strip().startswith(str(venv)), where.stdout
+    # the optimizing sweeper travels in the wheel, where Hydra looks for plugins
+    plugin = subprocess.run(
+        [str(py), "-c", "from hydra_plugins.ethosu_build_sweeper import optimize_sweeper as m; print(m.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert plugin.stdout.strip().startswith(str(venv)), plugin.stdout
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -85,8 +85,11 @@ class BudgetBreached(EthosuError):
     exit_code = EXIT_BUDGET_BREACHED
     status = "budget"
 
-    def __init__(self, breaches: list[dict]):
+    def __init__(self, breaches: list[dict], measured: dict | None = None):
         self.breaches = breaches
+        # what the build measured, shaped as a manifest's metrics/memory/delegation/files
+        # (an optimizing sweep records a breached point with its values: config/objective.py)
+        self.measured = measured or {}
         lines = [
             f"  - budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g} {b['unit']}"
             for b in breaches

@@ -189,6 +189,8 @@ class BuildConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     allow_dirty: bool = False  # build a recipe whose file has uncommitted changes
     strict: bool = False  # fail (not warn) when tools or inputs drift from the recipe's lock
+    # {metric: min|max, ...}: what the task returns to an optimizing sweeper (config/objective.py)
+    objective: Any = None
 
 
 SEARCH_SCHEMES: tuple[str, ...] = ("a16w8", "int8", "float")  # what a module chosen by ethosu-search may get

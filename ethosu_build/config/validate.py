@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data, preprocess
-from . import targets
+from . import objective, targets
 from .errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
 from .schema import (
     CHOICES,
@@ -169,6 +169,7 @@ def _choice(issues: list[ConfigIssue], key: str, value: Any, choices_key: str | 
 
 
 def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
+    issues.extend(objective.parse(cfg.objective)[1])
     if cfg.name is not None and (not NAME.match(cfg.name) or len(cfg.name) > NAME_MAX):
         issues.append(
             ConfigIssue(

@@ -34,8 +34,10 @@ def check(
     vela: dict[str, Any],
     accuracy: dict[str, Any],
     memory: dict[str, Any],
+    measured_as_manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Per budget: limit, measured value and whether it passed; raises BudgetBreached."""
+    """Per budget: limit, measured value and whether it passed; raises BudgetBreached, which
+    carries `measured_as_manifest` (what the build measured, for a sweep's record)."""
     values = measured(delegation, vela, accuracy, memory)
     results, breaches = {}, []
     for f in dataclasses.fields(budget):
@@ -56,5 +58,5 @@ def check(
         if not ok:
             breaches.append({"budget": f.name, "limit": limit, "measured": value, "unit": unit})
     if breaches:
-        raise BudgetBreached(breaches)
+        raise BudgetBreached(breaches, measured_as_manifest)
     return results

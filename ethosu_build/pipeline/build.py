@@ -106,7 +106,13 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     for line in data_section(cfg, lowered.quant_info, evaluated)["warnings"]:
         log.warning("%s: %s", cfg.name, line)
     bill = memory.bill(compiled.pte, cfg.target)  # from the program itself, as export --firmware reads it
-    gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill)  # a breach raises
+    measured = {  # as the manifest will hold them: a breach carries them to the sweep's record
+        "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
+        "memory": bill,
+        "delegation": delegation,
+        "files": {"model.pte": {"size": len(compiled.pte)}},
+    }
+    gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill, measured)  # may raise
 
     stop_if_interrupted()
     staging = store.staging(cfg.name)

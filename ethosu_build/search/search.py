@@ -20,21 +20,18 @@ Candidates or points that fail (a quantizer or Vela rejection) are recorded and 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from ..config.errors import BuildError, ConfigError, first_line
+from ..config.errors import BudgetBreached, BuildError, ConfigError, first_line
 from ..config.schema import SearchConfig
 from ..config.validate import validate
 from ..files import atomic_write, atomic_write_json
-from ..pipeline import evaluate
+from ..pipeline import budgets, evaluate
 from ..pipeline.build import build, quantized_model
 from ..pipeline.model_checks import check_model, load_model
-from . import report
+from . import recipes, report
 from .points import Point, candidates, check_modules, known_cycles, layer_cycles, layer_macs, pareto, spread
 
 log = logging.getLogger(__name__)
@@ -90,12 +87,31 @@ class Search:
             return None
         return self.base_cycles + sum(self.delta.get(m, 0.0) for m in modules)
 
-    def build_point(self, modules: tuple[str, ...], name: str):
-        """A real build (lower + Vela, or the store's identical artifact) named `name`."""
+    def build_point(self, modules: tuple[str, ...], name: str, judged: bool = True):
+        """A real build (lower + Vela, or the store's identical artifact) named `name`. The
+        two uniform builds measure costs (judged=False): they are built without the budgets,
+        which judge them afterwards (judge()), so a breach marks them, never ends the search."""
         self.builds += 1
         container = self.container_for(modules)
         container["name"] = name
+        if not judged:
+            container["budget"] = {}
         return build(container)
+
+    def judge(self, p: Point, result) -> None:
+        """The budgets on a point built without them: a breach makes it infeasible."""
+        m = result.artifact.manifest()
+        try:
+            budgets.check(self.cfg.budget, m["delegation"], m["metrics"]["vela"], m["metrics"]["accuracy"], m["memory"])
+        except BudgetBreached as exc:
+            self._infeasible(p, exc)
+
+    def _infeasible(self, p: Point, exc: BudgetBreached) -> None:
+        p.status = "infeasible"
+        p.error = "; ".join(
+            f"budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g}" for b in exc.breaches
+        )
+        log.warning("search: %s is infeasible: %s", " ".join(p.modules) or "base", p.error)
 
     # --- the search -------------------------------------------------------------------------
 
@@ -109,10 +125,10 @@ class Search:
         log.info("search: %d candidates (%s)", len(names), ", ".join(names))
 
         # 1. the two uniform builds and per-module cycles
-        base = self.build_point((), cfg.name)
+        base = self.build_point((), cfg.name, judged=False)
         self.base_cycles = base.artifact.manifest()["metrics"]["vela"]["total"]["cycles"]
         try:
-            uniform = self.build_point(names, f"{cfg.name}_all_{s.scheme}")
+            uniform = self.build_point(names, f"{cfg.name}_all_{s.scheme}", judged=False)
         except BuildError as exc:  # e.g. Vela rejects a16w8 somewhere on U55
             uniform, uniform_error = None, first_line(exc)
             log.warning(
@@ -138,9 +154,11 @@ class Search:
         # 2. sensitivity
         reference = self.measure(())
         self._record_build(reference, base)
+        self.judge(reference, base)
         top = self.measure(names)
         if uniform is not None:
             self._record_build(top, uniform)
+            self.judge(top, uniform)
         else:
             top.status, top.error = "failed", uniform_error
         sens = []
@@ -209,6 +227,9 @@ class Search:
             result = self.build_point(p.modules, name)
             self._record_build(p, result)
             p.built["recipe"] = self.write_recipe(name, p)
+        except BudgetBreached as exc:  # measured, over budget: not an answer, and the search goes on
+            p.built["cycles"] = exc.measured.get("metrics", {}).get("vela", {}).get("total", {}).get("cycles")
+            self._infeasible(p, exc)
         except (ConfigError, BuildError) as exc:  # e.g. Vela rejects a16w8 there: recorded, skipped
             p.status, p.error = "failed", first_line(exc)
             log.warning("search: building %s failed: %s", " ".join(p.modules), p.error)
@@ -228,7 +249,7 @@ class Search:
 
     def _meets_goal(self, p: Point, float_top1: float | None) -> bool:
         s = self.search
-        if s.max_accuracy_drop is None and s.min_sqnr_db is None:
+        if (s.max_accuracy_drop is None and s.min_sqnr_db is None) or p.status != "ok":  # infeasible: no answer
             return False
         ok = True
         if s.max_accuracy_drop is not None:
@@ -269,27 +290,12 @@ class Search:
         """A recipe that rebuilds the point: the same group choices, every build key pinned
         to its resolved value, the overrides in order."""
         cfg = validate(self.container_for(p.modules), default_name=name)
-        body = dataclasses.asdict(cfg)
-        body["name"] = name
-        for key in ("store", "allow_dirty", "strict"):  # where and how it is built is the user's call
-            body.pop(key)
-        groups = ("model", "target", "quantization", "calibration", "evaluation", "budget")
-        defaults = [f"override /{g}: {self.choices[g]}" for g in groups if isinstance(self.choices.get(g), str)]
-        header = [
-            "# @package _global_",
-            f"# Mixed precision found by: {self.command}",
-            f"# {len(p.modules)} module(s) at {self.search.scheme}: SQNR {p.sqnr_db} dB, top-1 {p.top1}, "
+        comments = [
+            f"Mixed precision found by: {self.command}",
+            f"{len(p.modules)} module(s) at {self.search.scheme}: SQNR {p.sqnr_db} dB, top-1 {p.top1}, "
             f"Vela cycles {p.built.get('cycles')} (estimated {p.est_cycles:.0f}).",
-            f"# Build it:   ethosu-build hydra.searchpath=[file://{self.out}] recipe={name}",
-            "#             (or copy this file into your recipes/ and: ethosu-build recipe=" + name + ")",
-            "defaults:",
-            *[f"  - {d}" for d in defaults],
-            "",
         ]
-        path = self.out / "recipe" / f"{name}.yaml"  # a config group folder: usable on the search path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(header) + OmegaConf.to_yaml(OmegaConf.create(body)))
-        return str(path)
+        return str(recipes.write(self.out, name, cfg, self.choices, comments))
 
     def report(self, sens, greedy, quick, built, reference, top, float_top1) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
