@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import numerics, sweep
+from . import numerics, sweep, tracking
 from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, outcome, report
 from .config.validate import search_config, store_root_issue, validate
 from .files import atomic_write_json
@@ -106,9 +106,13 @@ def build_app(cfg: DictConfig) -> float | list[float | None] | None:
                 # run dir is this process's own: hydra.run.dir names the pid).
                 _remove_run_dir(run_dir, cfg)
             else:
-                atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure, exc, overrides, container))
+                row = sweep.failure_row(failure, exc, overrides, container)
+                atomic_write_json(run_dir / sweep.RESULT, row)
+                tracking.track_job(container, hc, overrides, row, exc=exc)
             raise
-        atomic_write_json(run_dir / sweep.RESULT, sweep.failure_row(failure, exc, overrides, container))
+        row = sweep.failure_row(failure, exc, overrides, container)
+        atomic_write_json(run_dir / sweep.RESULT, row)
+        tracking.track_job(container, hc, overrides, row, exc=exc)
         # In a sweep a failed configuration is a result, not the end: the other jobs run and
         # the summary is written; main() exits non-zero afterwards.
         if failure.bug:
@@ -118,6 +122,7 @@ def build_app(cfg: DictConfig) -> float | list[float | None] | None:
         return None
     row = sweep.success_row(result, overrides, container)
     atomic_write_json(run_dir / sweep.RESULT, row)
+    tracking.track_job(container, hc, overrides, row, result=result)
     values = row.get("objective")
     return values[0] if values is not None and len(values) == 1 else values
 

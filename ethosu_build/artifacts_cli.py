@@ -9,6 +9,7 @@
     ethosu-artifacts [--root outputs] gc [--dry-run] [--artifact ID ...]
     ethosu-artifacts lock RECIPE [--searchpath DIR]           # write RECIPE.lock.json beside it
     ethosu-artifacts summarize SWEEP_DIR [--json]             # summary.csv/.md, pareto.png
+    ethosu-artifacts [--root outputs] track ID... [--uri URI] [--experiment NAME] [--no-model]  # MLflow runs
 
 Each command parses its arguments and delegates to store/ or pipeline/; this module only
 prints. Errors go through config.errors.report, as in ethosu-build. Everything but
@@ -456,6 +457,33 @@ def cmd_show(store: ArtifactStore, args) -> int:
     return 0
 
 
+def cmd_track(store: ArtifactStore, args) -> int:
+    """Log stored artifacts to MLflow, as a build with tracking=mlflow would have (tracking.py):
+    the way to backfill a store built before tracking was on. One already tracked under its
+    build key is not logged again."""
+    from . import tracking
+    from .config.errors import TrackingError
+    from .store.artifacts import check
+
+    if not tracking.available():
+        raise UsageError(ConfigIssue("track", f"mlflow is not installed; accepted: {tracking.EXTRA}"))
+    artifacts = [_resolve(store, ref, "ID") for ref in args.ids]
+    for a in artifacts:  # nothing the store holds is taken as good without its check
+        problems = check(a).problems
+        if problems:
+            raise UsageError(ConfigIssue("ID", f"not tracking {a.id}: " + "; ".join(problems)))
+    if args.experiment is not None and not args.experiment.strip():
+        raise UsageError(ConfigIssue("--experiment", "is empty; accepted: an experiment name"))
+    settings = {"backend": "mlflow", "uri": args.uri, "experiment": args.experiment, "log_model": not args.no_model}
+    try:
+        tracker = tracking.Tracker(settings, store.root)
+        for a in artifacts:
+            print(f"{a.id}: run {tracker.log_artifact(a.path, a.manifest(), 'stored', {})} ({tracker.uri})")
+    except Exception as exc:  # the tracker's own errors: name them, keep the store as it is
+        raise TrackingError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return 0
+
+
 def cmd_summarize(store: ArtifactStore, args) -> int:
     """Rebuild a sweep's summary from its job dirs (also of a sweep that was killed)."""
     from . import sweep
@@ -501,6 +529,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
+    p = sub.add_parser("track", help="log stored artifacts to MLflow (backfill a store built without tracking)")
+    p.add_argument("ids", nargs="+", metavar="ID", help="NAME/vN, NAME (newest version) or a version folder")
+    p.add_argument("--uri", default=None, help="tracking URI; default: the embedded store under --root")
+    p.add_argument("--experiment", default=None, help="MLflow experiment; default: each artifact's name")
+    p.add_argument("--no-model", action="store_true", help="do not upload model.pte")
+    p.set_defaults(func=cmd_track)
     p = sub.add_parser("show", help="one artifact's report.md, as tables")
     p.add_argument("id", help="NAME/vN, NAME (newest version) or a version folder of the store")
     p.add_argument("--json", action="store_true", help="print the manifest")

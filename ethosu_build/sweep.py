@@ -536,6 +536,9 @@ class SweepCallback(Callback):
         except Exception:  # a bad store.root: the launcher reports it as a config error
             return
         ACTIVE_SWEEP = folder
+        from . import tracking  # its parent run exists before the first job
+
+        tracking.start_sweep(config, folder)
         planned = _count_planned(config)
         if planned is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -557,6 +560,9 @@ class SweepCallback(Callback):
         _stop_idle_workers()
         summary = summarize(_sweep_dir(config))
         LAST_SUMMARY = summary
+        from . import tracking
+
+        tracking.end_sweep(config, summary)
         log.info("sweep summary: %s -> %s", summary.line(), summary.sweep_dir / SUMMARY_MD)
 
 

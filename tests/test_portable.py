@@ -121,6 +121,10 @@ KEYS: dict[str, tuple[str | None, list]] = {
     "store.root": (None, ["store.root=@elsewhere"]),
     "allow_dirty": (None, ["allow_dirty=true"]),
     "strict": (None, ["strict=true"]),
+    "tracking.backend": (None, ["tracking.backend=mlflow"]),
+    "tracking.uri": (None, ["tracking=mlflow", "tracking.uri=http://127.0.0.1:5000"]),
+    "tracking.experiment": (None, ["tracking=mlflow", "tracking.experiment=other"]),
+    "tracking.log_model": (None, ["tracking=mlflow", "tracking.log_model=false"]),
     "objective": (None, ["objective={inference_ms: min, sqnr_db: max}"]),  # what a sweep optimizes
 }
 # The configs a key's change is measured against (the keys of QAT and models need their own).

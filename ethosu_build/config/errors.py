@@ -79,6 +79,13 @@ class BuildError(EthosuError):
         return f"build failed, nothing was stored: {self}"
 
 
+class TrackingError(EthosuError):
+    """`ethosu-artifacts track` could not log to the tracker (a build only warns). Exit code 1."""
+
+    def render(self) -> str:
+        return f"tracking failed, the store is unchanged: {self}"
+
+
 class BudgetBreached(EthosuError):
     """A build gate failed; nothing was stored. Exit code 3."""
 

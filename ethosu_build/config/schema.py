@@ -170,6 +170,19 @@ class BudgetConfig:
     max_inference_ms: float | None = None
 
 
+TRACKING_BACKENDS: tuple[str, ...] = ("none", "mlflow")
+
+
+@dataclass
+class TrackingConfig:
+    """Where builds and sweeps are logged (tracking.py); in no build key."""
+
+    backend: str = "none"
+    uri: str | None = None  # null: the embedded store under store.root
+    experiment: str | None = None  # null: the artifact's name (a sweep: the config's name)
+    log_model: bool = True  # model.pte among the run's artifacts
+
+
 @dataclass
 class StoreConfig:
     root: str = "outputs"
@@ -187,6 +200,7 @@ class BuildConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     allow_dirty: bool = False  # build a recipe whose file has uncommitted changes
     strict: bool = False  # fail (not warn) when tools or inputs drift from the recipe's lock
     # {metric: min|max, ...}: what the task returns to an optimizing sweeper (config/objective.py)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -28,6 +29,7 @@ from .schema import (
     NAME_MAX,
     QAT_ONLY_SCHEMES,
     SEARCH_SCHEMES,
+    TRACKING_BACKENDS,
     BuildConfig,
     DatasetConfig,
     OverrideEntry,
@@ -170,6 +172,7 @@ def _choice(issues: list[ConfigIssue], key: str, value: Any, choices_key: str | 
 
 def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     issues.extend(objective.parse(cfg.objective)[1])
+    _check_tracking(cfg, issues)
     if cfg.name is not None and (not NAME.match(cfg.name) or len(cfg.name) > NAME_MAX):
         issues.append(
             ConfigIssue(
@@ -203,6 +206,24 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         limit = getattr(cfg.budget, f.name)
         if limit is not None and limit < 0:
             issues.append(ConfigIssue(f"budget.{f.name}", f"{limit!r} is negative; accepted: null or a number >= 0"))
+
+
+def _check_tracking(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
+    t = cfg.tracking
+    if t.backend not in TRACKING_BACKENDS:
+        issues.append(
+            ConfigIssue("tracking.backend", f"{t.backend!r} is not a tracker; accepted: {', '.join(TRACKING_BACKENDS)}")
+        )
+    elif t.backend == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        issues.append(
+            ConfigIssue(
+                "tracking",
+                "mlflow is not installed; accepted: tracking=none, or install the extra: pip install -e "
+                "'.[tracking]' (pip install 'ethosu-build[tracking]')",
+            )
+        )
+    if t.experiment is not None and not t.experiment.strip():
+        issues.append(ConfigIssue("tracking.experiment", "is empty; accepted: null or an experiment name"))
 
 
 def _check_model(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
