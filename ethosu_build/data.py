@@ -260,6 +260,7 @@ class _Images:
             try:
                 with Image.open(f) as image:
                     width, height = image.size
+                    channels = pre.image_channels(self.steps, image.mode)
             except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
                 problems.append(f"{f} is not a readable image ({type(exc).__name__}: {first_line(exc)})")
                 continue
@@ -269,7 +270,12 @@ class _Images:
                 continue
             size = pre.output_size(self.steps, height, width)
             if first is None:
-                first = (f, height, width, size)
+                first = (f, height, width, size, channels)
+            elif channels != first[4]:
+                problems.append(
+                    f"{f} makes a {channels}-channel input and {first[0]} a {first[4]}-channel one: gray and colour "
+                    "images mixed need a color step (gray or rgb) in model.preprocess"
+                )
             elif size != first[3]:
                 problems.append(
                     f"{f} is {height}x{width} and {first[0]} is {first[1]}x{first[2]}, which the steps make "

@@ -168,6 +168,14 @@ def channels(steps: Sequence[dict[str, Any]]) -> int | None:
     return None
 
 
+def image_channels(steps: Sequence[dict[str, Any]], mode: str) -> int:
+    """The channels `apply` makes from an image of this Pillow mode."""
+    color = next((s["mode"] for s in steps if s.get("op") == "color"), None)
+    if color:
+        return COLOR_CHANNELS[color]
+    return 1 if mode in ("L", "I;16", "I", "F") else 3
+
+
 def _against_input(steps: Sequence[dict[str, Any]], key: str, shape: list[int]) -> list[ConfigIssue]:
     if len(shape) != 4:
         return [ConfigIssue(key, f"images make 3-D inputs (C, H, W) and the model's first input is {shape}")]

@@ -214,7 +214,7 @@ def test_steps_that_cannot_make_the_models_input_are_config_errors(tmp_path):
     assert "model.preprocess.0.sizes" in issues("[{op: resize, sizes: 8}]")
 
 
-@pytest.mark.parametrize("case", ["unreadable", "mixed_sizes", "too_few", "crop_too_large"])
+@pytest.mark.parametrize("case", ["unreadable", "mixed_sizes", "mixed_channels", "too_few", "crop_too_large"])
 def test_bad_image_folders_are_config_errors_naming_the_file_or_key(case, tmp_path):
     write_digits(tmp_path / "d", 20)
     config = ["calibration=images", f"calibration.dataset.path={tmp_path / 'd'}", "calibration.num_samples=20",
@@ -222,6 +222,7 @@ def test_bad_image_folders_are_config_errors_naming_the_file_or_key(case, tmp_pa
     named = {
         "unreadable": "0007.png is not a readable image",
         "mixed_sizes": "images of mixed sizes",
+        "mixed_channels": "gray and colour images mixed",
         "too_few": "calibration.num_samples",
         "crop_too_large": "center_crop 8x8 is larger than the image",
     }[case]
@@ -232,6 +233,8 @@ def test_bad_image_folders_are_config_errors_naming_the_file_or_key(case, tmp_pa
         Image.fromarray(np.zeros((9, 7), np.uint8), mode="L").save(victim)
         if case == "crop_too_large":
             config[3] = "model.preprocess=[{op: center_crop, size: 8}, {op: scale, divisor: 16}]"
+    elif case == "mixed_channels":
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8), mode="RGB").save(victim)
     else:
         config[2] = "calibration.num_samples=21"
     with pytest.raises(ConfigError) as e:
