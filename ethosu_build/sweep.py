@@ -430,7 +430,7 @@ def front_recipes(sweep_dir: Path, rows: list[dict[str, Any]], plan: dict[str, A
             f"On the Pareto front ({names}) of the optimizing sweep {sweep_dir}, job {row['job']}:",
             f"{values}; artifact {row.get('artifact')}; overrides: {' '.join(row.get('overrides') or [])}",
         ]
-        written.append(recipes.write(sweep_dir, name, cfg, choices, comments))
+        written.append(recipes.write(sweep_dir.resolve(), name, cfg, choices, comments))  # a command run anywhere
         row["recipe"] = name
     return written
 

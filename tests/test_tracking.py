@@ -1,6 +1,6 @@
 """Tracking in MLflow: a sweep against a real tracking server (a subprocess on 127.0.0.1) read
-back through MLflow's client, the embedded default on a fresh store, an unreachable server that
-leaves the build as it was, `ethosu-artifacts track`, and the missing extra."""
+back through MLflow's client, the embedded default on a fresh tracking store, an unreachable
+server that leaves the build as it was, `ethosu-artifacts track`, and the missing extra."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_is_a_parent_run_with_a_child_per_job_on_a_real_server(mlflow_server, tmp_path):
+def test_a_sweep_on_a_real_server_the_embedded_store_and_an_unreachable_server(mlflow_server, tmp_path):
+    """One store for three trackers: a sweep (a parent run, a child per job) on a real server;
+    then the embedded default; then a server nobody answers at, which only warns."""
     from mlflow.tracking import MlflowClient
 
     res = run_cli(
@@ -91,28 +93,25 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_on_a_real_server(mlflow_se
     assert {"summary.csv", "summary.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "1 failed" in parent.data.tags["ethosu_build.summary"]
 
-
-@pytest.mark.slow
-def test_the_embedded_store_needs_no_server_and_an_unreachable_one_only_warns(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    first = run_cli(["tracking=mlflow", "store.root=store", *QUICK], tmp_path)
+    # The embedded default, no server: a fresh tracking store under store.root. The int8 build
+    # is stored (up to date); the embedded store has no run of it yet, so it gets one, once.
+    one = ["tracking=mlflow", "quantization=int8", "budget.max_sram_kib=6", "store.root=store", *QUICK]
+    first = run_cli(one, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    db = tmp_path / "store" / "tracking" / "mlflow.db"
-    client = MlflowClient(f"sqlite:///{db}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'tracking' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("digits_cnn").experiment_id])
-    assert run.data.tags["ethosu_build.artifact"] == "digits_cnn/v1"
-
-    again = run_cli(["tracking=mlflow", "store.root=store", *QUICK], tmp_path)  # up to date: no second run
+    assert run.data.tags["ethosu_build.artifact"] == built.data.tags["ethosu_build.artifact"]
+    again = run_cli(one, tmp_path)  # up to date again: its run is found, not made twice
     assert again.returncode == 0 and f"already tracked as run {run.info.run_id}" in again.stdout + again.stderr
-    track = run_cli(["--root", "store", "track", "digits_cnn/v1"], tmp_path, tool="ethosu-artifacts")
+    track = run_cli(
+        ["--root", "store", "track", run.data.tags["ethosu_build.artifact"]], tmp_path, tool="ethosu-artifacts"
+    )
     assert track.returncode == 0 and run.info.run_id in track.stdout
     assert len(client.search_runs([run.info.experiment_id])) == 1
 
     closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     t0 = time.time()
-    offline = run_cli(["tracking=mlflow", f"tracking.uri={closed}", "name=offline", "store.root=store", *QUICK],
-                      tmp_path)  # fmt: skip
+    offline = run_cli([*one, f"tracking.uri={closed}", "name=offline"], tmp_path)  # a new artifact, stages cached
     assert offline.returncode == 0, offline.stderr[-3000:]
     said = offline.stdout + offline.stderr
     assert "tracking: logging the run failed" in said and "unaffected" in said

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from ..config.schema import BuildConfig
 
 GROUPS = ("model", "target", "lowering", "quantization", "calibration", "evaluation", "budget")
-# where and how it is built is the user's call; the objective is a sweep's, not a build's
-NOT_PINNED = ("store", "allow_dirty", "strict", "objective")
+# where and how it is built (and tracked) is the user's call; the objective is a sweep's, not a build's
+NOT_PINNED = ("store", "allow_dirty", "strict", "objective", "tracking")
 
 
 def write(folder: Path, name: str, cfg: BuildConfig, choices: dict[str, Any], comments: list[str]) -> Path:
