@@ -105,7 +105,8 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
         )
     for line in data_section(cfg, lowered.quant_info, evaluated)["warnings"]:
         log.warning("%s: %s", cfg.name, line)
-    bill = memory.bill(compiled.pte, cfg.target)  # from the program itself, as export --firmware reads it
+    # from the program itself, as export --firmware reads it; kept by the vela stage (no ExecuTorch import)
+    bill = compiled.memory or memory.bill(compiled.pte, cfg.target)
     measured = {  # as the manifest will hold them: a breach carries them to the sweep's record
         "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
         "memory": bill,

@@ -35,7 +35,7 @@ from ..config import targets
 from ..config.schema import BuildConfig
 from ..files import csv_text, read_csv
 from ..store.cache import Entry
-from . import pte
+from . import memory, pte
 from .lower import Lower, Lowered, lowering_failed, run_lower, vela_exited
 from .quantize import Quantize
 from .stage import Run, Stage
@@ -266,6 +266,9 @@ class Compiled:
     pte: bytes  # model.pte for the target
     reports: dict[str, bytes]  # Vela's summary.csv and per_layer.csv, and part<i>.tosa
     metrics: dict[str, Any]
+    # The memory bill of the program for this target (memory.py), kept with it: reading it back
+    # needs no ExecuTorch (an entry from before it was kept has None; build.py computes it).
+    memory: dict[str, Any] | None = None
 
     REPORT_SUFFIXES = (".csv", ".tosa")
 
@@ -274,11 +277,14 @@ class Compiled:
         for name, blob in self.reports.items():
             (folder / name).write_bytes(blob)
         (folder / "info.json").write_text(json.dumps(self.metrics, indent=1, sort_keys=True))
+        if self.memory is not None:
+            (folder / "memory.json").write_text(json.dumps(self.memory, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, entry: Entry) -> Compiled:
         reports = {n: entry.read(n) for n in sorted(entry.files) if n.endswith(cls.REPORT_SUFFIXES)}
-        return cls(entry.read("model.pte"), reports, entry.read_json("info.json"))
+        bill = entry.read_json("memory.json") if entry.has("memory.json") else None
+        return cls(entry.read("model.pte"), reports, entry.read_json("info.json"), bill)
 
 
 class Vela(Stage[Compiled]):
@@ -301,7 +307,7 @@ class Vela(Stage[Compiled]):
             pte, info, console, files = run_lower(run.cfg, run.get(Quantize).program, run_vela=True)
             metrics = info["vela"]
         log.debug("Vela output:\n%s", console)
-        return Compiled(pte, files, metrics)
+        return Compiled(pte, files, metrics, memory.bill(pte, run.cfg.target))
 
 
 def run_vela(
