@@ -240,13 +240,6 @@ def warn(what: str, exc: BaseException) -> None:
     log.warning("tracking: %s failed (%s: %s); the build and the store are unaffected", what, type(exc).__name__, exc)
 
 
-def sweep_parent(sweep_dir: Path) -> str | None:
-    try:
-        return json.loads((sweep_dir / PARENT_FILE).read_text()).get("run_id")
-    except (OSError, ValueError):
-        return None
-
-
 def _enabled(tracking: Any) -> bool:
     return isinstance(tracking, dict) and tracking.get("backend") == "mlflow"
 

@@ -23,14 +23,13 @@ inside `run`.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ..config import objective as obj
 from ..config.errors import ConfigError, ConfigIssue, first_line
@@ -385,22 +384,3 @@ def _write_plan(sweep_dir: Path, settings: Settings, pairs, space: list[Param], 
             },
         },
     )
-
-
-def grid(space: list[Param]) -> list[tuple[str, ...]]:
-    """Every point of a finite space (for the benchmark's exhaustive comparison)."""
-    axes = []
-    for p in space:
-        if p.kind == "choice":
-            axes.append(p.choices)
-        elif p.kind == "int":
-            axes.append([str(v) for v in range(int(p.low), int(p.high) + 1, p.step or 1)])
-        else:
-            raise ValueError(f"{p.key}: an interval has no grid")
-    return list(itertools.product(*axes))
-
-
-def sweeper_config(sweeper_cfg: DictConfig) -> Settings:
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    given = {k: v for k, v in OmegaConf.to_container(sweeper_cfg, resolve=True).items() if k in fields}
-    return Settings(**given)
