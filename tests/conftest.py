@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,31 @@ def store_key_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("key") / "store.key"
     os.environ[KEY_ENV] = str(path)
     return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """One warm build service for the whole run (docs/warm.md), started by the controlling
+    process before the xdist workers, which inherit its runtime directory: the tests' CLI
+    builds go through it, as a user's would, and do not pay torch's import each. A developer's
+    own service is never used (a runtime directory of the run's own). ETHOSU_BUILD_WARM=off
+    runs every CLI build in its own process instead."""
+    if hasattr(session.config, "workerinput"):
+        return
+    folder = tempfile.mkdtemp(prefix="xdg")
+    os.environ["XDG_RUNTIME_DIR"] = folder
+    os.environ.setdefault("ETHOSU_BUILD_WARM", "auto")
+    if os.environ["ETHOSU_BUILD_WARM"] != "off":
+        subprocess.run([str(BIN / "ethosu-build"), "--warm", "start", "--idle", "1800"], check=True)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):
+        return
+    status = subprocess.run([str(BIN / "ethosu-build"), "--warm", "status"], capture_output=True, text=True)
+    print("\nwarm service:", " ".join(status.stdout.split("\n")[:5]))
+    subprocess.run([str(BIN / "ethosu-build"), "--warm", "stop"], capture_output=True)
+    shutil.rmtree(os.environ["XDG_RUNTIME_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,467 @@
+"""The warm build service: `python -m ethosu_build.warm.service` (started by
+`ethosu-build --warm start`, docs/warm.md).
+
+One process imports torch, ExecuTorch and ethosu-build once and never computes; each build is
+a child forked from it, which becomes the caller's build (their descriptors, directory,
+environment and argv), runs `main()` once and exits. Why fork rather than pre-started spare
+interpreters: a fork is ready in about 25 ms and costs no CPU, where a spare needs 8-20 s of
+imports to replace, so back-to-back builds and sweeps would wait for spares or fall back.
+Fork's known hazard is a process whose threads hold locks at the fork; this process only
+imports (torch's import starts one native thread of its own, the one PyTorch's DataLoader
+also forks past), and it refuses to fork, and restarts, if its thread count ever grows.
+
+The loop is single-threaded (selectors): the listening socket, a wake-up socket for signals
+(SIGCHLD when a build ends, SIGTERM to stop), and each running build's connection, whose
+end while its build runs means the caller is gone (the build is then stopped with SIGHUP, as
+a closed terminal would stop an in-process build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib
+import logging
+import os
+import pkgutil
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import Paths, Reader, WarmUnavailable, fingerprint, import_time_env, paths, send
+
+log = logging.getLogger("ethosu_build.warm")
+
+IDLE_SECONDS = 3 * 3600  # as Gradle's daemon: a service nobody used for 3 hours stops
+MAX_BUILDS = 8  # builds at once; more fall back to their own process
+LOCK_WAIT = 60.0  # seconds a new service waits for a stopping one to end
+
+# What every build imports besides ethosu-build itself (whose modules are all imported): the
+# default build's stages, the joblib launcher, the sweep summary's plot. Importing one of these
+# has no effect on a build beyond saving its time; modules with side effects on what a build
+# computes (executorch.kernels.quantized registers kernels) are left to the builds that need them.
+PRELOAD = (
+    "torch",
+    "torchao.quantization.pt2e.quantize_pt2e",
+    "torchao.quantization.pt2e.utils",
+    "executorch.exir",
+    "executorch.exir._serialize._program",
+    "executorch.backends.arm.ethosu",
+    "executorch.backends.arm.ethosu.backend",
+    "executorch.backends.arm.quantizer",
+    "executorch.backends.arm.arm_vela",
+    "executorch.backends.arm.tosa.partitioner",
+    "executorch.backends.cortex_m.passes.replace_quant_nodes_pass",
+    "tosa_reference_model",
+    "sklearn.datasets",
+    "PIL.Image",
+    "rich.progress",
+    "joblib",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher",
+    "optuna",
+    "mlflow.tracking",  # tracking=mlflow; absent unless the tracking extra is installed
+)
+
+
+def preload() -> list[str]:
+    """Imports what builds import; returns the modules that failed (logged, not fatal)."""
+    from .. import numerics
+
+    numerics.pin()  # before torch loads, as the console scripts do
+    failed = []
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an optional extra not installed: its builds import it themselves
+            log.info("not preloaded: %s (%s)", name, exc)
+            failed.append(name)
+    import matplotlib
+
+    matplotlib.use("Agg")  # what the sweep summary and search report select before pyplot
+    importlib.import_module("matplotlib.pyplot")
+    import ethosu_build
+
+    for info in pkgutil.walk_packages(ethosu_build.__path__, "ethosu_build."):
+        if not info.name.startswith(("ethosu_build.warm", "ethosu_build.models.train_")):
+            importlib.import_module(info.name)
+    return failed
+
+
+def native_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux: Python's own count is all there is
+        return threading.active_count()
+
+
+@dataclass
+class Service:
+    listener: socket.socket | None
+    paths: Paths
+    fingerprint: str
+    idle: float
+    max_builds: int
+    threads: int
+    env: dict[str, str]  # the import-time variables it started with (import_time_env)
+    set_by_imports: frozenset[str]  # variables its imports set themselves: not compared
+    started: float = field(default_factory=time.time)
+    builds: int = 0
+    stopping: bool = False
+    children: dict[int, socket.socket] = field(default_factory=dict)
+    inode: int = 0  # the socket file's: removed at the end only if still this service's
+    lock_fd: int = -1  # held for the service's life: one service per install
+
+    def run(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = socket.socketpair()
+        for s in (self.wake_r, self.wake_w):
+            s.setblocking(False)
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        last = time.monotonic()
+        while not (self.stopping and not self.children):
+            timeout = None if self.children else max(0.0, last + self.idle - time.monotonic())
+            events = self.selector.select(timeout)
+            if not events and not self.children and time.monotonic() >= last + self.idle:
+                log.info("idle for %.0f s: stopping", self.idle)
+                break
+            for key, _ in events:
+                if key.data == "accept":
+                    last = time.monotonic()
+                    self._accept()
+                elif key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        self.wake_r.recv(4096)
+                else:  # a running build's caller closed its end: stop the build as a closed terminal would
+                    self._caller_gone(key.data)
+            self._reap()
+            if self.children:
+                last = time.monotonic()
+        self._close_listener()
+
+    def _on_stop(self, *_):
+        self.stopping = True  # the loop closes the listener; running builds finish
+
+    def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.listener)
+        # Remove the socket only if it is still ours (a new service may have bound the name).
+        with contextlib.suppress(OSError):
+            if os.stat(self.paths.socket).st_ino == self.inode:
+                os.unlink(self.paths.socket)
+        self.listener.close()
+        self.listener = None
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        conn.settimeout(10)  # a caller sends its request at once; a silent one is dropped
+        reader = Reader(conn)
+        try:
+            pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if uid != os.getuid():  # the directory's and socket's modes already keep others out
+                log.warning("refused a connection from uid %d", uid)
+                raise ValueError("another user")
+            message = reader.read()
+            if message is None:
+                raise ValueError("no request")
+            op = message.get("op")
+            if op == "build":
+                self._build(conn, reader, message)
+                return
+            if op == "status":
+                send(conn, self.status())
+            elif op == "stop":
+                self.stopping = True
+                self._close_listener()
+                send(conn, {"stopping": True, "running": len(self.children)})
+            else:
+                send(conn, {"refused": f"does not know the request {op!r}"})
+        except (OSError, ValueError) as exc:
+            log.info("dropped a connection: %s", exc)
+        for fd in reader.fds:
+            os.close(fd)
+        conn.close()
+
+    def status(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "fingerprint": self.fingerprint,
+            "uptime_s": round(time.time() - self.started, 1),
+            "builds": self.builds,
+            "running": len(self.children),
+            "max_builds": self.max_builds,
+            "idle_timeout_s": self.idle,
+            "socket": str(self.paths.socket),
+            "log": str(self.paths.log),
+            "python": sys.executable,
+        }
+
+    def _refusal(self, message: dict, fds: list[int]) -> dict | None:
+        if self.stopping:
+            return {"refused": "is stopping"}
+        if message.get("fingerprint") != self.fingerprint:
+            # Started from other code: stop taking builds; the caller starts a new service.
+            self.stopping = True
+            self._close_listener()
+            return {"refused": "runs older code (ethosu-build or a pinned tool changed since it started)", "stale": 1}
+        if len(fds) != 3 or not isinstance(message.get("argv"), list) or not isinstance(message.get("env"), dict):
+            return {"refused": "received a malformed request"}
+        ours = {k: v for k, v in self.env.items() if k not in self.set_by_imports}
+        theirs = {k: v for k, v in import_time_env(message["env"]).items() if k not in self.set_by_imports}
+        for key in sorted(set(theirs) | set(ours)):
+            if theirs.get(key) != ours.get(key):
+                return {"refused": f"was started with another {key} (read when torch loads)"}
+        if len(self.children) >= self.max_builds:
+            return {"refused": f"is busy ({len(self.children)} builds running, at most {self.max_builds})"}
+        threads = native_threads()
+        if threading.active_count() != 1 or threads > self.threads:
+            self.stopping = True
+            self._close_listener()
+            return {"refused": f"has {threads} threads where it started with {self.threads}; forking it is not safe"}
+        return None
+
+    def _build(self, conn: socket.socket, reader: Reader, message: dict) -> None:
+        fds = reader.fds
+        refusal = self._refusal(message, fds)
+        if refusal is not None:
+            send(conn, refusal)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing of this process's output may reach the caller
+        pid = os.fork()
+        if pid == 0:
+            self._child(conn, fds, message)  # never returns
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also here, so that the group exists before the caller signals it
+        for fd in fds:
+            os.close(fd)
+        self.builds += 1
+        self.children[pid] = conn
+        try:
+            send(conn, {"pid": pid})
+        except OSError:
+            pass  # the caller is gone already; the selector sees it
+        conn.setblocking(False)
+        self.selector.register(conn, selectors.EVENT_READ, pid)
+
+    def _caller_gone(self, pid: int) -> None:
+        conn = self.children.get(pid)
+        if conn is None:
+            return
+        try:
+            if conn.recv(1):
+                return  # a caller has nothing more to send; ignore stray bytes
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGHUP)
+        self.selector.unregister(conn)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is None:
+                continue
+            result = (
+                {"signal": os.WTERMSIG(status)}
+                if os.WIFSIGNALED(status)
+                else {"exit": os.waitstatus_to_exitcode(status)}
+            )
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(conn)
+            try:
+                conn.setblocking(True)
+                send(conn, result)
+            except OSError:
+                pass
+            conn.close()
+
+    def _child(self, conn: socket.socket, fds: list[int], message: dict) -> None:
+        code = 1
+        try:
+            os.setpgid(0, 0)  # the caller forwards Ctrl-C to this group: the build and its sweep workers
+            for s in (self.listener, self.wake_r, self.wake_w, conn, *self.children.values()):
+                if s is not None:
+                    s.close()
+            self.selector.close()
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.close(self.lock_fd)
+            log.handlers.clear()  # the service's log is not the build's
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            for fd in fds:
+                if fd > 2:
+                    os.close(fd)
+            # The streams keep their objects (handlers made at import hold them); stdout is
+            # line-buffered on a terminal, as Python would have made it.
+            sys.stdout.reconfigure(line_buffering=os.isatty(1))
+            os.chdir(message["cwd"])
+            os.environ.clear()
+            os.environ.update(message["env"])
+            from .. import numerics
+
+            os.environ.update(numerics.ENV)  # as numerics.pin() does when a console script starts
+            sys.argv = [str(a) for a in message["argv"]]
+            if message.get("path0"):
+                sys.path[0] = message["path0"]  # the console script's folder, as Python sets it
+            _fork_sweep_workers()
+            from .. import app
+
+            entry = app.search_main if message.get("prog") == "ethosu-search" else app.main
+            code = _run(entry)
+        except BaseException:  # noqa: BLE001 (a failure here must still end this child)
+            with contextlib.suppress(BaseException):
+                import traceback
+
+                traceback.print_exc()
+        finally:
+            os._exit(code)
+
+
+def _fork_sweep_workers() -> None:
+    """A sweep with the joblib launcher: its loky workers are forks of this build process, which
+    has everything imported, instead of new interpreters importing torch again. loky forks its
+    workers before it starts its own threads; it warns about fork in general, which is not
+    news to the user of a build, so that one warning is silenced here."""
+    import warnings
+
+    from joblib.externals.loky.backend import context
+
+    context.set_start_method("fork", force=True)
+    warnings.filterwarnings("ignore", message="`fork` start method should not be used", category=UserWarning)
+
+
+def _run(entry) -> int:
+    """`entry()` and then what the interpreter does at exit: the exit code from SystemExit
+    as Python computes it, a traceback for an uncaught exception, non-daemon threads joined,
+    atexit handlers, streams flushed."""
+    interrupted = False
+    try:
+        entry()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            code = 0
+        elif not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        sys.excepthook(*sys.exc_info())
+        code, interrupted = 1, True
+    except BaseException:  # noqa: BLE001
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    with contextlib.suppress(BaseException):
+        threading._shutdown()  # what Py_Finalize does first: wait for non-daemon threads
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if interrupted:  # Python ends an uncaught KeyboardInterrupt by SIGINT, so the caller sees it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code & 0xFF
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ethosu_build.warm.service")
+    parser.add_argument("--idle", type=float, default=IDLE_SECONDS, help="stop after this many idle seconds")
+    parser.add_argument("--max-builds", type=int, default=MAX_BUILDS)
+    args = parser.parse_args(argv)
+    # The service's own log only: the root logger stays as a fresh interpreter has it, since
+    # each build's child inherits it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        where = paths(create=True)
+    except WarmUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    lock_fd = os.open(where.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    # One service per install. A service that was told to stop (its code is older) lets go of
+    # the lock once its running builds end, so wait for it a little.
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                log.info("a service for this install runs already")
+                return 0
+            time.sleep(0.2)
+    env = import_time_env(os.environ)
+    code = fingerprint()  # before the imports: what a client computes from the files
+    t0 = time.monotonic()
+    failed = preload()
+    # Variables the imports set themselves (scikit-learn sets KMP_DUPLICATE_LIB_OK): a caller
+    # that imported those libraries has them too, and a build sets them as it imports.
+    after = import_time_env(os.environ)
+    set_by_imports = frozenset(k for k in set(env) | set(after) if env.get(k) != after.get(k))
+    threads = native_threads()
+    log.info("imported in %.1f s (%d threads; not preloaded: %s)", time.monotonic() - t0, threads, failed or "none")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(where.socket)  # we hold the lock: a socket there is a dead service's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)
+    try:
+        listener.bind(str(where.socket))
+    finally:
+        os.umask(umask)
+    os.chmod(where.socket, 0o600)
+    listener.listen(64)
+    service = Service(
+        listener,
+        where,
+        code,
+        args.idle,
+        args.max_builds,
+        threads,
+        env,
+        set_by_imports,
+        inode=os.stat(where.socket).st_ino,
+        lock_fd=lock_fd,
+    )
+    log.info("ready: %s", where.socket)
+    service.run()
+    log.info("stopped after %d builds", service.builds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
