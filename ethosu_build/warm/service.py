@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gc
 import importlib
 import logging
 import os
@@ -50,7 +51,15 @@ PRELOAD = (
     "torch",
     "torchao.quantization.pt2e.quantize_pt2e",
     "torchao.quantization.pt2e.utils",
+    "torch.export._trace",  # torch.export imports these on its first call
+    "torch.export._unlift",
+    "torch._export.passes",
+    "torch._functorch._aot_autograd",
+    "sympy.tensor.tensor",
+    "sympy.combinatorics",
+    "ml_dtypes",
     "executorch.exir",
+    "executorch.extension.flat_tensor.serialize.serialize",
     "executorch.exir._serialize._program",
     "executorch.backends.arm.ethosu",
     "executorch.backends.arm.ethosu.backend",
@@ -90,6 +99,12 @@ def preload() -> list[str]:
     for info in pkgutil.walk_packages(ethosu_build.__path__, "ethosu_build."):
         if not info.name.startswith(("ethosu_build.warm", "ethosu_build.models.train_")):
             importlib.import_module(info.name)
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # Hydra's scan of hydra_plugins (launchers, sweepers), done once per process
+    # Every object so far is the children's to share: left out of garbage collection, so that
+    # a collection in a child does not write to (and so copy) the pages holding them.
+    gc.freeze()
     return failed
 
 
@@ -349,15 +364,38 @@ class Service:
 
 def _fork_sweep_workers() -> None:
     """A sweep with the joblib launcher: its loky workers are forks of this build process, which
-    has everything imported, instead of new interpreters importing torch again. loky forks its
-    workers before it starts its own threads; it warns about fork in general, which is not
-    news to the user of a build, so that one warning is silenced here."""
+    has everything imported, instead of new interpreters importing torch again.
+
+    loky forks its workers before it starts its own threads, but with the fork start method it
+    drops the environment it gives a new worker (thread limits: cpu_count // n_jobs for OpenMP,
+    MKL, ...), which a worker's torch would read when it loads. So the environment joblib
+    prepares is remembered here and applied in each forked worker, torch's thread count
+    included, as a spawned worker would have it. loky's warning about fork in general is not
+    news to the user of a build, so that one warning is silenced."""
     import warnings
 
+    from joblib._parallel_backends import LokyBackend
     from joblib.externals.loky.backend import context
 
     context.set_start_method("fork", force=True)
     warnings.filterwarnings("ignore", message="`fork` start method should not be used", category=UserWarning)
+    worker_env: dict[str, str] = {}
+    prepare = LokyBackend._prepare_worker_env
+
+    def remember(self, n_jobs):
+        worker_env.clear()
+        worker_env.update(prepare(self, n_jobs))
+        return dict(worker_env)
+
+    def apply() -> None:
+        os.environ.update(worker_env)
+        if worker_env.get("OMP_NUM_THREADS", "").isdigit():
+            import torch
+
+            torch.set_num_threads(int(worker_env["OMP_NUM_THREADS"]))
+
+    LokyBackend._prepare_worker_env = remember
+    os.register_at_fork(after_in_child=apply)
 
 
 def _run(entry) -> int:
