@@ -23,7 +23,6 @@ one line on stderr.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import socket
@@ -115,6 +114,8 @@ def paths(create: bool = False) -> Paths:
 def fingerprint() -> str:
     """ethosu-build's Python files (path, size, mtime) and the pinned tools' versions: what
     the service holds imported. A change to either restarts the service."""
+    import importlib.metadata  # 35 ms: only a call that found a service pays it
+
     h = hashlib.sha256(f"{sys.version}\0{sys.prefix}".encode())
     here = Path(__file__).resolve().parent.parent
     for root in (here, here.parent / "hydra_plugins" / "ethosu_build_sweeper"):

@@ -247,7 +247,9 @@ class Service:
         if threading.active_count() != 1 or threads > self.threads:
             self.stopping = True
             self._close_listener()
-            return {"refused": f"has {threads} threads where it started with {self.threads}; forking it is not safe"}
+            # Something started threads in this process: stop, and let the caller start a new one.
+            why = f"has {threads} threads where it started with {self.threads}; forking it is not safe"
+            return {"refused": why, "stale": 1}
         return None
 
     def _build(self, conn: socket.socket, reader: Reader, message: dict) -> None:
