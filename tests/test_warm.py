@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,22 @@ def test_warm_command_line_errors(short_tmp, monkeypatch):
     assert res.returncode == 2
     assert f"warm build service not answering (Connection refused); {FALLBACK}" in res.stderr
     assert "calibration.num_samples" in res.stderr
+
+
+@pytest.mark.slow
+def test_warm_on_starts_a_service_for_the_next_build(short_tmp):
+    """ETHOSU_BUILD_WARM=on with no service: this command runs in its own process and says
+    so; a service starts in the background and serves the next one."""
+    env = {"XDG_RUNTIME_DIR": str(short_tmp), "ETHOSU_BUILD_WARM": "on"}
+    try:
+        first = run_cli(["store.root=store", "calibration.num_samples=0"], short_tmp, env=env)
+        assert first.returncode == 2 and "calibration.num_samples" in first.stderr
+        assert f"warm build service starting in the background; {FALLBACK}" in first.stderr
+        deadline = time.monotonic() + 300
+        while run_cli(["--warm", "status"], short_tmp, env=env).returncode and time.monotonic() < deadline:
+            time.sleep(0.5)
+        second = run_cli(["store.root=store", "calibration.num_samples=0"], short_tmp, env=env)
+        assert second.returncode == 2 and FALLBACK not in second.stderr
+        assert _status(env, short_tmp)["builds"] == "1"
+    finally:
+        run_cli(["--warm", "stop"], short_tmp, env=env)

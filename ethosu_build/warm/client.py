@@ -48,7 +48,7 @@ def build(prog: str, argv: list[str]) -> int | None:
     if warm == "off":
         return None
     try:
-        where = paths()
+        where = paths(create=warm == "on")
     except WarmUnavailable as exc:
         if warm == "on" or "does not exist" not in str(exc):
             _say(prog, f"warm build service unusable: {exc}; building in this process")
