@@ -233,6 +233,10 @@ def test_warm_command_line_errors(short_tmp, monkeypatch):
     assert res.returncode == 2
     assert f"warm build service not answering (Connection refused); {FALLBACK}" in res.stderr
     assert "calibration.num_samples" in res.stderr
+    # `--warm stop` forgets a dead service's socket: builds are silent again
+    assert run_cli(["--warm", "stop"], tmp_path, env=env).returncode == 0
+    res = run_cli(["store.root=store", "calibration.num_samples=0"], tmp_path, env=env)
+    assert res.returncode == 2 and "warm build service" not in res.stderr
 
 
 @pytest.mark.slow

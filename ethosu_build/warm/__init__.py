@@ -57,6 +57,10 @@ class WarmUnavailable(Exception):
     """The service cannot be used; the message is the one line the user sees."""
 
 
+class NeverStarted(WarmUnavailable):
+    """No runtime folder: no service was ever started for this user (nothing to say)."""
+
+
 def mode(environ=os.environ) -> str:
     value = environ.get(ENV_VAR, "auto").strip().lower()
     value = _MODE_ALIASES.get(value, value)
@@ -97,7 +101,7 @@ def paths(create: bool = False) -> Paths:
     try:
         st = os.lstat(folder)
     except FileNotFoundError as exc:
-        raise WarmUnavailable(f"{folder} does not exist (no service was started)") from exc
+        raise NeverStarted(f"{folder} does not exist (no service was started)") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise WarmUnavailable(f"{folder} is not a directory (a symlink or a file); remove it")
     if st.st_uid != os.getuid():

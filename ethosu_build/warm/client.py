@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 
-from . import ENV_VAR, Paths, Reader, WarmUnavailable, fingerprint, mode, paths, send
+from . import ENV_VAR, NeverStarted, Paths, Reader, WarmUnavailable, fingerprint, mode, paths, send
 
 START_TIMEOUT = 300.0  # seconds a `--warm start` waits for the imports (about 10-20 s here)
 # Signals a terminal or a job controller sends to the caller, passed on to the build's group.
@@ -50,7 +50,7 @@ def build(prog: str, argv: list[str]) -> int | None:
     try:
         where = paths(create=warm == "on")
     except WarmUnavailable as exc:
-        if warm == "on" or "does not exist" not in str(exc):
+        if not isinstance(exc, NeverStarted):
             _say(prog, f"warm build service unusable: {exc}; building in this process")
         return None
     if not os.path.lexists(where.socket):
@@ -186,6 +186,7 @@ def command(prog: str, args: list[str]) -> int:
         return 0
     if action == "stop":
         if current is None:
+            _forget_dead(where)
             print("no warm build service runs for this install")
             return 0
         _stop(where)
@@ -212,6 +213,25 @@ def command(prog: str, args: list[str]) -> int:
         time.sleep(0.2)
     _say(prog, f"the warm build service did not start; see {where.log}")
     return 1
+
+
+def _forget_dead(where: Paths) -> None:
+    """Removes the socket of a service that died without removing it (killed): no service
+    holds the install's lock. Until then each build says, in one line, that it did not answer."""
+    import fcntl
+
+    try:
+        fd = os.open(where.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a service, even one still importing
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where.socket)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _stop(where: Paths) -> None:
