@@ -147,6 +147,7 @@ def test_warm_builds_are_cold_builds(tmp_path, runtime_env):
     # The service killed in the middle of a build: the caller says so, nothing half-written is
     # stored, and the next build runs in its own process after one line.
     service = int(_status(runtime_env, tmp_path)["pid"])
+    versions = {p.name for p in (hot / "store" / "artifacts" / "tiny_net").iterdir() if p.is_dir()}
     victim = subprocess.Popen(
         [str(BIN / "ethosu-build"), *REPO, "model=tiny_net", "target=ethos-u55-128", "calibration.num_samples=48"],
         cwd=hot,
@@ -163,7 +164,8 @@ def test_warm_builds_are_cold_builds(tmp_path, runtime_env):
     out, err = victim.communicate(timeout=120)
     assert victim.returncode == 1, err
     assert "warm build service stopped during the build" in err
-    versions = {p.name for p in (hot / "store" / "artifacts" / "tiny_net").iterdir() if p.is_dir()}
+    # the killed build left no version, and the store checks out
+    assert {p.name for p in (hot / "store" / "artifacts" / "tiny_net").iterdir() if p.is_dir()} == versions
     assert_store_consistent(hot / "store")
     after = run_cli([*REPO, *OUTCOMES["good build"][0]], hot, env=runtime_env)
     assert after.returncode == 0, after.stderr[-2000:]

@@ -181,7 +181,7 @@ def command(prog: str, args: list[str]) -> int:
         for key, value in current.items():
             print(f"{key}: {value}")
         print(f"code: {'current' if fresh else 'older than this install (the next build restarts it)'}")
-        if os.environ.get(ENV_VAR, "auto") in ("0", "off", "false", "no"):
+        if mode() == "off":
             print(f"note: {ENV_VAR} is off in this shell, so builds here do not use it")
         return 0
     if action == "stop":
