@@ -86,34 +86,36 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     if existing is not None:
         return BuildResult(existing, False, {}, time.perf_counter() - t0)
 
-    run = Run(cfg, keys)
-    if not numerics.pinned():
-        log.warning(
-            "this process loaded torch before ethosu_build.numerics.pin(): it computes on this host's own kernels, "
-            "so its bytes may differ from another machine's (docs/recipes.md, 'Portable builds')"
-        )
-    evaluated = run.get(Evaluate)
-    compiled = run.get(Vela)
-    lowered = run.get(Lower)
-    delegation = lowered.info["delegation"]
-    if not delegation["npu_partitions"]:
-        log.warning(
-            "%s: nothing runs on the NPU: the partitioner delegated no operator, so all %d ops run on the CPU "
-            "(see the CPU ops and the partitioner's reasons in report.md)",
-            cfg.name,
-            delegation["cpu_op_count"],
-        )
-    for line in data_section(cfg, lowered.quant_info, evaluated)["warnings"]:
-        log.warning("%s: %s", cfg.name, line)
-    # from the program itself, as export --firmware reads it; kept by the vela stage (no ExecuTorch import)
-    bill = compiled.memory or memory.bill(compiled.pte, cfg.target)
-    measured = {  # as the manifest will hold them: a breach carries them to the sweep's record
-        "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
-        "memory": bill,
-        "delegation": delegation,
-        "files": {"model.pte": {"size": len(compiled.pte)}},
-    }
-    gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill, measured)  # may raise
+    # Leaving the Run waits for the cache entries being stored (stage.py): a failed store
+    # fails the build before anything is published.
+    with Run(cfg, keys) as run:
+        if not numerics.pinned():
+            log.warning(
+                "this process loaded torch before ethosu_build.numerics.pin(): it computes on this host's own kernels, "
+                "so its bytes may differ from another machine's (docs/recipes.md, 'Portable builds')"
+            )
+        evaluated = run.get(Evaluate)
+        compiled = run.get(Vela)
+        lowered = run.get(Lower)
+        delegation = lowered.info["delegation"]
+        if not delegation["npu_partitions"]:
+            log.warning(
+                "%s: nothing runs on the NPU: the partitioner delegated no operator, so all %d ops run on the CPU "
+                "(see the CPU ops and the partitioner's reasons in report.md)",
+                cfg.name,
+                delegation["cpu_op_count"],
+            )
+        for line in data_section(cfg, lowered.quant_info, evaluated)["warnings"]:
+            log.warning("%s: %s", cfg.name, line)
+        # from the program itself, as export --firmware reads it; kept by the vela stage (no ExecuTorch import)
+        bill = compiled.memory or memory.bill(compiled.pte, cfg.target)
+        measured = {  # as the manifest will hold them: a breach carries them to the sweep's record
+            "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
+            "memory": bill,
+            "delegation": delegation,
+            "files": {"model.pte": {"size": len(compiled.pte)}},
+        }
+        gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill, measured)  # may raise
 
     stop_if_interrupted()
     staging = store.staging(cfg.name)
@@ -143,9 +145,9 @@ def quantized_model(cfg: BuildConfig, model=None):
     (float model, quantized batch-1 program, batch-dynamic program or None, evaluation
     samples). For searches that measure many quantizations without lowering; `model`, if
     given, is the float model already loaded and checked for this config."""
-    run = Run(cfg, stage_keys(cfg), model)
-    quantized = run.get(Quantize)
-    return run.model(), quantized.program, quantized.batched, run.samples("evaluation")
+    with Run(cfg, stage_keys(cfg), model) as run:
+        quantized = run.get(Quantize)
+        return run.model(), quantized.program, quantized.batched, run.samples("evaluation")
 
 
 def _manifest(

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import data
+from .. import background, data
 from ..config.errors import EthosuError, first_line
-from ..store.cache import Entry
+from ..store.cache import Entry, KeyLock
 from .lower import Lower, run_lower
 from .quantize import Quantize, Quantized
 from .stage import Run, Stage
@@ -280,15 +280,39 @@ class Evaluate(Stage[Evaluated]):
     def inputs(cls, run: Run) -> tuple:
         check = TosaCheck(run) if run.cfg.evaluation.tosa_check else None
         run.inspect_lowering = check  # seen by the lowering, if it runs now
+        quantized, samples = run.get(Quantize), run.samples("evaluation")
+        ahead = None
+        if background.possible():
+            # The comparison needs only the quantized model: a child computes it on the other
+            # core while this process lowers (background.py); the same code on the same
+            # process image, so the same numbers.
+            run.model()
+            ahead = background.Child(
+                "comparing float and quantized", lambda: _compare(run, quantized, samples), close_fds=KeyLock.held
+            )
+            run.children.append(ahead)
         run.get(Lower)
-        return run.get(Quantize), run.samples("evaluation"), check
+        return quantized, samples, check, ahead
 
     @classmethod
-    def compute(cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None) -> Evaluated:
-        accuracy = compare(run.model(), quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)
+    def compute(cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None, ahead=None) -> Evaluated:
+        accuracy = None
+        if ahead is not None:
+            run.children.remove(ahead)
+            with contextlib.suppress(background.ChildFailed):  # then computed here, where its error is raised as ever
+                accuracy = ahead.result()
+        if accuracy is None:
+            accuracy = _compare(run, quantized, samples)
         seen = {"source": "evaluation", **data.summary(samples, run.cfg.model.input_specs())}
         if check is None:
             return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"}, None, seen)
         if check.result is None:  # the lowering came from the cache: lower again, in memory
             run_lower(run.cfg, quantized.program, check)
         return Evaluated(accuracy, check.result, npz_bytes(check.io) if check.io else None, seen)
+
+
+def _compare(run: Run, quantized: Quantized, samples) -> dict[str, Any]:
+    from .. import numerics
+
+    with numerics.numeric_stage():  # in a child too: the stage's numeric platform
+        return compare(run.model(), quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)

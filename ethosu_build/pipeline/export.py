@@ -91,6 +91,7 @@ class Exported:
 class Export(Stage[Exported]):
     name = "export"
     result = Exported
+    write_behind = True  # programs take 0.2-0.6 s each to serialize
 
     @classmethod
     def compute(cls, run: Run) -> Exported:

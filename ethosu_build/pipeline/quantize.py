@@ -55,6 +55,7 @@ class Quantized:
 class Quantize(Stage[Quantized]):
     name = "quantize"
     result = Quantized
+    write_behind = True  # programs take 0.2-0.6 s each to serialize
 
     @classmethod
     def inputs(cls, run: Run) -> tuple:

@@ -5,14 +5,18 @@ A stage (export.py, quantize.py, lower.py, vela.py, evaluate.py) is a class with
 - `inputs(run)`: the results of the stages it consumes (its predecessors);
 - `compute(run, *inputs)`: its typed result;
 - `result`: the result's class, with `save(folder)` to write a cache entry and
-  `load(entry)` to read one back (store/cache.py verified the entry before).
+  `load(entry)` to read one back (store/cache.py verified the entry before);
+- `write_behind`: its entry is stored by a forked child while the build goes on
+  (background.py), for results that take long to serialize (exported programs).
 
 `Run.get(Stage)` is the only code that decides "cached, or compute under the key's lock,
 then store": a verified entry is loaded (one that fails to load is discarded and the stage
 computed again); otherwise the model checks run first (so a config error takes no lock and
 writes nothing), then, under the key's lock, the inputs are fetched, the stage computed
 and timed, and its result stored. Locks are taken down the pipeline only (lower ->
-quantize -> export), so nested claims cannot deadlock.
+quantize -> export), so nested claims cannot deadlock. A write-behind child takes the key's
+lock over (store/cache.py KeyLock) and releases it when the entry is stored, whatever this
+process waits for then. A Run is a context manager: leaving it waits for its children.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from .. import data, numerics
+from .. import background, data, numerics
 from ..config.errors import BuildError, EthosuError, first_line
 from ..config.schema import BuildConfig
-from ..store.cache import Entry, StageCache
+from ..store.cache import Entry, KeyLock, StageCache
 from .keys import StageKeys
 from .model_checks import check_model, load_model
 
@@ -60,6 +64,7 @@ class Stage(Generic[R]):
     name: ClassVar[str]
     result: ClassVar[type]
     needs_model: ClassVar[bool] = True  # computing it needs the float model (and its checks)
+    write_behind: ClassVar[bool] = False  # store its entry from a forked child (background.py)
 
     @classmethod
     def inputs(cls, run: Run) -> tuple:
@@ -84,7 +89,27 @@ class Run:
         # Seen by the lowering when it runs in this build: the TOSA check (evaluate.py) needs
         # the partitioned program, which exists only while lowering.
         self.inspect_lowering: Callable[[Any, dict[str, bytes]], None] | None = None
+        self.children: list[background.Child] = []  # work handed to forked children (background.py)
+        self._stores: list[background.Child] = []
         thread_lock_for_tqdm()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        """Wait for the children: the entries being stored, and any work whose result was not
+        taken. A failed store fails a build that succeeded, as a store in place would have."""
+        stores, self._stores = self._stores, []
+        failure: background.ChildFailed | None = None
+        for child in stores:
+            try:
+                child.result()
+            except background.ChildFailed as exc:
+                failure = failure or exc
+        for child in self.children:
+            child.reap()
+        if failure is not None and exc_type is None:
+            failure.reraise()
 
     # --- shared inputs ---------------------------------------------------------------------
 
@@ -124,7 +149,7 @@ class Run:
             return result
         if stage.needs_model:
             self.model()
-        with self.cache.claim(key, stage.name):
+        with self.cache.claim(key, stage.name) as lock:
             result = self._cached(stage, key)  # another process may have computed it while we waited
             if result is not None:
                 return result
@@ -132,8 +157,18 @@ class Run:
             stop_if_interrupted()
             result = self._timed(stage.name, lambda: stage.compute(self, *inputs))
             stop_if_interrupted()
-            with self.cache.put(key, stage.name) as folder:
-                result.save(folder)
+
+            def store() -> None:
+                with self.cache.put(key, stage.name) as folder:
+                    result.save(folder)
+
+            if stage.write_behind and background.possible():
+                # The child takes this key's lock over; the build's other locks stay here.
+                what = f"storing the {stage.name} stage's cache entry"
+                self._stores.append(background.Child(what, store, close_fds=KeyLock.held - {lock.fd}))
+                lock.hand_over()
+            else:
+                store()
         return result
 
     def _cached(self, stage: type[Stage[R]], key: str) -> R | None:
@@ -188,3 +223,6 @@ def thread_lock_for_tqdm() -> None:
         return
     if "_lock" not in vars(tqdm.tqdm):
         tqdm.tqdm.set_lock(threading.RLock())
+    # Nor a monitor thread (it watches bars that are never shown): with no thread but the
+    # main one, work can be handed to a forked child (background.py).
+    tqdm.tqdm.monitor_interval = 0

@@ -18,6 +18,7 @@ entry. `gc()` is the only code that knows this layout well enough to delete from
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -31,8 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-
-from filelock import FileLock, Timeout
+from typing import ClassVar
 
 from ..fingerprint import canonical_json, sha256_bytes
 from .trust import store_key
@@ -159,21 +159,11 @@ class StageCache:
 
     # --- writing ----------------------------------------------------------------------------
 
-    @contextmanager
-    def claim(self, key: str, stage: str) -> Iterator[None]:
-        """Hold the key's lock; log once if another process holds it."""
+    def claim(self, key: str, stage: str) -> KeyLock:
+        """The key's lock, held (a context manager); logs once if another process holds it."""
         lock_file = self.path(key).with_name(f"{key}.lock")
         _real_dir(lock_file.parent)
-        lock = FileLock(str(lock_file))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log.info("%s: waiting for another process computing the same key %s", stage, key[:12])
-            lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
+        return KeyLock(lock_file, f"{stage}: waiting for another process computing the same key {key[:12]}")
 
     @contextmanager
     def put(self, key: str, stage: str) -> Iterator[Path]:
@@ -241,6 +231,70 @@ class StageCache:
                 else:
                     drop(item)
         return report
+
+
+class KeyLock:
+    """An exclusive flock on a key's lock file in the store, held from creation to release().
+
+    The lock file is opened without following a symlink and must be a regular file: a
+    hostile store's link or FIFO in its place is removed, never written through. A flock
+    belongs to the open file description, so a child forked while it is held shares it:
+    `hand_over()` in the parent leaves the lock to such a child (pipeline/stage.py), which
+    releases it by exiting."""
+
+    held: ClassVar[set[int]] = set()  # descriptors of this process's held locks (a forked child closes the others)
+
+    def __init__(self, path: Path, waiting: str):
+        self.fd = _open_lock_file(path)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s", waiting)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        KeyLock.held.add(self.fd)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        KeyLock.held.discard(self.fd)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = -1
+
+    def hand_over(self) -> None:
+        """Close this process's descriptor without unlocking: the lock stays with the child
+        forked while it was held, until that child exits."""
+        KeyLock.held.discard(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> KeyLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _open_lock_file(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _ in range(2):
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError:  # ELOOP (a symlink), EISDIR (a folder): not ours to follow; remove and retry
+            if not os.path.lexists(path):
+                raise
+            log.warning("%s is not a lock file; removing it", path.name)
+            _remove(path)
+            continue
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)  # a FIFO or device put in its place
+        log.warning("%s is not a lock file; removing it", path.name)
+        _remove(path)
+    raise OSError(f"{path} cannot be made a lock file")
 
 
 def _stale(path: Path) -> bool:

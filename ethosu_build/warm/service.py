@@ -354,7 +354,9 @@ class Service:
             from .. import app
 
             entry = app.search_main if message.get("prog") == "ethosu-search" else app.main
-            code = _run(entry)
+            from ..cli import run_as_process
+
+            code = run_as_process(entry)
         except BaseException:  # noqa: BLE001 (a failure here must still end this child)
             with contextlib.suppress(BaseException):
                 import traceback
@@ -398,41 +400,6 @@ def _fork_sweep_workers() -> None:
 
     LokyBackend._prepare_worker_env = remember
     os.register_at_fork(after_in_child=apply)
-
-
-def _run(entry) -> int:
-    """`entry()` and then what the interpreter does at exit: the exit code from SystemExit
-    as Python computes it, a traceback for an uncaught exception, non-daemon threads joined,
-    atexit handlers, streams flushed."""
-    interrupted = False
-    try:
-        entry()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-        if code is None:
-            code = 0
-        elif not isinstance(code, int):
-            print(code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        sys.excepthook(*sys.exc_info())
-        code, interrupted = 1, True
-    except BaseException:  # noqa: BLE001
-        sys.excepthook(*sys.exc_info())
-        code = 1
-    with contextlib.suppress(BaseException):
-        threading._shutdown()  # what Py_Finalize does first: wait for non-daemon threads
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    if interrupted:  # Python ends an uncaught KeyboardInterrupt by SIGINT, so the caller sees it
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    return code & 0xFF
 
 
 def main(argv: list[str] | None = None) -> int:

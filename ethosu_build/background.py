@@ -1,0 +1,120 @@
+"""Work a build hands to a forked child, so that it runs on the machine's other core while the
+build goes on: storing an exported program in the stage cache (pipeline/stage.py) and the
+float-vs-quantized comparison while the lowering runs (pipeline/evaluate.py).
+
+Why fork: the child starts in milliseconds with the build's objects (programs, model,
+samples) as a copy-on-write image, where a new interpreter would import torch for seconds
+and need them serialized. Threads would not help: both jobs are mostly GIL-bound Python.
+
+Fork only where it is safe (`possible()`): a POSIX system, and no Python thread besides the
+main one (a thread could hold a lock the child needs). torch's own native threads hold none
+a child takes: numeric code runs single-threaded here (numerics.py), as in PyTorch's own
+forked DataLoader workers. Otherwise the caller does the work in place.
+
+A child reports one JSON value (or its error) through a pipe and ends with os._exit, so it
+runs none of the parent's exit code and writes none of its buffers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .config.errors import BuildError, first_line
+
+log = logging.getLogger("ethosu_build.build")
+
+
+def possible() -> bool:
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class ChildFailed(Exception):
+    """What a child raised, as text (its type and first line), with errno and filename if
+    it was an OSError."""
+
+    def __init__(self, what: str, report: dict[str, Any]):
+        super().__init__(f"{what}: {report['error']}")
+        self.report = report
+
+    def reraise(self) -> None:
+        """Raise it as the same work in place would have: an OSError stays one (a full disk
+        reads as one), anything else is a BuildError."""
+        r = self.report
+        if r.get("errno"):
+            raise OSError(r["errno"], r["error"], r.get("filename")) from self
+        raise BuildError(str(self)) from self
+
+
+class Child:
+    """`fn()` in a forked child; `result()` returns its JSON value or raises ChildFailed."""
+
+    def __init__(self, what: str, fn: Callable[[], Any], close_fds: Iterable[int] = ()):
+        self.what = what
+        _flush()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _child(fn, read_end, write_end, close_fds)
+        os.close(write_end)
+        self.pid, self._pipe, self._done = pid, read_end, False
+        log.debug("%s: in child process %d", what, pid)
+
+    def result(self) -> Any:
+        if self._done:
+            raise RuntimeError(f"{self.what}: result() was already taken")
+        self._done = True
+        with os.fdopen(self._pipe, "rb") as pipe:
+            said = pipe.read()  # before waitpid: a report larger than the pipe's buffer must not block the child
+        _, status = os.waitpid(self.pid, 0)
+        report = json.loads(said) if said else None
+        if status == 0 and report is not None and "result" in report:
+            return report["result"]
+        if report is None or "error" not in report:
+            report = {"error": f"the process ended without a result (wait status {status:#x})"}
+        log.debug("%s: %s", self.what, report["error"])
+        raise ChildFailed(self.what, report)
+
+    def reap(self) -> None:
+        """Wait for the child and drop its outcome (the build already failed)."""
+        if not self._done:
+            with contextlib.suppress(ChildFailed):
+                self.result()
+
+
+def _child(fn: Callable[[], Any], read_end: int, write_end: int, close_fds: Iterable[int]) -> None:
+    code = 0
+    try:
+        os.close(read_end)
+        for fd in close_fds:
+            os.close(fd)
+        report: dict[str, Any] = {"result": fn()}
+    except BaseException as exc:  # noqa: BLE001 (reported to the parent, which decides)
+        code = 1
+        report = {
+            "error": f"{type(exc).__name__}: {first_line(exc)}",
+            "errno": getattr(exc, "errno", None),
+            "filename": str(exc.filename) if getattr(exc, "filename", None) else None,
+        }
+    try:
+        data = json.dumps(report).encode()
+        while data:
+            data = data[os.write(write_end, data) :]
+    finally:
+        os._exit(code)
+
+
+def _flush() -> None:
+    """Flush what this process buffered, so that the child does not write it again."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
