@@ -1,11 +1,11 @@
-"""The console scripts `ethosu-build` and `ethosu-search`: a command goes to the warm build
+"""The console scripts. `ethosu-build` and `ethosu-search`: a command goes to the warm build
 service when one runs for this install (warm/, docs/warm.md), else it runs in this process
 (app.py). Nothing heavy is imported before that choice, so a warm build starts in
-milliseconds.
+milliseconds. `ethosu-artifacts` always runs in this process (artifacts_cli.py).
 
-An in-process build ends with `os._exit` once it has done what the interpreter does at exit
-(run_as_process): tearing down torch's and ExecuTorch's modules after a build took about 2 s
-here, after everything the build writes is closed, and nothing is left to do then."""
+A command run in this process ends with `os._exit` once it has done what the interpreter does
+at exit (run_as_process): tearing down torch's and ExecuTorch's modules took about 2 s after
+a build here, when everything the build wrote is closed and nothing is left to do."""
 
 from __future__ import annotations
 
@@ -77,3 +77,9 @@ def build_main() -> None:
 
 def search_main() -> None:
     _run("ethosu-search")
+
+
+def artifacts_main() -> None:
+    from . import artifacts_cli
+
+    os._exit(run_as_process(artifacts_cli.main))

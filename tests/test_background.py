@@ -19,6 +19,8 @@ from ethosu_build import background
 from ethosu_build.store.cache import KeyLock, StageCache
 
 QUICK = ["calibration.num_samples=32", "evaluation.num_samples=32", "evaluation.tosa_samples=4"]
+# In sitecustomize: a second thread, so the build forks nothing (background.possible()).
+THREAD = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
 
 
 def _build_log(root) -> str:
@@ -51,22 +53,23 @@ def _entries(root) -> dict[str, dict[str, object]]:
     return out
 
 
-def test_children_store_and_compare_exactly_what_the_build_would_in_place(tmp_path):
+def test_children_store_and_check_exactly_what_the_build_would_in_place(tmp_path):
     """The CLI as it runs (one thread: it forks) against the same CLI with a second thread,
-    which makes it do all of that work in place."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
-    )
-    runs = {
-        "forked": {"ETHOSU_BUILD_WARM": "off"},
-        "in_place": {"ETHOSU_BUILD_WARM": "off", "PYTHONPATH": str(site)},
-    }
-    for root, env in runs.items():
+    which makes it do all of that work in place. Both end with os._exit only after every
+    atexit handler ran (sitecustomize registers the first, so it runs last)."""
+    sites = {}
+    for root, thread in (("forked", ""), ("in_place", THREAD)):
+        sites[root] = tmp_path / f"site_{root}"
+        sites[root].mkdir()
+        marker = tmp_path / f"{root}_exited"
+        (sites[root] / "sitecustomize.py").write_text(
+            f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n{thread}"
+        )
+        env = {"ETHOSU_BUILD_WARM": "off", "PYTHONPATH": str(sites[root])}
         res = run_cli([f"store.root={root}", *QUICK], tmp_path, env=env)
         assert res.returncode == 0, res.stderr[-2000:]
-    children = ["storing the export stage's", "storing the quantize stage's", "comparing float and quantized"]
+        assert f"built digits_cnn/v1 -> {root}/" in res.stdout + res.stderr and marker.read_text() == "yes"
+    children = ["storing the export stage's", "storing the quantize stage's", "comparing float", "checking on the TOSA"]
     assert all(f"{what}" in _build_log(tmp_path / "forked") for what in children)
     assert "in child process" not in _build_log(tmp_path / "in_place")
 
@@ -74,17 +77,27 @@ def test_children_store_and_compare_exactly_what_the_build_would_in_place(tmp_pa
     in_place = manifest(tmp_path / "in_place" / "artifacts" / "digits_cnn" / "v1")
     for key in ("accuracy", "tosa_check"):
         assert forked["metrics"][key] == in_place["metrics"][key]
-    assert forked["files"]["model.pte"]["sha256"] == in_place["files"]["model.pte"]["sha256"]
+    assert forked["metrics"]["tosa_check"]["status"] == "done"
+    for name in ("model.pte", "check/tosa_io.npz"):
+        assert forked["files"][name]["sha256"] == in_place["files"][name]["sha256"], name
     assert _entries(tmp_path / "forked") == _entries(tmp_path / "in_place")
     assert_store_consistent(tmp_path / "forked")
 
     # what a child stored is what the next build reads: other evaluation samples take the
     # quantized programs from the cache
     other = [*QUICK, "evaluation.num_samples=16"]
-    again = run_cli(["store.root=forked", *other], tmp_path, env=runs["forked"])
+    again = run_cli(["store.root=forked", *other], tmp_path, env={"ETHOSU_BUILD_WARM": "off"})
     assert again.returncode == 0, again.stderr[-2000:]
     stages = manifest(tmp_path / "forked" / "artifacts" / "digits_cnn" / "v2")["stages"]
     assert stages["quantize"]["status"] == "cached" and stages["evaluate"]["status"] == "ran", stages
+
+    # ethosu-artifacts ends the same way, its exit code kept
+    (tmp_path / "forked_exited").unlink()
+    env = {"PYTHONPATH": str(sites["forked"])}
+    ls = run_cli(["--root", "forked", "ls", "--check"], tmp_path, tool="ethosu-artifacts", env=env)
+    assert ls.returncode == 0 and "digits_cnn/v2" in ls.stdout and (tmp_path / "forked_exited").read_text() == "yes"
+    bad = run_cli(["--root", "forked", "show", "nosuch/v1"], tmp_path, tool="ethosu-artifacts", env=env)
+    assert bad.returncode == 2 and "nosuch" in bad.stderr
 
 
 def test_a_store_that_fails_in_its_child_fails_the_build_and_publishes_nothing(tmp_path):
@@ -180,23 +193,3 @@ def test_a_lock_file_that_is_not_one_is_replaced_never_followed(kind, tmp_path):
     with KeyLock(path, "waiting"):
         assert path.is_file() and not path.is_symlink() and _held(path)
     assert outside.read_text() == "precious" and not _held(outside)
-
-
-def test_a_console_script_build_runs_every_exit_handler_before_it_ends(tmp_path):
-    """os._exit ends the process only after atexit handlers ran (the first one registered,
-    in sitecustomize, runs last) and the output was flushed."""
-    site = tmp_path / "site"
-    site.mkdir()
-    marker = tmp_path / "ran_at_exit"
-    (site / "sitecustomize.py").write_text(
-        f"import atexit, pathlib\natexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
-    )
-    env = {"ETHOSU_BUILD_WARM": "off", "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    res = run_cli(["store.root=store", *QUICK], tmp_path, env=env)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert marker.read_text() == "yes"
-    assert "built digits_cnn/v1" in res.stdout + res.stderr
-    # and a failing one keeps its exit code and message (2: a config error)
-    marker.unlink()
-    bad = run_cli(["store.root=store", "calibration.num_samples=0"], tmp_path, env=env)
-    assert bad.returncode == 2 and "calibration.num_samples" in bad.stderr and marker.read_text() == "yes"

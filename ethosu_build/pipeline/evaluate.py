@@ -12,6 +12,7 @@ this module on the up-to-date path.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import background, data
+from .. import background, data, numerics
 from ..config.errors import EthosuError, first_line
 from ..store.cache import Entry, KeyLock
 from .lower import Lower, run_lower
@@ -244,28 +245,56 @@ class Evaluated:
 
 class TosaCheck:
     """Called by the lowering with the partitioned program (Run.inspect_lowering): runs
-    tosa_check on it. A check that cannot run is a finding, not a failed build."""
+    tosa_check on it. A check that cannot run is a finding, not a failed build. The rest of
+    the lowering does not wait for it: where it can, a child runs it (background.py)."""
 
     def __init__(self, run: Run):
         self.run = run
-        self.result: dict[str, Any] | None = None
-        self.io: dict[str, Any] | None = None
+        self._outcome: tuple[dict[str, Any], bytes | None] | None = None
+        self._child: background.Child | None = None
 
     def __call__(self, edge_program, tosa_by_payload: dict[str, bytes]) -> None:
+        if not background.possible():
+            self._outcome = self._check(edge_program, tosa_by_payload)
+            return
+
+        def in_child() -> dict[str, Any]:
+            result, npz = self._check(edge_program, tosa_by_payload)
+            return {"result": result, "npz": None if npz is None else base64.b64encode(npz).decode()}
+
+        self._child = background.Child("checking on the TOSA reference model", in_child, close_fds=KeyLock.held)
+        self.run.children.append(self._child)
+
+    def _check(self, edge_program, tosa_by_payload: dict[str, bytes]) -> tuple[dict[str, Any], bytes | None]:
         run = self.run
         try:
-            self.result, self.io = tosa_check(
-                edge_program,
-                tosa_by_payload,
-                run.get(Quantize).program,
-                run.samples("evaluation"),
-                run.cfg.evaluation.tosa_samples,
-            )
+            with numerics.numeric_stage():  # in a child too: the stage's numeric platform
+                result, arrays = tosa_check(
+                    edge_program,
+                    tosa_by_payload,
+                    run.get(Quantize).program,
+                    run.samples("evaluation"),
+                    run.cfg.evaluation.tosa_samples,
+                )
+            return result, (npz_bytes(arrays) if arrays else None)
         except EthosuError:
             raise
         except Exception as exc:
             log.debug("TOSA check failed", exc_info=True)
-            self.result = {"status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc)}"}
+            return {"status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc)}"}, None
+
+    def outcome(self) -> tuple[dict[str, Any], bytes | None] | None:
+        """(result, the npz of its inputs and outputs) once the check ran, waiting for its
+        child; None if no lowering ran it."""
+        if self._child is not None:
+            child, self._child = self._child, None
+            self.run.children.remove(child)
+            try:
+                said = child.result()
+            except background.ChildFailed as exc:
+                exc.reraise()
+            self._outcome = (said["result"], None if said["npz"] is None else base64.b64decode(said["npz"]))
+        return self._outcome
 
 
 class Evaluate(Stage[Evaluated]):
@@ -306,13 +335,12 @@ class Evaluate(Stage[Evaluated]):
         seen = {"source": "evaluation", **data.summary(samples, run.cfg.model.input_specs())}
         if check is None:
             return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"}, None, seen)
-        if check.result is None:  # the lowering came from the cache: lower again, in memory
+        if check.outcome() is None:  # the lowering came from the cache: lower again, in memory
             run_lower(run.cfg, quantized.program, check)
-        return Evaluated(accuracy, check.result, npz_bytes(check.io) if check.io else None, seen)
+        result, npz = check.outcome()
+        return Evaluated(accuracy, result, npz, seen)
 
 
 def _compare(run: Run, quantized: Quantized, samples) -> dict[str, Any]:
-    from .. import numerics
-
     with numerics.numeric_stage():  # in a child too: the stage's numeric platform
         return compare(run.model(), quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)
