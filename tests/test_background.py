@@ -174,22 +174,3 @@ def test_a_childs_error_comes_back_as_the_error_it_was(tmp_path):
     with pytest.raises(FileNotFoundError) as again:
         failed.value.reraise()
     assert again.value.filename == str(missing) and "reading" in str(failed.value)
-
-
-@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
-def test_a_lock_file_that_is_not_one_is_replaced_never_followed(kind, tmp_path):
-    """A hostile store's key.lock: a link to a file outside the store (which must be neither
-    truncated nor locked), a FIFO (which must not block), or a folder."""
-    outside = tmp_path / "outside.txt"
-    outside.write_text("precious")
-    path = tmp_path / "store" / "k.lock"
-    path.parent.mkdir()
-    if kind == "symlink":
-        path.symlink_to(outside)
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        (path / "inside").mkdir(parents=True)
-    with KeyLock(path, "waiting"):
-        assert path.is_file() and not path.is_symlink() and _held(path)
-    assert outside.read_text() == "precious" and not _held(outside)

@@ -414,3 +414,39 @@ def test_a_rewrite_that_finds_nothing_is_reported(tmp_path):
         "found nothing to rewrite: avg_pool_crop"
         in (tmp_path / "store" / "artifacts" / "digits_cnn" / "v1" / "report.md").read_text()
     )
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_a_lock_file_that_is_not_one_is_replaced_never_followed(kind, tmp_path):
+    """A hostile store's <key>.lock: a link to a file outside the store (which must be
+    neither truncated nor locked), a FIFO (which must not block), or a folder."""
+    from ethosu_build.store.cache import StageCache
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    cache, key = StageCache(tmp_path / "store"), "ab" * 32
+    path = cache.path(key).with_name(f"{key}.lock")
+    path.parent.mkdir(parents=True)
+    if kind == "symlink":
+        path.symlink_to(outside)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        (path / "inside").mkdir(parents=True)
+    with cache.claim(key, "export"):
+        assert path.is_file() and not path.is_symlink() and _held(path)
+    assert outside.read_text() == "precious" and not _held(outside) and not _held(path)
+
+
+def _held(path) -> bool:
+    """Whether some open file description holds an exclusive flock on `path`."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
