@@ -8,8 +8,7 @@
 The quantizer is built here, once, from the scheme and the overrides (quantizer.py). Before
 it: the overrides must each select an operator of the exported graph, and
 lowering.rewrites edit the float graph (rewrites.py). After it: a static batch-1 export for
-lowering, and a batch-dynamic one for evaluation in batches, exported where it is first used
-(Quantized.batched).
+lowering, and a batch-dynamic one for evaluation in batches.
 
 torchao is imported inside functions: pipeline/build.py imports this module on the up-to-date
 path.
@@ -19,12 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import data, numerics
+from .. import data
 from ..config.errors import first_line
 from ..config.schema import BuildConfig
 from ..store.cache import Entry
@@ -39,18 +37,8 @@ log = logging.getLogger("ethosu_build.build")
 @dataclass
 class Quantized:
     program: Any  # the quantized batch-1 ExportedProgram, which is lowered
+    batched: Any | None  # the same with a dynamic batch, for evaluation in batches; or None
     info: dict[str, Any]  # calibration / QAT / control flow / rewrites / overrides, for the manifest
-    # The same with a dynamic batch, for evaluation in batches (or None); exported on first
-    # use, which in a cold build is in the children storing the entry and comparing float and
-    # quantized (background.py), so the build does not wait for it before lowering.
-    _batched: Any | None = None
-    _export_batched: Callable[[], Any | None] | None = None
-
-    @property
-    def batched(self) -> Any | None:
-        if self._export_batched is not None:
-            self._batched, self._export_batched = self._export_batched(), None
-        return self._batched
 
     def save(self, folder: Path) -> None:
         (folder / "program.pt2").write_bytes(program_bytes(self.program))
@@ -61,7 +49,7 @@ class Quantized:
     @classmethod
     def load(cls, entry: Entry) -> Quantized:
         batched = load_program(entry.read("batched.pt2")) if entry.has("batched.pt2") else None
-        return cls(load_program(entry.read("program.pt2")), entry.read_json("info.json"), batched)
+        return cls(load_program(entry.read("program.pt2")), batched, entry.read_json("info.json"))
 
 
 class Quantize(Stage[Quantized]):
@@ -105,16 +93,16 @@ class Quantize(Stage[Quantized]):
         for name in info["rewrites_unmatched"]:
             log.warning("lowering.rewrites: %s found nothing to rewrite in this model (recorded in the manifest)", name)
         program = export_program(converted, cfg.model.input_specs())
-        if not info["calibration"]["batched"]:
-            return Quantized(program, info)
-
-        def export_batched() -> Any | None:
-            # The same quantized model with its batch dimension kept, for evaluation in batches
-            # (a call of the batch-1 program costs milliseconds, per sample).
-            with numerics.numeric_stage():
-                return batch_dynamic(converted, cfg.model.input_specs(), "quantize (evaluation program)")
-
-        return Quantized(program, info, _export_batched=export_batched)
+        # The same quantized model with its batch dimension kept, for evaluation in batches (a
+        # call of the batch-1 program costs milliseconds, per sample). Exported here, once:
+        # exported lazily, each child that needs it (storing, comparing) would export it again,
+        # more work in all for a sweep that keeps both cores busy.
+        batched = (
+            batch_dynamic(converted, cfg.model.input_specs(), "quantize (evaluation program)")
+            if info["calibration"]["batched"]
+            else None
+        )
+        return Quantized(program, batched, info)
 
 
 # Float ops that take the input as their first argument and could absorb an affine
