@@ -31,8 +31,6 @@ def _entries(root) -> dict[str, dict[str, object]]:
     """Each stage's cache entry, as what its files hold: a program's graph code and tensors
     (the archive itself carries a random serialization id and object ids), other files'
     sha256."""
-    import torch
-
     from ethosu_build.pipeline.export import load_program
 
     cache = StageCache(root)
@@ -48,7 +46,7 @@ def _entries(root) -> dict[str, dict[str, object]]:
             program = load_program(entry.read(name))
             tensors = {**program.state_dict, **program.constants}
             files[name] = (program.graph_module.code, {k: (v.dtype, v.shape) for k, v in tensors.items()})
-            files[name + " values"] = [torch.equal(v, v) and v.flatten().tolist() for v in tensors.values()]
+            files[name + " values"] = [v.flatten().tolist() for v in tensors.values()]
         out[json.loads((entry.path / "entry.json").read_text())["stage"]] = files
     return out
 
@@ -83,19 +81,11 @@ def test_children_store_and_check_exactly_what_the_build_would_in_place(tmp_path
     assert _entries(tmp_path / "forked") == _entries(tmp_path / "in_place")
     assert_store_consistent(tmp_path / "forked")
 
-    # what a child stored is what the next build reads: other evaluation samples take the
-    # quantized programs from the cache
-    other = [*QUICK, "evaluation.num_samples=16"]
-    again = run_cli(["store.root=forked", *other], tmp_path, env={"ETHOSU_BUILD_WARM": "off"})
-    assert again.returncode == 0, again.stderr[-2000:]
-    stages = manifest(tmp_path / "forked" / "artifacts" / "digits_cnn" / "v2")["stages"]
-    assert stages["quantize"]["status"] == "cached" and stages["evaluate"]["status"] == "ran", stages
-
     # ethosu-artifacts ends the same way, its exit code kept
     (tmp_path / "forked_exited").unlink()
     env = {"PYTHONPATH": str(sites["forked"])}
     ls = run_cli(["--root", "forked", "ls", "--check"], tmp_path, tool="ethosu-artifacts", env=env)
-    assert ls.returncode == 0 and "digits_cnn/v2" in ls.stdout and (tmp_path / "forked_exited").read_text() == "yes"
+    assert ls.returncode == 0 and "digits_cnn/v1" in ls.stdout and (tmp_path / "forked_exited").read_text() == "yes"
     bad = run_cli(["--root", "forked", "show", "nosuch/v1"], tmp_path, tool="ethosu-artifacts", env=env)
     assert bad.returncode == 2 and "nosuch" in bad.stderr
 
