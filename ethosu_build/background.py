@@ -6,10 +6,15 @@ Why fork: the child starts in milliseconds with the build's objects (programs, m
 samples) as a copy-on-write image, where a new interpreter would import torch for seconds
 and need them serialized. Threads would not help: both jobs are mostly GIL-bound Python.
 
-Fork only where it is safe (`possible()`): a POSIX system, and no Python thread besides the
-main one (a thread could hold a lock the child needs). torch's own native threads hold none
-a child takes: numeric code runs single-threaded here (numerics.py), as in PyTorch's own
-forked DataLoader workers. Otherwise the caller does the work in place.
+Fork only where it is safe and pays (`possible()`): a POSIX system, no Python thread besides
+the main one (a thread could hold a lock the child needs; torch's own native threads hold
+none a child takes: numeric code runs single-threaded here, numerics.py, as in PyTorch's own
+forked DataLoader workers), and a core with nothing runnable waiting for it. On a machine
+whose cores are all busy (a sweep with a worker per core, the test suite) a child would only
+take turns with its parent, and copying the pages the parent then writes (Python's reference
+counts touch most of them) made a saturated 12-job sweep here about 5 s slower. Otherwise the
+caller does the work in place. ETHOSU_BUILD_BACKGROUND overrides the last condition: `on`
+forks whenever it is safe, `off` never forks; `auto` is the default.
 
 A child reports one JSON value (or its error) through a pipe and ends with os._exit, so it
 runs none of the parent's exit code and writes none of its buffers.
@@ -26,13 +31,44 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .config.errors import BuildError, first_line
+from .config.errors import BuildError, ConfigError, ConfigIssue, first_line
 
 log = logging.getLogger("ethosu_build.build")
 
 
+ENV_VAR = "ETHOSU_BUILD_BACKGROUND"
+_MODES = {"auto": "auto", "on": "on", "1": "on", "off": "off", "0": "off", "": "auto"}
+
+
+def mode() -> str:
+    """ETHOSU_BUILD_BACKGROUND: auto, on or off; a ConfigError naming it for anything else."""
+    raw = os.environ.get(ENV_VAR, "auto")
+    value = _MODES.get(raw.strip().lower())
+    if value is None:
+        raise ConfigError(ConfigIssue(ENV_VAR, f"{raw!r} is not accepted; accepted: auto, on (1), off (0)"))
+    return value
+
+
 def possible() -> bool:
-    return hasattr(os, "fork") and threading.active_count() == 1
+    """Whether to hand work to a child now (see the module's docstring)."""
+    chosen = mode()
+    if chosen == "off" or not hasattr(os, "fork") or threading.active_count() != 1:
+        return False
+    return chosen == "on" or _idle_core()
+
+
+def _idle_core() -> bool:
+    """A core that no other process's runnable task wants: Linux's instantaneous count of
+    runnable tasks (/proc/loadavg), less this process and its own running children (which
+    share that core). Where the count cannot be read, assume a core is idle."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+        with open("/proc/loadavg") as f:
+            runnable = int(f.read().split()[3].split("/")[0])
+    except (OSError, AttributeError, ValueError, IndexError):
+        return True
+    ours = 1 + sum(1 for child in list(_running) if child.running())
+    return runnable - ours < cores - 1
 
 
 class ChildFailed(Exception):
@@ -63,8 +99,17 @@ class Child:
         if pid == 0:
             _child(fn, read_end, write_end, close_fds)
         os.close(write_end)
-        self.pid, self._pipe, self._done = pid, read_end, False
+        self.pid, self._pipe, self._done, self._status = pid, read_end, False, None
+        _running.add(self)
         log.debug("%s: in child process %d", what, pid)
+
+    def running(self) -> bool:
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = status
+                _running.discard(self)
+        return self._status is None
 
     def result(self) -> Any:
         if self._done:
@@ -72,7 +117,10 @@ class Child:
         self._done = True
         with os.fdopen(self._pipe, "rb") as pipe:
             said = pipe.read()  # before waitpid: a report larger than the pipe's buffer must not block the child
-        _, status = os.waitpid(self.pid, 0)
+        if self._status is None:
+            self._status = os.waitpid(self.pid, 0)[1]
+            _running.discard(self)
+        status = self._status
         report = json.loads(said) if said else None
         if status == 0 and report is not None and "result" in report:
             return report["result"]
@@ -86,6 +134,9 @@ class Child:
         if not self._done:
             with contextlib.suppress(ChildFailed):
                 self.result()
+
+
+_running: set[Child] = set()  # children not yet known to have ended
 
 
 def _child(fn: Callable[[], Any], read_end: int, write_end: int, close_fds: Iterable[int]) -> None:

@@ -52,9 +52,10 @@ def _entries(root) -> dict[str, dict[str, object]]:
 
 
 def test_children_store_and_check_exactly_what_the_build_would_in_place(tmp_path):
-    """The CLI as it runs (one thread: it forks) against the same CLI with a second thread,
-    which makes it do all of that work in place. Both end with os._exit only after every
-    atexit handler ran (sitecustomize registers the first, so it runs last)."""
+    """The CLI forking whatever the machine's load (ETHOSU_BUILD_BACKGROUND=on) against the
+    same CLI with a second thread, which makes it do all of that work in place. Both end with
+    os._exit only after every atexit handler ran (sitecustomize registers the first, so it
+    runs last)."""
     sites = {}
     for root, thread in (("forked", ""), ("in_place", THREAD)):
         sites[root] = tmp_path / f"site_{root}"
@@ -63,7 +64,7 @@ def test_children_store_and_check_exactly_what_the_build_would_in_place(tmp_path
         (sites[root] / "sitecustomize.py").write_text(
             f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n{thread}"
         )
-        env = {"ETHOSU_BUILD_WARM": "off", "PYTHONPATH": str(sites[root])}
+        env = {"ETHOSU_BUILD_WARM": "off", "ETHOSU_BUILD_BACKGROUND": "on", "PYTHONPATH": str(sites[root])}
         res = run_cli([f"store.root={root}", *QUICK], tmp_path, env=env)
         assert res.returncode == 0, res.stderr[-2000:]
         assert f"built digits_cnn/v1 -> {root}/" in res.stdout + res.stderr and marker.read_text() == "yes"
@@ -121,7 +122,7 @@ def test_a_store_that_fails_in_its_child_fails_the_build_and_publishes_nothing(t
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={**os.environ, "ETHOSU_BUILD_WARM": "off"},
+        env={**os.environ, "ETHOSU_BUILD_WARM": "off", "ETHOSU_BUILD_BACKGROUND": "on"},
         timeout=600,
     )
     assert res.returncode == 1, res.stderr[-2000:]
@@ -164,3 +165,22 @@ def test_a_childs_error_comes_back_as_the_error_it_was(tmp_path):
     with pytest.raises(FileNotFoundError) as again:
         failed.value.reraise()
     assert again.value.filename == str(missing) and "reading" in str(failed.value)
+
+
+def test_a_bad_background_setting_is_a_config_error(tmp_path):
+    res = run_cli(["store.root=store", *QUICK], tmp_path, env={"ETHOSU_BUILD_BACKGROUND": "sometimes"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "ETHOSU_BUILD_BACKGROUND: 'sometimes' is not accepted; accepted: auto, on (1), off (0)" in res.stderr
+    assert_nothing_stored(tmp_path / "store")
+
+
+def test_forking_is_chosen_only_where_it_is_safe(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    for value, expected in (("on", True), ("1", True), ("off", False), ("0", False)):
+        monkeypatch.setenv("ETHOSU_BUILD_BACKGROUND", value)
+        assert background.possible() is expected, value
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # another thread: never, even when asked
+    monkeypatch.setenv("ETHOSU_BUILD_BACKGROUND", "on")
+    assert background.possible() is False

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import data, numerics, preprocess
+from .. import background, data, numerics, preprocess
 from ..config.errors import BuildError, ConfigError, ConfigIssue
 from ..config.schema import BuildConfig
 from ..config.validate import validate
@@ -78,6 +78,7 @@ def build(
 
 def _build(container: dict[str, Any], request: Request) -> BuildResult:
     t0 = time.perf_counter()
+    background.mode()  # a bad ETHOSU_BUILD_BACKGROUND is a config error before anything runs
     cfg = validate(container, default_name=request.recipe)
     origin_info = _provenance(cfg, request)
     store = ArtifactStore(cfg.store.root)
