@@ -79,6 +79,20 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
     return read_csv(path)
 
 
+def flock_held(path: Path) -> bool:
+    """Whether some open file description holds an exclusive flock on `path`."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def assert_nothing_stored(root: Path) -> None:
     """No version, no staging folder, nothing but lock files under <root>/artifacts."""
     artifacts = root / "artifacts"

@@ -5,7 +5,6 @@ may change what a build computes, stores or says."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import assert_nothing_stored, assert_store_consistent, manifest, run_cli
+from conftest import assert_nothing_stored, assert_store_consistent, flock_held, manifest, run_cli
 
 from ethosu_build import background
 from ethosu_build.store.cache import KeyLock, StageCache
@@ -132,27 +131,16 @@ def test_a_store_that_fails_in_its_child_fails_the_build_and_publishes_nothing(t
     assert_store_consistent(tmp_path / "store")
 
 
-def _held(path) -> bool:
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def test_a_key_lock_handed_to_a_child_is_held_until_the_child_ends(tmp_path):
     path = tmp_path / "k.lock"
     lock = KeyLock(path, "waiting")
     go_r, go_w = os.pipe()
     child = background.Child("holding", lambda: os.read(go_r, 1) and "done", close_fds=KeyLock.held - {lock.fd})
     lock.hand_over()
-    assert lock.fd == -1 and _held(path)  # this process let go, the child still holds it
+    assert lock.fd == -1 and flock_held(path)  # this process let go, the child still holds it
     os.write(go_w, b"x")
     assert child.result() == "done"
-    assert not _held(path)
+    assert not flock_held(path)
     os.close(go_r)
     os.close(go_w)
 

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import build_in_process, compose_config, manifest, run_cli
+from conftest import build_in_process, compose_config, flock_held, manifest, run_cli
 
 from ethosu_build.config.validate import validate
 from ethosu_build.fingerprint import file_sha256
@@ -434,19 +434,5 @@ def test_a_lock_file_that_is_not_one_is_replaced_never_followed(kind, tmp_path):
     else:
         (path / "inside").mkdir(parents=True)
     with cache.claim(key, "export"):
-        assert path.is_file() and not path.is_symlink() and _held(path)
-    assert outside.read_text() == "precious" and not _held(outside) and not _held(path)
-
-
-def _held(path) -> bool:
-    """Whether some open file description holds an exclusive flock on `path`."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+        assert path.is_file() and not path.is_symlink() and flock_held(path)
+    assert outside.read_text() == "precious" and not flock_held(outside) and not flock_held(path)
