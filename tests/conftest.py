@@ -34,6 +34,10 @@ def compose_config(overrides: list[str]) -> tuple[dict[str, Any], str | None]:
 
 # Other machines, as far as one machine can stand in for them: the instruction set ATen,
 # oneDNN and MKL would pick, and the thread count (environment for run_cli).
+# For tests whose subject is not the evaluation: it then runs on few samples (the default
+# evaluates 360 and runs 16 through the TOSA reference model).
+FEW_EVALUATED = ["evaluation.num_samples=32", "evaluation.tosa_samples=4"]
+
 SIMULATED_MACHINES = {
     "sse4.1, 1 thread": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"},
     "avx2, 4 threads": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",

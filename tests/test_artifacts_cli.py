@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import build_in_process, run_cli
+from conftest import FEW_EVALUATED, build_in_process, run_cli
 
 from ethosu_build.models import DIGITS_CNN_WEIGHTS
 from ethosu_build.store.cache import StageCache
@@ -33,7 +33,12 @@ def _flip_a_weight_byte(path):
 def test_verify_matches_then_names_the_changed_weights(tmp_path):
     weights = tmp_path / "weights.pt"
     shutil.copyfile(DIGITS_CNN_WEIGHTS, weights)
-    overrides = ["+model.factory.pretrained=false", f"model.checkpoint={weights}", "calibration.num_samples=32"]
+    overrides = [
+        "+model.factory.pretrained=false",
+        f"model.checkpoint={weights}",
+        "calibration.num_samples=32",
+        *FEW_EVALUATED,  # verify builds twice more with the artifact's config
+    ]
     built = build_in_process(overrides, tmp_path / "store").artifact
     ok = cli(["verify", built.id], tmp_path / "store")
     assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]

@@ -4,7 +4,7 @@ its Vela totals are the sums of Vela's own CSVs."""
 from __future__ import annotations
 
 import pytest
-from conftest import build_in_process, csv_rows
+from conftest import FEW_EVALUATED, build_in_process, csv_rows
 
 from ethosu_build.fingerprint import file_sha256
 
@@ -22,7 +22,8 @@ def models_root(tmp_path_factory):
 @pytest.mark.parametrize("target", TARGETS)
 def test_builtin_model_builds(model, target, models_root):
     r = build_in_process(
-        [f"model={model}", f"target={target}", "quantization=int8", "calibration.num_samples=32"], models_root
+        [f"model={model}", f"target={target}", "quantization=int8", "calibration.num_samples=32", *FEW_EVALUATED],
+        models_root,
     )
     m = r.artifact.manifest()
     assert m["name"] == model and m["config"]["target"]["accelerator"] == target
