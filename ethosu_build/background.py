@@ -1,6 +1,6 @@
 """Work a build hands to a forked child, so that it runs on the machine's other core while the
-build goes on: storing an exported program in the stage cache (pipeline/stage.py) and the
-float-vs-quantized comparison while the lowering runs (pipeline/evaluate.py).
+build goes on: storing an exported program in the stage cache (pipeline/stage.py), and the
+float-vs-quantized comparison and the TOSA check while the lowering runs (pipeline/evaluate.py).
 
 Why fork: the child starts in milliseconds with the build's objects (programs, model,
 samples) as a copy-on-write image, where a new interpreter would import torch for seconds
@@ -11,10 +11,11 @@ the main one (a thread could hold a lock the child needs; torch's own native thr
 none a child takes: numeric code runs single-threaded here, numerics.py, as in PyTorch's own
 forked DataLoader workers), and a core with nothing runnable waiting for it. On a machine
 whose cores are all busy (a sweep with a worker per core, the test suite) a child would only
-take turns with its parent, and copying the pages the parent then writes (Python's reference
-counts touch most of them) made a saturated 12-job sweep here about 5 s slower. Otherwise the
-caller does the work in place. ETHOSU_BUILD_BACKGROUND overrides the last condition: `on`
-forks whenever it is safe, `off` never forks; `auto` is the default.
+take turns with its parent and cost the copies of the pages the parent then writes (Python's
+reference counts touch most of them): a saturated 12-job sweep that forked always took 63-65 s
+here against 56-62 s in place (noisy runs). Otherwise the caller does the work in place.
+ETHOSU_BUILD_BACKGROUND overrides the last condition: `on` forks whenever it is safe, `off`
+never forks; `auto` is the default.
 
 A child reports one JSON value (or its error) through a pipe and ends with os._exit, so it
 runs none of the parent's exit code and writes none of its buffers.
