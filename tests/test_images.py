@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -269,3 +270,18 @@ def test_digits_written_as_images_read_back_as_the_digits(tmp_path):
     by_name = {f.name: i for i, f in enumerate(ds.files)}
     for k in (0, 7, 29):
         assert np.array_equal(ds[by_name[f"{k:04d}.png"]], digits[k][0].numpy())
+
+
+def test_the_digits_are_scikit_learns_without_importing_it():
+    """The digits source reads scikit-learn's file itself (importing sklearn.datasets costs
+    seconds of every cold build): the arrays are load_digits()' to the bit, and a process
+    that loads the digits has not imported scikit-learn."""
+    from sklearn.datasets import load_digits
+
+    images, target = data.load_digits()
+    theirs = load_digits()
+    assert images.dtype == theirs.images.dtype and np.array_equal(images, theirs.images)
+    assert target.dtype == theirs.target.dtype and np.array_equal(target, theirs.target)
+    code = "import sys; from ethosu_build import data; data.digits('all'); print('sklearn' in sys.modules)"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == "False"

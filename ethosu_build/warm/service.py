@@ -68,7 +68,6 @@ PRELOAD = (
     "executorch.backends.arm.tosa.partitioner",
     "executorch.backends.cortex_m.passes.replace_quant_nodes_pass",
     "tosa_reference_model",
-    "sklearn.datasets",
     "PIL.Image",
     "rich.progress",
     "joblib",
