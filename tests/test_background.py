@@ -172,3 +172,13 @@ def test_forking_is_chosen_only_where_it_is_safe(monkeypatch):
     monkeypatch.setattr(threading, "active_count", lambda: 2)  # another thread: never, even when asked
     monkeypatch.setenv("ETHOSU_BUILD_BACKGROUND", "on")
     assert background.possible() is False
+
+
+def test_an_idle_core_is_one_no_other_task_wants_for_a_while(monkeypatch):
+    """A task runnable for a moment (a kernel thread writing back what a child stored) does
+    not take the idle core away; tasks runnable at every reading do."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    for readings, idle in (([2, 1, 1, 1, 1], True), ([2, 2, 2, 2, 2], False), ([1, 1, 1, 1, 1], True)):
+        it = iter(readings)
+        monkeypatch.setattr(background, "_runnable", lambda it=it: next(it))
+        assert background._idle_core() is idle, readings
