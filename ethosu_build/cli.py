@@ -1,7 +1,8 @@
-"""The console scripts. `ethosu-build` and `ethosu-search`: a command goes to the warm build
-service when one runs for this install (warm/, docs/warm.md), else it runs in this process
-(app.py). Nothing heavy is imported before that choice, so a warm build starts in
-milliseconds. `ethosu-artifacts` always runs in this process (artifacts_cli.py).
+"""The console scripts. `ethosu-build`, `ethosu-search` and `ethosu-artifacts verify` (which
+rebuilds): a command goes to the warm build service when one runs for this install (warm/,
+docs/warm.md), else it runs in this process (app.py, artifacts_cli.py). Nothing heavy is
+imported before that choice, so a warm build starts in milliseconds. The other
+`ethosu-artifacts` commands import little and always run in this process.
 
 A command run in this process ends with `os._exit` once it has done what the interpreter does
 at exit (run_as_process): tearing down torch's and ExecuTorch's modules took about 2 s after
@@ -29,9 +30,18 @@ def _run(prog: str) -> None:
         sys.exit(2)
     if code is not None:
         sys.exit(code)
+    os._exit(run_as_process(entry(prog)))
+
+
+def entry(prog: str):
+    """What a console script runs, in its own process or in a warm build's child."""
+    if prog == "ethosu-artifacts":
+        from . import artifacts_cli
+
+        return artifacts_cli.main
     from . import app
 
-    os._exit(run_as_process(app.search_main if prog == "ethosu-search" else app.main))
+    return app.search_main if prog == "ethosu-search" else app.main
 
 
 def run_as_process(entry) -> int:
@@ -80,6 +90,6 @@ def search_main() -> None:
 
 
 def artifacts_main() -> None:
-    from . import artifacts_cli
-
-    os._exit(run_as_process(artifacts_cli.main))
+    if "verify" in sys.argv[1:]:  # the command that builds; anything else named so only takes the same path
+        _run("ethosu-artifacts")
+    os._exit(run_as_process(entry("ethosu-artifacts")))

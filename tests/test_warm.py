@@ -113,6 +113,15 @@ def test_warm_builds_are_cold_builds(tmp_path, runtime_env):
     assert_nothing_stored(cold / "store" / "artifacts" / "upsampler")
     assert sorted(p.name for p in (hot / "store" / "artifacts" / "tiny_net").iterdir() if p.is_dir()) == ["v1"]
 
+    # `ethosu-artifacts verify` rebuilds: through the service too, with the same report.
+    builds = int(_status(runtime_env, tmp_path)["builds"])
+    verify = ["--root", "store", "verify", "tiny_net/v1"]
+    a = run_cli(verify, cold, tool="ethosu-artifacts", env=off)
+    b = run_cli(verify, hot, tool="ethosu-artifacts", env=runtime_env)
+    assert (a.returncode, b.returncode) == (0, 0), (a.stdout + a.stderr[-2000:], b.stdout + b.stderr[-2000:])
+    assert b.stdout.startswith("MATCH") and _messages(a, cold) == _messages(b, hot)
+    assert int(_status(runtime_env, tmp_path)["builds"]) == builds + 1
+
     # Two callers at once: two builds side by side, each its own.
     builds = int(_status(runtime_env, tmp_path)["builds"])
     both = [

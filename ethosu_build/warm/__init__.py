@@ -1,8 +1,9 @@
 """Warm builds: a local service that keeps torch, ExecuTorch and ethosu-build imported, so that
 a build does not wait 8-10 s for imports (docs/warm.md).
 
-This package is what every `ethosu-build` / `ethosu-search` invocation loads first (cli.py),
-so it imports nothing heavy: the standard library only. The service itself is service.py.
+This package is what every `ethosu-build`, `ethosu-search` and `ethosu-artifacts verify`
+invocation loads first (cli.py), so it imports nothing heavy: the standard library only. The
+service itself is service.py.
 
 How a build goes through the service: the client connects to a per-user Unix socket, sends its
 argv, working directory and environment and passes its stdin, stdout and stderr (SCM_RIGHTS);

@@ -350,12 +350,9 @@ class Service:
             if message.get("path0"):
                 sys.path[0] = message["path0"]  # the console script's folder, as Python sets it
             _fork_sweep_workers()
-            from .. import app
+            from ..cli import entry, run_as_process
 
-            entry = app.search_main if message.get("prog") == "ethosu-search" else app.main
-            from ..cli import run_as_process
-
-            code = run_as_process(entry)
+            code = run_as_process(entry(str(message.get("prog"))))
         except BaseException:  # noqa: BLE001 (a failure here must still end this child)
             with contextlib.suppress(BaseException):
                 import traceback
