@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import numerics, sweep, tracking
-from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, outcome, report
+from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, missing_interpolation, outcome, report
 from .config.validate import search_config, store_root_issue, validate
 from .files import atomic_write_json
 from .pipeline.build import build
@@ -81,7 +81,9 @@ def _resolve(cfg: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as exc:  # an interpolation that cannot be resolved
-        raise ConfigError(ConfigIssue(str(getattr(exc, "full_key", None) or "config"), first_line(exc))) from exc
+        key = str(getattr(exc, "full_key", None) or "config")
+        issue = missing_interpolation(exc) or ConfigIssue(key, first_line(exc))
+        raise ConfigError(issue) from exc
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

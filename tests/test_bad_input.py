@@ -88,6 +88,8 @@ CONFIG_ONLY = [
     (["target.arena_cache_size=4294967297"], ["target.arena_cache_size", "4294967297", "from 1 to 4294967296"]),
     (["calibration.seed=99999999999999999999"], ["calibration.seed", "out of range", "64 bits"]),
     (["target.vela_flags=['--optim=Size']"], ["target.vela_flags.0", "abbreviates --optimise", "target.optimise"]),
+    # a key removed that another key interpolates: named as the key the command line removed
+    (["~model.input_shape", "model=ds_cnn"], ["model.input_shape", "is not set", "calibration.dataset.shape"]),
 ]
 
 # These need the model (torch) to be judged, still before any stage runs.
@@ -162,6 +164,7 @@ THROUGH_THE_CLI = [
     MODEL_CHECKS[0],
     MODEL_CHECKS[5],
     (["overrides=[1]"], ["overrides", "[1]", "head_float"]),
+    CONFIG_ONLY[-1],
 ]
 
 

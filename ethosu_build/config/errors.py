@@ -9,6 +9,7 @@ docs/artifacts.md, "Exit codes".
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -175,7 +176,28 @@ def from_hydra(exc: BaseException) -> ConfigError | None:
 
     if not isinstance(exc, (HydraException, OmegaConfBaseException)):
         return None
+    missing = missing_interpolation(exc)
+    if missing is not None:
+        return ConfigError(missing)
     return ConfigError(ConfigIssue(_hydra_key(exc), _hydra_message(exc)))
+
+
+def missing_interpolation(exc: BaseException) -> ConfigIssue | None:
+    """An interpolation of a schema key that is gone (`~model.input_shape` while a dataset's
+    shape is `${model.input_shape}`) names that key, the one the command line removed,
+    rather than only the key that refers to it. None for anything else (`name=${oops}`
+    stays an issue of `name`)."""
+    from omegaconf.errors import InterpolationKeyError
+
+    from .validate import accepted_keys
+
+    match = re.search(r"Interpolation key '([^']+)' not found", str(exc))
+    if not isinstance(exc, InterpolationKeyError) or match is None:
+        return None
+    missing, where = match.group(1), getattr(exc, "full_key", None) or "another key"
+    if missing.rsplit(".", 1)[-1] not in (accepted_keys(missing) or []):
+        return None
+    return ConfigIssue(missing, f"is not set, but {where} refers to it (${{{missing}}}); accepted: a value for it")
 
 
 def _hydra_key(exc: BaseException) -> str:
