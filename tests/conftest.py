@@ -125,8 +125,18 @@ def store_key_file(tmp_path_factory) -> Path:
     in the CLI subprocesses the tests start sign and verify with it."""
     from ethosu_build.store.trust import KEY_ENV
 
-    path = tmp_path_factory.mktemp("key") / "store.key"
+    path = new_key_file(tmp_path_factory.mktemp("key"))
     os.environ[KEY_ENV] = str(path)
+    return path
+
+
+def new_key_file(folder: Path, name: str = "store.key") -> Path:
+    """A fresh store key as a user keeps one: 32 random bytes, mode 0600 (a missing
+    ETHOSU_BUILD_KEY_FILE is an error, never a new key)."""
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(32))
     return path
 
 

@@ -63,10 +63,11 @@ def test_check_finds_bytes_changed_on_disk(tmp_path):
     damaged = cli(["ls", "--check", "--json"], tmp_path)
     assert damaged.returncode == 1
     assert "model.pte: sha256 differs" in json.loads(damaged.stdout)[0]["check"]
-    verify = cli(["verify", built.id], tmp_path)
-    assert verify.returncode == 1 and "changed on disk" in verify.stdout
-    export = cli(["export", built.id, str(tmp_path / "fw")], tmp_path)
-    assert export.returncode == 2 and "sha256 differs" in export.stderr and not (tmp_path / "fw").exists()
+    verify = cli(["verify", built.id], tmp_path)  # refused: a damaged artifact's config is never built
+    assert verify.returncode == 2 and "changed on disk" in verify.stderr
+    fw = tmp_path.parent / f"{tmp_path.name}-fw"  # outside the store (tmp_path is its root)
+    export = cli(["export", built.id, str(fw)], tmp_path)
+    assert export.returncode == 2 and "sha256 differs" in export.stderr and not fw.exists()
 
 
 def test_diff_export_and_gc(tmp_path):
@@ -77,10 +78,11 @@ def test_diff_export_and_gc(tmp_path):
     assert ": different (first cause: vela: compiled for accelerator ethos-u55-128 vs ethos-u85-256)" in diff.stdout
     assert "config.target.accelerator: ethos-u55-128 -> ethos-u85-256" in diff.stdout and "cycles:" in diff.stdout
 
-    export = cli(["export", a.id, str(tmp_path / "fw")], tmp_path)
+    fw = tmp_path.parent / f"{tmp_path.name}-fw"  # outside the store (tmp_path is its root)
+    export = cli(["export", a.id, str(fw)], tmp_path)
     assert export.returncode == 0
-    assert (tmp_path / "fw" / "model.pte").read_bytes() == (a.path / "model.pte").read_bytes()
-    assert json.loads((tmp_path / "fw" / "manifest.json").read_text())["build_key"] == a.manifest()["build_key"]
+    assert (fw / "model.pte").read_bytes() == (a.path / "model.pte").read_bytes()
+    assert json.loads((fw / "manifest.json").read_text())["build_key"] == a.manifest()["build_key"]
 
     cache = StageCache(tmp_path)
     before = set(cache.keys())

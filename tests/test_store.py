@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import new_key_file
 
 from ethosu_build.store.artifacts import ArtifactStore, NotAnArtifact
 from ethosu_build.store.cache import StageCache
@@ -99,11 +100,11 @@ def test_an_entry_whose_listing_a_store_writer_rewrote_is_not_trusted(tmp_path):
 
 
 def test_an_entry_signed_with_another_key_is_not_trusted(tmp_path, monkeypatch):
-    cache = StageCache(tmp_path)
+    cache = StageCache(tmp_path / "store")
     key = "ef" * 32
     _entry(cache, key)
     assert cache.get(key) is not None
-    monkeypatch.setenv(KEY_ENV, str(tmp_path / "other.key"))  # another user, another key
+    monkeypatch.setenv(KEY_ENV, str(new_key_file(tmp_path, "other.key")))  # another user, another key
     assert cache.get(key) is None
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 # An artifact name is a folder name: `artifacts/<name>/v<N>/`. At most NAME_MAX characters
 # leaves room for `.staging-<id>` and the version inside a file system's 255-byte names.
-NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+# ASCII only and matched whole (\Z, not $, which also matches before a final newline).
+NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 NAME_MAX = 100
 
 # All Ethos-U configurations Vela accepts for `--accelerator-config`.

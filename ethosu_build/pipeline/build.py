@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +24,8 @@ from ..config.validate import validate
 from ..fingerprint import file_sha256, source_fingerprint, tool_versions
 from ..store import provenance
 from ..store.artifacts import MANIFEST_SCHEMA, Artifact, ArtifactStore
+from ..store.cache import StageCache
+from ..store.trust import store_key
 from . import budgets, memory, report
 from .evaluate import Evaluate, Evaluated
 from .keys import StageKeys, stage_keys
@@ -80,13 +83,21 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     t0 = time.perf_counter()
     background.mode()  # a bad ETHOSU_BUILD_BACKGROUND is a config error before anything runs
     cfg = validate(container, default_name=request.recipe)
+    store_key(cfg.store.root)  # a bad key file is a config error before anything runs (docs/trust.md)
     origin_info = _provenance(cfg, request)
     store = ArtifactStore(cfg.store.root)
     keys = stage_keys(cfg)
     existing = store.find(cfg.name, keys.build)
     if existing is not None:
         return BuildResult(existing, False, {}, time.perf_counter() - t0)
+    # gc keeps every entry this build reads or writes until its manifest names them.
+    with StageCache(cfg.store.root).pin(keys.as_dict().values()):
+        return _compute_and_publish(cfg, keys, store, request, origin_info, t0)
 
+
+def _compute_and_publish(
+    cfg: BuildConfig, keys: StageKeys, store: ArtifactStore, request: Request, origin_info: dict[str, Any], t0: float
+) -> BuildResult:
     # Leaving the Run waits for the cache entries being stored (stage.py): a failed store
     # fails the build before anything is published.
     with Run(cfg, keys) as run:
@@ -119,25 +130,30 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
         gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill, measured)  # may raise
 
     stop_if_interrupted()
-    staging = store.staging(cfg.name)
-    # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
-    (staging / "model.pte").write_bytes(compiled.pte)
-    (staging / "vela").mkdir()
-    for name, blob in compiled.reports.items():
-        (staging / "vela" / name).write_bytes(blob)
-    (staging / "config.yaml").write_text(_config_yaml(cfg))
-    if evaluated.tosa_io is not None:  # the TOSA check's inputs and the deployed outputs (pipeline/diff.py)
-        (staging / "check").mkdir()
-        (staging / "check" / "tosa_io.npz").write_bytes(evaluated.tosa_io)
 
     def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
         return _manifest(
             cfg, keys, request, origin_info, run.record, lowered, compiled, evaluated, bill, gates, version, files
         )
 
-    artifact, created = store.publish(
-        cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela")
-    )
+    staging = store.staging(cfg.name)
+    try:
+        # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
+        (staging / "model.pte").write_bytes(compiled.pte)
+        (staging / "vela").mkdir()
+        for name, blob in compiled.reports.items():
+            (staging / "vela" / name).write_bytes(blob)
+        (staging / "config.yaml").write_text(_config_yaml(cfg))
+        if evaluated.tosa_io is not None:  # the TOSA check's inputs and the deployed outputs (pipeline/diff.py)
+            (staging / "check").mkdir()
+            (staging / "check" / "tosa_io.npz").write_bytes(evaluated.tosa_io)
+        artifact, created = store.publish(
+            cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela")
+        )
+    finally:
+        # A Ctrl-C or a failure while assembling leaves no staging folder for gc to find later
+        # (publish renames it away when it succeeds).
+        shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(artifact, created, run.record, time.perf_counter() - t0)
 
 

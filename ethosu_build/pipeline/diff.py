@@ -63,6 +63,7 @@ class Diff:
     differences: list[Difference] = field(default_factory=list)
     largest_qparam_change: dict[str, Any] | None = None  # {"tensor", "relative"}
     outputs: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, str] = field(default_factory=dict)  # side -> whose key signed it (set by the CLI)
 
     @property
     def cause(self) -> str | None:
@@ -73,7 +74,7 @@ class Diff:
         return {
             "a": self.a, "b": self.b, "verdict": self.verdict, "cause": self.cause,
             "tolerance": {"qparams_relative": QPARAM_TOLERANCE, "outputs_lsb": 1},
-            "largest_qparam_change": self.largest_qparam_change, "outputs": self.outputs,
+            "largest_qparam_change": self.largest_qparam_change, "outputs": self.outputs, "signed": self.trust,
             "differences": [{"level": d.level, "what": d.what, "decides": d.decides} for d in self.differences],
         }  # fmt: skip
 

@@ -31,7 +31,7 @@ from .memory import ESTIMATE_MARGIN
 
 DEFAULT_SECTION = "network_model_sec"  # ExecuTorch examples/arm/executor_runner/pte_to_header.py
 DEFAULT_BUNDLE_SAMPLES = 4
-SECTION_NAME = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
+SECTION_NAME = re.compile(r"\A[A-Za-z_.$][A-Za-z0-9_.$]*\Z")  # whole, ASCII: it is pasted into C
 _BYTES_PER_LINE = 16
 
 

@@ -5,7 +5,9 @@
 Both compare `model.pte` byte for byte and, on a difference, name the likely causes: the
 tool versions and input fingerprints that changed since (store/provenance.py `drift`, the
 one drift check). The artifact's own files are checked first (store.artifacts.check).
-A rebuild runs the `_target_`s the config names (docs/trust.md, "What verify executes").
+A rebuild runs the `_target_`s the config names, so `rebuild` builds only a trusted
+artifact's config; one this key did not sign is compared with a recipe the user names
+(`rebuild_recipe(..., stored=it)`), and nothing of its config is read (docs/trust.md).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ class Verdict:
 
 
 def drift(manifest: dict[str, Any]) -> list[str]:
-    """Tool versions and input fingerprints that differ between the manifest and now."""
+    """Tool versions and input fingerprints that differ between the manifest and now (none
+    to name for a manifest this key did not sign: its word is not taken)."""
+    if "config" not in manifest:
+        return []
     config = copy.deepcopy(manifest.get("config") or {})
     config["store"] = {"root": tempfile.gettempdir()}  # where it was stored is no input
     return provenance.drift(manifest, tool_versions(), fingerprints(validate(config)), numerics.describe())
@@ -49,10 +54,10 @@ def drift(manifest: dict[str, Any]) -> list[str]:
 
 def rebuild(artifact: Artifact) -> Verdict:
     """Build the artifact's config.yaml again in a temporary store and compare model.pte."""
-    problems = check(artifact).problems
-    if problems:
-        return Verdict(
-            False, artifact.id, artifact, causes=[f"{artifact.id} does not match its manifest: " + "; ".join(problems)]
+    checked = check(artifact)
+    if not checked.trusted:  # its config names code to run: never built unless this key signed it
+        raise ConfigError(
+            ConfigIssue("ID", f"not rebuilding {artifact.id}: it is not trusted ({checked.why}) (docs/trust.md)")
         )
     manifest = artifact.manifest()
     try:
@@ -61,25 +66,46 @@ def rebuild(artifact: Artifact) -> Verdict:
             raise ValueError("not a mapping")
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(ConfigIssue("ID", f"{artifact.id}'s config.yaml is unreadable ({exc})")) from exc
-    return _compare(artifact.id, artifact, config, manifest.get("recipe"), None)
+    return _compare(artifact.id, artifact, config, manifest.get("recipe"), None, trusted=True)
 
 
 def rebuild_recipe(
-    name: str, container: dict[str, Any], cfg_name: str, recipe_path: Path, store: ArtifactStore
+    name: str,
+    container: dict[str, Any],
+    cfg_name: str,
+    recipe_path: Path,
+    store: ArtifactStore,
+    stored: Artifact | None = None,
 ) -> Verdict:
-    """Build the recipe in a temporary store and compare with its newest artifact."""
-    versions = store.versions(cfg_name)
-    if not versions:
-        raise NothingToDo(
-            f"no artifact named {cfg_name!r} in {store.dir} to verify recipe {name!r} against; build it first"
-        )
-    return _compare(f"recipe {name}", versions[-1], container, name, recipe_path)
+    """Build the recipe in a temporary store and compare with `stored` (default: the newest
+    artifact of the recipe's name). `stored` need not be signed by this key: only its
+    model.pte, checked against its manifest, is compared."""
+    if stored is None:
+        versions = store.versions(cfg_name)
+        if not versions:
+            raise NothingToDo(
+                f"no artifact named {cfg_name!r} in {store.dir} to verify recipe {name!r} against; build it first"
+            )
+        stored = versions[-1]
+    checked = check(stored)
+    if checked.problems:
+        return Verdict(False, f"recipe {name}", stored, causes=[f"{stored.id} is damaged: {checked.why}"])
+    return _compare(f"recipe {name}", stored, container, name, recipe_path, trusted=checked.trusted)
 
 
 def _compare(
-    subject: str, stored: Artifact, config: dict[str, Any], recipe: str | None, recipe_path: Path | None
+    subject: str,
+    stored: Artifact,
+    config: dict[str, Any],
+    recipe: str | None,
+    recipe_path: Path | None,
+    trusted: bool,
 ) -> Verdict:
+    """Build `config` in a temporary store and compare model.pte with `stored`'s. The stored
+    manifest's config is read for drift only when `trusted` (drift hashes the files it names)."""
     manifest = stored.manifest()
+    if not trusted:
+        manifest = {k: v for k, v in manifest.items() if k == "files"}  # its bytes only
     verdict = Verdict(False, subject, stored, stored_sha256=manifest["files"]["model.pte"]["sha256"])
     with tempfile.TemporaryDirectory(prefix="ethosu-verify-") as tmp:
         config = {**config, "store": {"root": tmp}}

@@ -6,10 +6,14 @@ passes `check`: it is reused and the staging folder dropped) or renamed to the n
 `v<N>`. A rename of a folder is atomic, so readers see a whole version or none, and a
 killed build leaves only a `.staging-*` folder that no listing reads.
 
-Nothing in the folder is taken on its word (docs, "Trust model"):
+Nothing in the folder is taken on its word (docs/trust.md). The one rule, in `check()`: a
+version is trusted only when its manifest's signature holds under this user's key, the
+manifest names the place it sits in (its name and version: signed, so a copy or a rename
+to another number is caught), and every file it lists is a regular file with the listed
+sha256, with no file it does not list. Every command that prints, copies, reuses or rebuilds
+from a version asks `check()` first. Besides:
 - a version counts only as a real folder (never a symlink) holding a regular
-  `manifest.json`; `check()` compares every file with the sha256 its manifest lists, and
-  the manifest with its signature (trust.py);
+  `manifest.json`;
 - the next version number is one past every `v<N>` name present, whatever it holds, so a
   damaged or half-present version never blocks the next build;
 - a path given on the command line is accepted only if it is a version folder of this
@@ -23,8 +27,6 @@ import logging
 import os
 import re
 import shutil
-import stat
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,16 +36,19 @@ from typing import Any
 from filelock import FileLock
 
 from ..config.schema import NAME
-from ..fingerprint import canonical_json, sha256_bytes
-from .trust import Verdict, store_key
+from ..fingerprint import sha256_bytes
+from .safe_fs import is_real_dir as _is_real_dir
+from .safe_fs import read_regular as _read_regular
+from .safe_fs import stale as _stale
+from .trust import TRUST_WORDS, Verdict, signed_payload, store_key
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 MANIFEST_SCHEMA = 1
-_VERSION_DIR = re.compile(r"^v(\d+)$")
-STALE_SECONDS = 3600  # a staging folder older than this belongs to no running build
+# Whole and ASCII, no leading zero: `v1\n`, `v01` or `v١` would otherwise be a second v1.
+_VERSION_DIR = re.compile(r"\Av([1-9][0-9]*)\Z")
 
 
 class NotAnArtifact(LookupError):
@@ -55,10 +60,13 @@ class Artifact:
     name: str
     version: int
     path: Path
+    # A version folder of another store, or an exported one (`diff` compares across stores):
+    # its place says nothing, its name and version are its manifest's (unchecked) word.
+    foreign: bool = False
 
     @property
     def id(self) -> str:
-        return f"{self.name}/v{self.version}"
+        return str(self.path) if self.foreign else f"{self.name}/v{self.version}"
 
     def manifest(self) -> dict[str, Any]:
         """The parsed manifest; ValueError (DamagedManifest) if it is not a regular file
@@ -85,15 +93,23 @@ _REQUIRED = {"name": str, "version": int, "build_key": str, "files": dict, "conf
 
 @dataclass
 class Check:
-    """What `ArtifactStore.check` found: `problems` make a version untrustworthy (damage);
-    `trust` says whose key signed its manifest."""
+    """What `check()` found: `problems` are damage (files that differ from the manifest, a
+    manifest that does not name the place it sits in); `trust` says whose key signed it."""
 
     problems: list[str] = field(default_factory=list)
     trust: Verdict = "missing"
 
     @property
-    def reusable(self) -> bool:
+    def trusted(self) -> bool:
+        """The one rule (docs/trust.md): signed by this user's key, in its place, files intact."""
         return not self.problems and self.trust == "ok"
+
+    @property
+    def why(self) -> str:
+        """Why a version is not trusted, in a few words (empty when it is)."""
+        if self.problems:
+            return "; ".join(self.problems)
+        return "" if self.trust == "ok" else f"its manifest is {TRUST_WORDS[self.trust]}"
 
 
 @dataclass(frozen=True)
@@ -103,26 +119,6 @@ class Finding:
     path: str  # relative to <root>/artifacts
     problem: str
     damage: bool  # a version that cannot be used; otherwise debris that gc removes
-
-
-def _read_regular(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ValueError(f"{path.name} is not a regular file")
-        return f.read()
-
-
-def _is_real_dir(path: Path) -> bool:
-    return not path.is_symlink() and path.is_dir()
-
-
-def _stale(path: Path) -> bool:
-    return time.time() - path.lstat().st_mtime > STALE_SECONDS
-
-
-def signed_payload(manifest: dict[str, Any]) -> bytes:
-    return canonical_json({k: v for k, v in manifest.items() if k != "signature"}).encode()
 
 
 class ArtifactStore:
@@ -159,16 +155,9 @@ class ArtifactStore:
             except DamagedManifest:
                 continue
             checked = check(a)
-            if checked.reusable:
+            if checked.trusted:
                 return a
-            why = (
-                checked.problems[0]
-                if checked.problems
-                else {"missing": "its manifest is unsigned", "other_key": "its manifest is signed by another key"}[
-                    checked.trust
-                ]
-            )
-            log.warning("%s has this build key but is not trusted (%s); building a new version", a.id, why)
+            log.warning("%s has this build key but is not trusted (%s); building a new version", a.id, checked.why)
         return None
 
     def resolve(self, ref: str) -> Artifact:
@@ -180,6 +169,22 @@ class ArtifactStore:
             if versions:
                 return versions[-1]
         return self._from_path(ref)
+
+    def foreign(self, ref: str) -> Artifact:
+        """A version folder of another store, or an exported folder: any folder outside this
+        store holding a regular manifest.json (`diff` compares across stores and machines).
+        Its files are checked against its own manifest by `check()` before anything else."""
+        p = Path(ref)
+        if not ref or not _is_real_dir(p):
+            raise NotAnArtifact(f"{ref!r} is not an artifact of {self.dir}, nor a folder holding a {MANIFEST}")
+        real, base = p.resolve(), self.root.resolve()
+        if real == base or base in real.parents:
+            return self.resolve(ref)  # inside this store: only as one of its versions
+        try:
+            m = Artifact("?", 0, p, foreign=True).manifest()
+        except DamagedManifest as exc:
+            raise NotAnArtifact(f"{ref!r} is not an artifact: {str(exc).split(': ', 1)[1]}") from exc
+        return Artifact(m["name"], m["version"], p, foreign=True)
 
     def _from_path(self, ref: str) -> Artifact:
         p = Path(ref)
@@ -284,7 +289,7 @@ class ArtifactStore:
                 if report is not None:
                     (staging / REPORT).write_text(report(content))
                     content["files"][REPORT] = _file_entry(staging / REPORT)
-                content["signature"] = store_key().sign(signed_payload(content))
+                content["signature"] = store_key(self.root).sign(signed_payload(content))
                 # The staging folder is private until the rename below publishes it whole.
                 (staging / MANIFEST).write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
                 final = base / f"v{version}"
@@ -312,9 +317,13 @@ class ArtifactStore:
 
 
 def check(artifact: Artifact) -> Check:
-    """Damage (manifest unreadable, a listed file missing, changed or not a regular
-    file, files it does not list, a manifest changed since it was signed) and whose key
-    signed it."""
+    """The one rule of trust (module docstring): damage (manifest unreadable, a listed file
+    missing, changed or not a regular file, files it does not list, a manifest changed since
+    it was signed or made for another place) and whose key signed it.
+
+    A foreign version (another store's, or an exported folder) is checked against its own
+    manifest only: its place proves nothing, and files it does not list (an export's C
+    headers) are never read."""
     result = Check()
     try:
         m = artifact.manifest()
@@ -322,9 +331,16 @@ def check(artifact: Artifact) -> Check:
         result.problems.append(str(exc).split(": ", 1)[1])
         return result
     files = m["files"]
-    result.trust = store_key().verify(signed_payload(m), m.get("signature"))
+    root = None if artifact.foreign else artifact.path.parent.parent.parent
+    result.trust = store_key(root).verify(signed_payload(m), m.get("signature"))
     if result.trust == "bad":
         result.problems.append(f"{MANIFEST}: changed since it was signed")
+    if not artifact.foreign and (m["name"], m["version"]) != (artifact.name, artifact.version):
+        # The signature covers the name and version: a copy to another name or number (a
+        # silent rollback) keeps a valid signature, so the place must be compared too.
+        result.problems.append(
+            f"{MANIFEST}: written for {m['name']}/v{m['version']}, found at {artifact.id} (copied or renamed)"
+        )
     for name, entry in files.items():
         path = artifact.path / name
         if not _inside(artifact.path, name):
@@ -334,7 +350,7 @@ def check(artifact: Artifact) -> Check:
         elif not isinstance(entry, dict) or sha256_bytes(_read_regular(path)) != entry.get("sha256"):
             result.problems.append(f"{name}: sha256 differs from the manifest (changed on disk)")
     listed = {os.path.normpath(n) for n in files} | {MANIFEST}
-    for p in sorted(artifact.path.rglob("*")):
+    for p in [] if artifact.foreign else sorted(artifact.path.rglob("*")):
         rel = str(p.relative_to(artifact.path))
         if (p.is_symlink() or not p.is_dir()) and rel not in listed:
             result.problems.append(f"{rel}: not listed in the manifest" + (" (a symlink)" if p.is_symlink() else ""))

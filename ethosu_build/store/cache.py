@@ -13,7 +13,8 @@ file's hash again on the bytes it returns, so a file swapped after the check is 
 
 `claim(key)` serializes the computation of one key across processes (parallel sweep jobs,
 cluster nodes on a shared filesystem): the first computes, the others wait, then read its
-entry. `gc()` is the only code that knows this layout well enough to delete from it.
+entry. `pin(keys)` holds a running build's keys against `gc()`, which is the only code that
+knows this layout well enough to delete from it.
 """
 
 from __future__ import annotations
@@ -25,24 +26,26 @@ import os
 import re
 import shutil
 import stat
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
 
-from ..fingerprint import canonical_json, sha256_bytes
-from .trust import store_key
+from ..fingerprint import sha256_bytes
+from .safe_fs import is_real_dir as _is_real_dir
+from .safe_fs import read_regular as _read_regular
+from .safe_fs import stale as _stale
+from .trust import TRUST_WORDS, signed_payload, store_key
 
 log = logging.getLogger(__name__)
 ENTRY = "entry.json"
-_KEY = re.compile(r"^[0-9a-f]{64}$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a plain name inside the entry
+_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
+_FILE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # a plain name inside the entry
 _MAX_ENTRY_JSON = 1 << 20
-STALE_SECONDS = 3600  # a temporary folder or lock older than this belongs to no running build
+PINS = ".pins"  # cache/.pins/<id>.json: the keys of a running build, flock-held while it runs
 
 
 class CorruptEntry(Exception):
@@ -70,19 +73,6 @@ class Entry:
 
     def read_json(self, name: str):
         return json.loads(self.read(name))
-
-
-def _read_regular(path: Path) -> bytes:
-    """The bytes of a regular file; a symlink, folder, FIFO or device is refused unopened."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise CorruptEntry(f"{path.name} is not a regular file")
-        return f.read()
-
-
-def _signed_payload(meta: dict) -> bytes:
-    return canonical_json({k: v for k, v in meta.items() if k != "signature"}).encode()
 
 
 @dataclass
@@ -120,14 +110,9 @@ class StageCache:
         if len(raw) > _MAX_ENTRY_JSON:
             raise CorruptEntry(f"{ENTRY} is {len(raw)} bytes")
         meta = json.loads(raw)
-        verdict = store_key().verify(_signed_payload(meta), meta.get("signature"))
+        verdict = store_key(self.dir.parent).verify(signed_payload(meta), meta.get("signature"))
         if verdict != "ok":
-            reason = {
-                "missing": "unsigned",
-                "other_key": "signed by another key",
-                "bad": "its signature does not match",
-            }[verdict]
-            raise CorruptEntry(f"{ENTRY} is {reason}")
+            raise CorruptEntry(f"{ENTRY}: {TRUST_WORDS[verdict]}")
         if meta.get("key") != key:
             raise CorruptEntry(f"{ENTRY} names key {str(meta.get('key'))[:12]}")
         files = meta["files"]
@@ -184,7 +169,7 @@ class StageCache:
                     )
                 files[p.name] = sha256_bytes(p.read_bytes())
             meta = {"stage": stage, "key": key, "created": datetime.now(timezone.utc).isoformat(), "files": files}
-            meta["signature"] = store_key().sign(_signed_payload(meta))
+            meta["signature"] = store_key(self.dir.parent).sign(signed_payload(meta))
             (tmp / ENTRY).write_text(json.dumps(meta, indent=1, sort_keys=True))
             try:
                 os.rename(tmp, final)
@@ -193,6 +178,69 @@ class StageCache:
                     os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextmanager
+    def pin(self, keys: Iterable[str]) -> Iterator[None]:
+        """Hold `keys` against gc for as long as the block runs: a build pins every stage key
+        it reads or writes until its artifact is published (and names them). The pin file is
+        flock-held and made under a temporary name first, so gc never sees it unlocked."""
+        folder = self.dir / PINS
+        tmp = folder / f".tmp-{uuid.uuid4().hex}"
+        for attempt in range(3):  # another build's cleanup below may remove the folder meanwhile
+            _real_dir(folder)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        final = folder / f"{uuid.uuid4().hex}.json"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, json.dumps(sorted(keys)).encode())
+            os.rename(tmp, final)
+            yield
+        finally:
+            final.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            os.close(fd)
+            # A build that stored nothing (a config error found by the model check) leaves
+            # nothing in the store: the folders go when empty (rmdir fails otherwise).
+            for empty in (folder, self.dir):
+                try:
+                    os.rmdir(empty)
+                except OSError:
+                    break
+
+    def _pinned(self, drop) -> set[str]:
+        """The keys of the builds running now (their pin files are locked); a pin file that
+        no process holds is left from a killed build and dropped."""
+        keys: set[str] = set()
+        folder = self.dir / PINS
+        if not _is_real_dir(folder):
+            return keys
+        for p in sorted(folder.iterdir()):
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                drop(p)  # a symlink or folder: no pin of ours
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: a build runs
+                try:
+                    listed = json.loads(os.read(fd, _MAX_ENTRY_JSON))
+                    keys.update(k for k in listed if isinstance(k, str) and _KEY.match(k))
+                except (OSError, ValueError, TypeError):
+                    pass  # being written, or not a pin: it protects nothing
+            else:
+                if p.name.startswith(".tmp-") and not _stale(p):
+                    pass  # a pin being made right now (still unlocked for an instant)
+                else:
+                    drop(p)
+            finally:
+                os.close(fd)
+        return keys
 
     # --- garbage collection -------------------------------------------------------------------
 
@@ -211,8 +259,11 @@ class StageCache:
             return report
         if not self.dir.is_dir():
             return report
+        keep = keep | self._pinned(drop)  # never what a running build wrote, reads or holds
         for bucket in sorted(self.dir.iterdir()):
-            if bucket.is_symlink() or not bucket.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", bucket.name):
+            if bucket.name == PINS and _is_real_dir(bucket):
+                continue
+            if bucket.is_symlink() or not bucket.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", bucket.name, re.ASCII):
                 drop(bucket)
                 continue
             for item in sorted(bucket.iterdir()):
@@ -295,10 +346,6 @@ def _open_lock_file(path: Path) -> int:
         log.warning("%s is not a lock file; removing it", path.name)
         _remove(path)
     raise OSError(f"{path} cannot be made a lock file")
-
-
-def _stale(path: Path) -> bool:
-    return time.time() - path.lstat().st_mtime > STALE_SECONDS
 
 
 def _remove(path: Path) -> None:

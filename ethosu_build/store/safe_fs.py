@@ -1,0 +1,37 @@
+"""The store's file helpers: read what a hostile co-worker may have swapped, safely.
+
+Everything in a store may have been put there by someone else (docs/trust.md), so the
+store reads files without following symlinks and refuses anything but a regular file before
+reading a byte (a FIFO would block, a device would never end). Both the artifacts and the
+cache use these; nothing else in the store opens files of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+STALE_SECONDS = 3600  # a temporary folder or lock older than this belongs to no running build
+
+
+class NotRegular(ValueError):
+    """A path that is a symlink, a folder, a FIFO or a device where a regular file belongs."""
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; a symlink, folder, FIFO or device is refused unread."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise NotRegular(f"{path.name} is not a regular file")
+        return f.read()
+
+
+def is_real_dir(path: Path) -> bool:
+    return not path.is_symlink() and path.is_dir()
+
+
+def stale(path: Path) -> bool:
+    return time.time() - path.lstat().st_mtime > STALE_SECONDS
