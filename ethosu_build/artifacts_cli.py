@@ -133,12 +133,15 @@ def cmd_ls(store: ArtifactStore, args) -> int:
             args.scheme and row["scheme"].split("+")[0] != args.scheme
         ):
             continue
+        # Every row's manifest is checked (signature and place: cheap); --check also hashes
+        # every file. A row whose figures are only its own word is marked as such.
+        checked = check(a, hash_files=args.check)
+        row["trusted"] = checked.trusted
         if args.check:
-            checked = check(a)
             row["check"] = "ok" if checked.trusted else f"untrusted: {checked.why}"
             damaged += not checked.trusted
-            if not checked.trusted:  # also below the table, whatever the terminal's width
-                print(f"{'damaged' if checked.problems else 'untrusted'}: {a.id}: {checked.why}", file=sys.stderr)
+        if not checked.trusted:  # also below the table, whatever the terminal's width
+            print(f"{'damaged' if checked.problems else 'untrusted'}: {a.id}: {checked.why}", file=sys.stderr)
         rows.append(row)
     findings = [f for f in store.scan() if not args.name or f.path.split("/")[0] == args.name] if args.check else []
     damaged += sum(f.damage for f in findings)
@@ -188,7 +191,7 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
         table.add_column("check", overflow="fold", ratio=1)
     for r in rows:
         cells = [
-            r["id"],
+            r["id"] + ("" if r.get("trusted", True) else " (untrusted)"),
             str(r.get("target", "")).removeprefix("ethos-"),
             r.get("scheme", ""),
             _num(r.get("inference_ms")),

@@ -69,6 +69,9 @@ def test_verify_never_runs_the_config_of_an_artifact_this_key_did_not_sign(store
     unsign_and_rewrite(v1, point_at_evil)
     ls = cli(["ls", "--check"], store)
     assert ls.returncode == 1 and "untrusted: digits_cnn/v1: its manifest is unsigned" in ls.stderr
+    listed = cli(["ls"], store)  # a plain listing checks every manifest's signature too, and marks it
+    assert listed.returncode == 0 and "digits_cnn/v1 (untrusted)" in listed.stdout
+    assert "other/v1 (untrusted)" not in listed.stdout
     verify = cli(["verify", "digits_cnn/v1"], store, env={"PYTHONPATH": str(store)})
     assert verify.returncode == 2, verify.stdout + verify.stderr
     assert "not rebuilding digits_cnn/v1" in verify.stderr and "--recipe" in verify.stderr

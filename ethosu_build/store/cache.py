@@ -187,6 +187,9 @@ class StageCache:
         folder = self.dir / PINS
         tmp = folder / f".tmp-{uuid.uuid4().hex}"
         for attempt in range(3):  # another build's cleanup below may remove the folder meanwhile
+            if os.path.lexists(folder) and not _is_real_dir(folder):
+                log.warning("%s is not a folder of the store; removing it", folder)
+                _remove(folder)  # a symlink or file planted in its place: never written through
             _real_dir(folder)
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
