@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import numerics, sweep, tracking
+from . import numerics, run_dirs, sweep, tracking
 from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, missing_interpolation, outcome, report
 from .config.validate import search_config, store_root_issue, validate
 from .files import atomic_write_json
@@ -54,26 +54,35 @@ OmegaConf.register_new_resolver("ethosu.pid", os.getpid, replace=True)
 
 
 class _Refused(BaseException):
-    """A config error found before Hydra creates the run dir. Hydra turns an Exception from
-    a callback into a warning and runs the job anyway, so this one is a BaseException that
+    """An error found before Hydra creates the run dir. Hydra turns an Exception from a
+    callback into a warning and runs the job anyway, so this one is a BaseException that
     _main() unwraps."""
 
-    def __init__(self, error: ConfigError):
+    def __init__(self, error: EthosuError):
         super().__init__(error.render())
         self.error = error
 
 
 class PreRunCheck(Callback):
     """Validates the composed config before Hydra creates the run dir: a config error leaves
-    nothing in the store. (A sweep's jobs are checked one by one, as they run.)"""
+    nothing in the store. (A sweep's jobs are checked one by one, as they run; before the
+    first, the sweep dir and the launcher's settings.)"""
 
     def on_run_start(self, config: DictConfig, config_name=None, **kwargs) -> None:
         try:
             container = _resolve(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             if config_name == "search":
                 search_config(container.pop("search", None))
-            validate(container, default_name=config.hydra.runtime.choices.get("recipe"))
-        except ConfigError as exc:
+            cfg = validate(container, default_name=config.hydra.runtime.choices.get("recipe"))
+            run_dirs.check(config, "hydra.run.dir", cfg.store.root)
+        except EthosuError as exc:
+            raise _Refused(exc) from exc
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            run_dirs.check_launcher(config)
+            run_dirs.check(config, "hydra.sweep.dir", OmegaConf.select(config, "store.root"))
+        except EthosuError as exc:
             raise _Refused(exc) from exc
 
 
@@ -111,7 +120,7 @@ def build_app(cfg: DictConfig) -> float | list[float | None] | None:
                 row = sweep.failure_row(failure, exc, overrides, container)
                 atomic_write_json(run_dir / sweep.RESULT, row)
                 tracking.track_job(container, hc, overrides, row, exc=exc)
-            raise
+            return _hold(exc)
         row = sweep.failure_row(failure, exc, overrides, container)
         atomic_write_json(run_dir / sweep.RESULT, row)
         tracking.track_job(container, hc, overrides, row, exc=exc)
@@ -167,9 +176,27 @@ def _build(container: dict, hc, overrides: list[str]):
     return result
 
 
+# The failure of a single run, held for _main: raised through Hydra, it would print its own
+# "Error executing job with overrides" line above ours.
+_HELD: list[BaseException] = []
+
+
+def _hold(exc: BaseException) -> None:
+    _HELD.append(exc)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
 def search_app(cfg: DictConfig) -> None:
     """`ethosu-search`: the build config plus `search.*` (search/)."""
+    try:
+        _search(cfg)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 (reported by _main, not Hydra)
+        _hold(exc)
+
+
+def _search(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     container = _resolve(cfg)
     options = search_config(container.pop("search", None))
@@ -207,14 +234,21 @@ def _main(app, prog: str) -> None:
     # Let exceptions reach us instead of Hydra printing them and exiting 1, so that config
     # errors exit 2. (Hydra reads this variable at the moment of the error.)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:  # removed under the command: Hydra and relative paths need it
+        sys.exit(report(prog, ConfigError(ConfigIssue("working folder", run_dirs.GONE))))
     # A user's own models (model.factory._target_) import from the launch folder, as they
     # would under `python -m`; console scripts do not put it on sys.path themselves.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     signal.signal(signal.SIGINT, _on_sigint)
+    _HELD.clear()
     try:
         try:
             app()
+            if _HELD:
+                raise _HELD.pop()
         finally:
             _summarize_unfinished_sweep(prog)
     except SystemExit:
@@ -222,7 +256,9 @@ def _main(app, prog: str) -> None:
     except _Refused as exc:
         sys.exit(report(prog, exc.error))
     except BaseException as exc:  # noqa: BLE001 (every exit goes through the one map)
-        if not isinstance(exc, (EthosuError, KeyboardInterrupt)) and _raised_by_hydra(exc) and outcome(exc).bug:
+        if isinstance(exc, OSError) and outcome(exc).bug:  # outside a build: Hydra's folders and files
+            exc = run_dirs.os_error(exc)  # (Hydra's MissingConfigException is an OSError too: its own words)
+        elif not isinstance(exc, (EthosuError, KeyboardInterrupt)) and _raised_by_hydra(exc) and outcome(exc).bug:
             exc = _command_line_error(sys.argv[1:], exc)  # Hydra itself choked on the command line
         sys.exit(report(prog, exc))
     if app is build_app:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import numerics
+from . import numerics, run_dirs
 from .config.errors import ConfigIssue, UsageError, report
 from .pipeline.firmware import DEFAULT_BUNDLE_SAMPLES, DEFAULT_SECTION, SECTION_NAME
 from .store.artifacts import Artifact, ArtifactStore, Check, DamagedManifest, NotAnArtifact, check
@@ -677,9 +677,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)  # argparse itself exits 2 naming a bad argument
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:  # removed under the command
+        sys.exit(report(PROG, UsageError(ConfigIssue("working folder", run_dirs.GONE))))
     # As in ethosu-build: a repo's own model code imports from the folder we run in.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         root = Path(args.root)
         if root.exists() and not root.is_dir():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import class_folders
 from . import preprocess as pre
 from .config.errors import ConfigError, ConfigIssue, first_line
 from .fingerprint import canonical_json, file_sha256, source_fingerprint, tool_version
@@ -211,8 +212,9 @@ def _folder_files(path: Path, pattern: str) -> list[Path]:
 class _Files:
     """One sample per file, read when the item is taken."""
 
-    def __init__(self, files: list[Path], labels: list[int] | None):
+    def __init__(self, files: list[Path], labels: list[int] | None, folders: dict[str, int] | None = None):
         self.files, self.labels = files, labels
+        self.class_folders = folders  # folder name -> label (class_folders.py), checked against the model
 
     def __len__(self) -> int:
         return len(self.files)
@@ -237,17 +239,10 @@ def folder(path: str, pattern: str = "*", labels_from_subfolders: bool = False):
     """One sample per `.npy`/`.pt` file (sorted by path). With `labels_from_subfolders`,
     `path/<int label>/<file>` gives the label."""
     files = _folder_files(Path(path), pattern)
-    labels = None
-    if labels_from_subfolders:
-        bad = sorted({f.parent.name for f in files if not f.parent.name.isdigit()})
-        if bad:
-            raise ValueError(
-                f"labels_from_subfolders: folder(s) {', '.join(repr(b) for b in bad[:5])} are not integer class "
-                "labels; "
-                "accepted: path/<0, 1, ...>/<file>"
-            )
-        labels = [int(f.parent.name) for f in files]
-    return _Files(files, labels)
+    if not labels_from_subfolders:
+        return _Files(files, None)
+    index, _ = class_folders.labels((f.parent.name for f in files), numbers_only=True)
+    return _Files(files, [index[f.parent.name] for f in files], index)
 
 
 def _image_files(path: Path, pattern: str) -> list[Path]:
@@ -259,6 +254,7 @@ class _Images:
 
     def __init__(self, files: list[Path], labels: list[int] | None, classes: list[str] | None, steps: list):
         self.files, self.labels, self.classes, self.steps = files, labels, classes, steps
+        self.class_folders: dict[str, int] | None = None  # folder name -> label, checked against the model
 
     def __len__(self) -> int:
         return len(self.files)
@@ -315,26 +311,20 @@ class _Images:
 def images(path: str, pattern: str = "*", labels_from_subfolders: bool = False, preprocess: Sequence = ()):
     """One sample per image file (PNG, JPEG, BMP; sorted by path), decoded with Pillow and
     turned into the model's input by the `preprocess` steps (preprocess.py; the config passes
-    model.preprocess). With `labels_from_subfolders`, `path/<class>/<file>` gives the label:
-    the class folders sorted, numbered from 0 (by value when every name is an integer)."""
+    model.preprocess). With `labels_from_subfolders`, `path/<class>/<file>` gives the label
+    (class_folders.py: the number a folder is named by, or the names sorted, numbered from 0)."""
     root = Path(path)
     files = _image_files(root, pattern)
-    labels = classes = None
-    if labels_from_subfolders:
-        loose = [f for f in files if f.parent == root]
-        if loose:
-            raise ValueError(
-                f"labels_from_subfolders: {loose[0]} is not in a class folder; accepted: path/<class>/<image>"
-            )
-        names = sorted({f.relative_to(root).parts[0] for f in files})
-        if all(n.isdigit() for n in names):
-            index = {n: int(n) for n in names}
-            classes = None
-        else:
-            index = {n: k for k, n in enumerate(names)}
-            classes = names
-        labels = [index[f.relative_to(root).parts[0]] for f in files]
-    return _Images(files, labels, classes, [dict(s) for s in preprocess])
+    steps = [dict(s) for s in preprocess]
+    if not labels_from_subfolders:
+        return _Images(files, None, None, steps)
+    loose = [f for f in files if f.parent == root]
+    if loose:
+        raise ValueError(f"labels_from_subfolders: {loose[0]} is not in a class folder; accepted: path/<class>/<image>")
+    index, classes = class_folders.labels(f.relative_to(root).parts[0] for f in files)
+    ds = _Images(files, [index[f.relative_to(root).parts[0]] for f in files], classes, steps)
+    ds.class_folders = index
+    return ds
 
 
 # --- checks and fingerprints without heavy imports -------------------------------------------

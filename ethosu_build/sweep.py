@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from . import results
 from .config import objective
 from .config.errors import OK_STATUSES as OK
 from .config.errors import BudgetBreached, exit_code_for
@@ -211,17 +212,16 @@ def _num(name: str) -> int:
 def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for job_dir in _job_dirs(sweep_dir):
-        row: dict[str, Any]
         try:
             row = json.loads((job_dir / RESULT).read_text())
+            why = results.row_problem(row)
+            error = None if why is None else f"unreadable {RESULT}: {why}"
         except FileNotFoundError:
-            row = {
-                "status": "incomplete",
-                "overrides": _overrides_of(job_dir),
-                "error": "no result: the job is still running or its process was killed",
-            }
-        except ValueError as exc:
-            row = {"status": "incomplete", "overrides": _overrides_of(job_dir), "error": f"unreadable {RESULT}: {exc}"}
+            error = "no result: the job is still running or its process was killed"
+        except (OSError, ValueError) as exc:  # not JSON, not UTF-8, a folder named result.json
+            error = f"unreadable {RESULT}: {type(exc).__name__}: {exc}"
+        if error is not None:
+            row = {"status": "incomplete", "overrides": _overrides_of(job_dir), "error": error}
         row["job"] = str(job_dir.relative_to(sweep_dir))
         rows.append(row)
     return rows
@@ -243,6 +243,16 @@ def _plan(sweep_dir: Path) -> dict[str, Any]:
     return plan if isinstance(plan, dict) else {}
 
 
+def _optimize_plan(sweep_dir: Path) -> dict[str, Any] | None:
+    """An optimizing sweep's plan (search/optimize.py writes it), or None: also when its
+    sweep.json does not hold one in that shape (the rows are then summarized as a grid's)."""
+    plan = _plan(sweep_dir).get("optimize")
+    problem = None if plan is None else results.plan_problem(plan)
+    if problem:
+        log.warning("%s: %s; summarized as a grid", sweep_dir / PLAN, problem)
+    return None if problem else plan
+
+
 def planned_jobs(sweep_dir: Path) -> int | None:
     try:
         return int(_plan(sweep_dir)["jobs"])
@@ -253,9 +263,7 @@ def planned_jobs(sweep_dir: Path) -> int | None:
 def summarize(sweep_dir: Path | str) -> Summary:
     """Collect the job results of a sweep dir and write summary.csv, summary.md, pareto.png."""
     sweep_dir = Path(sweep_dir)
-    summary = Summary(
-        sweep_dir, read_rows(sweep_dir), planned_jobs(sweep_dir), optimize=_plan(sweep_dir).get("optimize")
-    )
+    summary = Summary(sweep_dir, read_rows(sweep_dir), planned_jobs(sweep_dir), optimize=_optimize_plan(sweep_dir))
     if summary.optimize:
         summary.front = objective_front(summary.rows, summary.optimize["objective"])
         summary.recipes = front_recipes(sweep_dir, summary.front, summary.optimize)

@@ -88,6 +88,8 @@ CONFIG_ONLY = [
     (["target.arena_cache_size=4294967297"], ["target.arena_cache_size", "4294967297", "from 1 to 4294967296"]),
     (["calibration.seed=99999999999999999999"], ["calibration.seed", "out of range", "64 bits"]),
     (["target.vela_flags=['--optim=Size']"], ["target.vela_flags.0", "abbreviates --optimise", "target.optimise"]),
+    # Hydra reads it as a number: the message says how to keep it text
+    (["name=2024"], ["name", "2024 is not a string", "as a number", "quote it", "'name=\"2024\"'"]),
     # a key removed that another key interpolates: named as the key the command line removed
     (["~model.input_shape", "model=ds_cnn"], ["model.input_shape", "is not set", "calibration.dataset.shape"]),
 ]
@@ -123,8 +125,17 @@ MODEL_CHECKS = [
     ),
     (
         ["model.factory._target_=ethosu_build.models.no_such_model"],
-        ["model.factory", "no_such_model", "could not be called"],
+        ["model.factory", "no_such_model", "could not be called", "No module named"],
     ),
+    (
+        ["+overrides.x={module_type: torch.nn.Module, scheme: float}"],
+        [
+            "overrides.x.module_type",
+            "'torch.nn.Module' is the base class of every module",
+            "a concrete class",
+            "torch.nn.Linear",
+        ],
+    ),  # fmt: skip
 ]
 
 
@@ -141,6 +152,7 @@ def config_error(args: list[str], fragments: list[str], cwd: Path, *, against_th
     text = error.value.render()
     for fragment in fragments:
         assert fragment in text, (fragment, text)
+    assert "HYDRA_FULL_ERROR" not in text  # ethosu-build sets it itself; the message carries the cause
     assert_nothing_stored(root)
 
 
@@ -175,6 +187,7 @@ def test_the_cli_exits_2_with_the_message(args, fragments, tmp_path):
     for fragment in fragments:
         assert fragment in res.stderr, (fragment, res.stderr)
     assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) <= 6
+    assert "Error executing job" not in res.stderr  # Hydra's own line: ours says it all
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
 
 
@@ -301,3 +314,208 @@ def cli_config_error(args: list[str], fragments: list[str], cwd: Path) -> None:
         assert fragment in res.stderr, (fragment, res.stderr)
     assert "Traceback" not in res.stderr
     assert_nothing_stored(cwd / "store")
+
+
+@pytest.mark.parametrize("body", ["raise RuntimeError('boom at import')", "def broken(:\n", "import sys; sys.exit(3)"])
+def test_an_override_type_whose_module_fails_to_import(body, tmp_path, monkeypatch):
+    """A user's module is user code: raising, a syntax error or sys.exit at import is a config
+    error naming the key, never a crash."""
+    package = f"usermods_{abs(hash((body, str(tmp_path)))) % 10**8}"  # fresh: not in sys.modules
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "layers.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    config_error(
+        [f"+overrides.x={{module_type: {package}.layers.Mod, scheme: a16w8}}"],
+        ["overrides.x.module_type", f"{package}.layers.Mod", "cannot be imported", "torch.nn.Module subclass"],
+        tmp_path,
+        against_the_model=True,
+    )
+
+
+def test_an_empty_dataset_names_its_path(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "empty.npz", inputs=np.zeros((0, 1, 8, 8), np.float32))
+    config_error(
+        ["calibration=tensors", f"calibration.dataset.path={tmp_path / 'empty.npz'}"],
+        ["calibration.dataset", "empty.npz", "holds no samples", "accepted: a dataset of at least one sample"],
+        tmp_path,
+        against_the_model=True,
+    )
+    with pytest.raises(ConfigError) as error:
+        container, recipe = compose_config(
+            ["calibration=tensors", f"calibration.dataset.path={tmp_path / 'empty.npz'}", f"store.root={tmp_path}"]
+        )
+        cfg = validate(container, default_name=recipe)
+        Run(cfg, stage_keys(cfg)).model()
+    assert "1..0" not in error.value.render()
+
+
+def test_a_store_root_whose_parent_cannot_be_created(tmp_path):
+    """Hydra makes its run folder right after the config check: a root it cannot make is named
+    before, not a traceback of Hydra's mkdir."""
+    for sweep in ([], ["-m", "quantization=int8,a16w8"]):
+        res = run_cli([*sweep, "store.root=/proc/nope/out"], tmp_path)
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert "store.root: '/proc/nope/out' cannot be created" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and "a bug in ethosu-build" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (
+            ["hydra.run.dir=store/artifacts/mine"],
+            "hydra.run.dir: 'store/artifacts/mine' lies in the store's artifacts/",
+        ),
+        (
+            ["-m", "hydra.sweep.dir=store/artifacts/sw", "quantization=int8,a16w8"],
+            "hydra.sweep.dir: 'store/artifacts/sw'",
+        ),
+        (["hydra.run.dir=store/cache/run"], "hydra.run.dir: 'store/cache/run' lies in the store's cache/"),
+    ],
+)
+def test_a_run_or_sweep_dir_inside_the_stores_own_trees_is_refused(args, named, tmp_path):
+    """A run's build.log and .hydra/ inside artifacts/ would make a half-present version."""
+    res = run_cli([*args, "store.root=store"], tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert named in res.stderr and "which only ethosu-build writes" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
+
+
+def test_the_joblib_launcher_with_no_jobs_is_a_config_error(tmp_path):
+    res = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "quantization=int8,a16w8",
+                   "store.root=store"], tmp_path)  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "hydra.launcher.n_jobs: 0" in res.stderr and "-1: one per core" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not list((tmp_path / "store").rglob("result.json"))
+
+
+def test_a_working_folder_removed_under_the_command(tmp_path):
+    import subprocess
+
+    from conftest import BIN
+
+    for command in (f"ethosu-build store.root={tmp_path / 'store'}", f"ethosu-artifacts --root {tmp_path} ls"):
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        res = subprocess.run(
+            ["sh", "-c", f"cd {gone} && rmdir {gone} && exec {BIN}/{command}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert "working folder" in res.stderr and "no longer exists" in res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def test_a_file_size_limit_is_a_failed_build_not_a_config_error(tmp_path):
+    """`ulimit -f`: Hydra's first file of the run (its .hydra/config.yaml) cannot be written.
+    Run in its own process (a warm build service would not have the limit)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    import subprocess
+
+    from conftest import BIN
+
+    res = subprocess.run(
+        [str(BIN / "ethosu-build"), "store.root=store"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "ETHOSU_BUILD_WARM": "off"},
+        preexec_fn=limit,
+        timeout=300,
+    )
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "build failed, nothing was stored" in res.stderr and "File too large" in res.stderr, res.stderr
+    assert "config error" not in res.stderr and "Traceback" not in res.stderr
+    assert_nothing_stored(tmp_path / "store")
+
+
+def test_an_io_error_during_a_build_is_a_failed_build(tmp_path, monkeypatch):
+    import contextlib
+    import errno
+
+    from ethosu_build.config.errors import EXIT_BUILD_FAILED, BuildError
+    from ethosu_build.store.cache import StageCache
+
+    @contextlib.contextmanager
+    def failing(self, key, stage):
+        raise OSError(errno.EIO, "Input/output error", str(self.path(key)))
+        yield
+
+    monkeypatch.setattr(StageCache, "put", failing)
+    with pytest.raises(BuildError) as error:
+        build_in_process(["calibration.num_samples=8"], tmp_path / "store")
+    assert error.value.exit_code == EXIT_BUILD_FAILED
+    assert "Input/output error" in error.value.render() and "build failed, nothing was stored" in error.value.render()
+    assert_nothing_stored(tmp_path / "store")
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "calibration:\n  num_samples: 8\n",
+        "defaults:\n  - override /target: ethos-u85-256\ncalibration:\n  num_samples: 8\n",
+    ],
+    ids=["keys", "defaults"],
+)
+def test_a_user_recipe_without_its_package_header(recipe, user_repo):
+    (user_repo / "conf" / "recipe" / "headless.yaml").write_text(recipe)
+    cli_config_error(
+        ["hydra.searchpath=[file://conf]", "recipe=headless"],
+        ["recipe", "'# @package _global_'", "first line"],
+        user_repo,
+    )
+
+
+@pytest.mark.parametrize(
+    "sweep,named",
+    [
+        ("calibration.num_samples=range(10,5)", "'calibration.num_samples=range(10,5)' holds no value"),
+        ("calibration.num_samples=tag(int, interval(64, 8))", "is not an interval to sample"),
+        ("calibration.batch_size=tag(log, int, interval(0, 8))", "0 < low < high (a log scale)"),
+    ],
+)
+def test_an_optimizing_sweeps_empty_space_is_named(sweep, named, tmp_path):
+    from ethosu_build.search import optimize
+
+    with pytest.raises(ConfigError) as error:
+        optimize.parse_space([sweep], None)
+    assert named in error.value.render() and sweep.split("=")[0] in error.value.render()
+    if "range" in sweep:  # and through the CLI, before any trial
+        res = run_cli(["-m", "hydra/sweeper=optimize", "objective={inference_ms: min}", sweep, "store.root=store"],
+                      tmp_path)  # fmt: skip
+        assert res.returncode == 2 and named in res.stderr, res.stderr[-2000:]
+        assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[1, 2]", b'"done"', b'{"status": 5}', b'{"status": "built", "inference_ms": "fast"}',
+     b'{"status": "built", "overrides": "quantization=int8"}', b'{"status": "built", "objective": {"a": 1}}',
+     b"\xff\xfe not text", b"{"],
+)  # fmt: skip
+def test_summarize_reports_a_malformed_result_as_an_unreadable_row(content, tmp_path):
+    import json
+
+    sweep = tmp_path / "sweep"
+    for job, body in (("0", content), ("1", b'{"status": "built", "overrides": ["quantization=int8"]}')):
+        (sweep / job / ".hydra").mkdir(parents=True)
+        (sweep / job / "result.json").write_bytes(body)
+    res = run_cli(["summarize", str(sweep), "--json"], tmp_path, tool="ethosu-artifacts")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {r["job"]: r for r in json.loads(res.stdout)}
+    assert rows["0"]["status"] == "incomplete" and rows["0"]["error"].startswith("unreadable result.json"), rows
+    assert rows["1"]["status"] == "built"
+    assert (sweep / "summary.md").is_file() and "Traceback" not in res.stderr

@@ -285,3 +285,76 @@ def test_the_digits_are_scikit_learns_without_importing_it():
     code = "import sys; from ethosu_build import data; data.digits('all'); print('sklearn' in sys.modules)"
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == "False"
+
+
+def class_tree(root, names: list[str], per_class: int = 2) -> None:
+    """8x8 gray PNGs in one folder per class name."""
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8), i, np.uint8), mode="L").save(root / name / f"{i}.png")
+
+
+def test_class_folders_are_labelled_by_one_rule(tmp_path):
+    """Numbered folders are their numbers; named ones are numbered in sorted order; digits
+    other than ASCII's (²) make a name, not a number."""
+    cases = {"numbers": ["0", "1", "10", "2"], "names": ["dog", "cat", "²"]}
+    for case, names in cases.items():
+        class_tree(tmp_path / case, names)
+        ds = data.images(str(tmp_path / case), labels_from_subfolders=True)
+        got = {f.parent.name: label for f, label in zip(ds.files, ds.labels)}
+        expected = {n: int(n) for n in names} if case == "numbers" else {"cat": 0, "dog": 1, "²": 2}
+        assert got == expected and ds.class_folders == expected
+        assert ds.classes == (None if case == "numbers" else ["cat", "dog", "²"])
+
+
+def model_config_error(args: list[str], tmp_path) -> str:
+    """The config error a build reports for `args`, judged against the model (no stage runs)."""
+    from conftest import compose_config
+
+    from ethosu_build.config.validate import validate
+    from ethosu_build.pipeline.keys import stage_keys
+    from ethosu_build.pipeline.stage import Run
+
+    with pytest.raises(ConfigError) as e:
+        container, recipe = compose_config([*args, f"store.root={tmp_path / 'store'}"])
+        cfg = validate(container, default_name=recipe)
+        Run(cfg, stage_keys(cfg)).model()
+    assert e.value.exit_code == 2
+    assert_nothing_stored(tmp_path / "store")
+    return e.value.render()
+
+
+@pytest.mark.parametrize(
+    "names,named",
+    [
+        (["0", "01", "1", "10", "cat"], ["class folders mix numbers", "'cat'"]),  # cat would take some number's place
+        (["0", "01", "1", "10"], ["class folders '01' and '1' are both label 1"]),
+        (["0", "1", "²"], ["class folders mix numbers", "'²'"]),
+        (["0", "1", "500"], ["class folder(s) '500' (label 500)", "the model has 10 outputs", "labels 0..9"]),
+        ([f"class{k:02d}" for k in range(11)], ["'class10' (label 10)", "the model has 10 outputs"]),
+    ],
+    ids=["mixed", "same number", "superscript", "beyond the outputs", "more names than outputs"],
+)
+def test_class_folders_that_cannot_be_labelled_are_config_errors_naming_them(names, named, tmp_path):
+    class_tree(tmp_path / "val", names)
+    text = model_config_error(
+        ["evaluation=images", f"evaluation.dataset.path={tmp_path / 'val'}",
+         "evaluation.dataset.labels_from_subfolders=true", "evaluation.num_samples=4",
+         "model.preprocess=[{op: scale, divisor: 16}]"],
+        tmp_path,
+    )  # fmt: skip
+    assert "evaluation.dataset" in text
+    for fragment in named:
+        assert fragment in text, (fragment, text)
+
+
+def test_numbered_sample_folders_take_the_same_rule(tmp_path):
+    """data.folder: `1` and `01`, or `²`, are errors naming them, never a merge or a crash."""
+    for names, named in ((["1", "01"], "'01' and '1' are both label 1"), (["0", "²"], "'²' are not integer")):
+        root = tmp_path / "-".join(names)
+        for name in names:
+            (root / name).mkdir(parents=True)
+            np.save(root / name / "x.npy", np.zeros((1, 8, 8), np.float32))
+        with pytest.raises(ValueError, match=re.escape(named)):
+            data.folder(str(root), labels_from_subfolders=True)

@@ -9,6 +9,7 @@ docs/artifacts.md, "Exit codes".
 from __future__ import annotations
 
 import difflib
+import errno
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class ConfigIssue:
     message: str  # names the bad value and what is accepted
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
+        return f"{self.key}: {without_hydra_hints(self.message)}"
 
 
 class ConfigError(EthosuError):
@@ -78,6 +79,20 @@ class BuildError(EthosuError):
 
     def render(self) -> str:
         return f"build failed, nothing was stored: {self}"
+
+
+# OSErrors that say the machine failed the build (a full disk or quota, a file size limit, a
+# failing device), never that a path the user gave is wrong: exit 1, not 2.
+IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def io_failure(exc: OSError) -> BuildError:
+    """The failed build an OSError during it makes (paths the user gives are checked before
+    anything runs: config errors)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BuildError(f"no space left on the device holding {exc.filename or 'the store'}; nothing was stored")
+    where = f" ({exc.filename})" if exc.filename else ""
+    return BuildError(f"an I/O error stopped it: {type(exc).__name__}: {exc.strerror or first_line(exc)}{where}")
 
 
 class TrackingError(EthosuError):
@@ -128,7 +143,7 @@ class Outcome:
 def outcome(exc: BaseException) -> Outcome:
     """The one map from an exception to what the user sees and the sweep records."""
     if isinstance(exc, EthosuError):
-        return Outcome(exc.exit_code, exc.status, exc.render())
+        return Outcome(exc.exit_code, exc.status, without_hydra_hints(exc.render()))
     if isinstance(exc, KeyboardInterrupt):
         return Outcome(EXIT_INTERRUPTED, "incomplete", "interrupted; nothing half-written was stored")
     hydra = from_hydra(exc)
@@ -146,8 +161,20 @@ def exit_code_for(statuses: Iterable[str]) -> int:
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception's message (its type name if it has none)."""
-    lines = [line for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in without_hydra_hints(str(exc)).splitlines() if line.strip()]
     return lines[0].strip()[:limit] if lines else type(exc).__name__
+
+
+# Hydra's advice to set HYDRA_FULL_ERROR: ethosu-build already sets it (app.py) and its
+# messages carry the cause, so the advice only misleads.
+_HYDRA_HINTS = re.compile(
+    r",? ?set env var HYDRA_FULL_ERROR=1 to see chained exception\.?|\s*Set the environment variable "
+    r"HYDRA_FULL_ERROR=1 for a complete stack trace\.?"
+)
+
+
+def without_hydra_hints(text: str) -> str:
+    return _HYDRA_HINTS.sub("", text)
 
 
 def from_hydra(exc: BaseException) -> ConfigError | None:
@@ -227,12 +254,21 @@ def _hydra_message(exc: BaseException) -> str:
     if cause is not None and str(cause).strip() and str(cause).strip() not in str(exc):
         lines.append(first_line(cause))
     message = "; ".join(lines) or type(exc).__name__
+    if "@recipe." in message:  # `override /target: ...` in a recipe file without its package header
+        message += RECIPE_HINT
     key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
     if key:
         keys = accepted_keys(str(key))
         if keys:
             message += f"; accepted keys here: {', '.join(keys)}{did_you_mean(str(key).rsplit('.', 1)[-1], keys)}"
     return message
+
+
+# A recipe file without Hydra's package header puts its keys under `recipe.` (its group).
+RECIPE_HINT = (
+    "; a recipe file's keys land under recipe. when the file does not begin with the line "
+    "'# @package _global_': add it as the recipe's first line"
+)
 
 
 def accepted(values: Iterable[object], bad: object | None = None, limit: int = 12) -> str:

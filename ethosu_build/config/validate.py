@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import data, preprocess
 from . import objective, targets
-from .errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
+from .errors import RECIPE_HINT, ConfigError, ConfigIssue, accepted, did_you_mean, first_line
 from .schema import (
     CHOICES,
     NAME,
@@ -124,6 +124,17 @@ def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (bool, int, float)):  # Hydra reads name=2024 as a number: say how to keep it text
+            spelled = str(value).lower() if isinstance(value, bool) else str(value)
+            kind = "true or false" if isinstance(value, bool) else "a number"
+            issues.append(
+                ConfigIssue(
+                    key,
+                    f"{value!r} is not a string (the command line reads {spelled} as {kind}); "
+                    f"accepted: a string: quote it, '{key}=\"{spelled}\"'",
+                )
+            )
+            return None
     issues.append(ConfigIssue(key, f"{value!r} is not {_type_name(tp)}"))
     return None
 
@@ -144,7 +155,8 @@ def __convert_dataclass(tp: type, value: Any, key: str, issues: list[ConfigIssue
                 ConfigIssue(
                     sub,
                     f"unknown key; accepted keys{' under ' + key if key else ''}: "
-                    f"{', '.join(names)}{did_you_mean(str(k), names)}",
+                    f"{', '.join(names)}{did_you_mean(str(k), names)}"
+                    + (RECIPE_HINT if tp is BuildConfig and k == "recipe" else ""),
                 )
             )
     kwargs = {}

@@ -8,7 +8,6 @@ stage before it (stage.Run.get). The manifest is built from the stages' typed re
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import shutil
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import background, data, numerics, preprocess
-from ..config.errors import BuildError, ConfigError, ConfigIssue
+from ..config.errors import BuildError, ConfigError, ConfigIssue, io_failure
 from ..config.schema import BuildConfig
 from ..config.validate import validate
 from ..fingerprint import file_sha256, source_fingerprint, tool_versions
@@ -72,11 +71,10 @@ def build(
         # the process, nor a sweep: it is a failed build, named where it happened.
         raise BuildError(f"the build was stopped by sys.exit({exc.code!r}) in {origin(exc)}") from exc
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise BuildError(
-                f"no space left on the device holding {exc.filename or 'the store'}; nothing was stored"
-            ) from exc
-        raise
+        # A full disk, a file size limit, a failing device, a store folder removed under the
+        # build: the build failed (exit 1). The paths a user gives were checked before.
+        log.debug("the build stopped on an I/O error", exc_info=True)
+        raise io_failure(exc) from exc
 
 
 def _build(container: dict[str, Any], request: Request) -> BuildResult:

@@ -13,8 +13,8 @@ import importlib
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from .. import data
-from ..config.errors import ConfigError, ConfigIssue, did_you_mean, first_line
+from .. import class_folders, data
+from ..config.errors import ConfigError, ConfigIssue, did_you_mean, first_line, without_hydra_hints
 from ..config.schema import BuildConfig, DatasetConfig, QatConfig
 
 
@@ -35,8 +35,10 @@ def load_model(cfg: BuildConfig):
             )
         ) from exc
     except InstantiationException as exc:
-        # Hydra's first line only names the target; the reason (e.g. an unexpected keyword) follows.
-        reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:400]
+        # Hydra's first line only names the target; the reason (e.g. an unexpected keyword)
+        # follows, or is its cause (a target that cannot be located).
+        located = exc.__cause__ is not None and "Error locating target" in str(exc)
+        reason = _lines(exc.__cause__ if located else exc, 3 if located else 2)
         raise ConfigError(
             ConfigIssue(
                 "model.factory",
@@ -72,6 +74,12 @@ def load_model(cfg: BuildConfig):
     return model.eval()
 
 
+def _lines(exc: BaseException, n: int) -> str:
+    """The first `n` non-empty lines of an exception's message, on one line."""
+    text = without_hydra_hints(str(exc)).strip()
+    return " ".join([line.strip() for line in text.splitlines() if line.strip()][:n])[:400] or type(exc).__name__
+
+
 def _source_failure(exc: BaseException) -> str:
     """Why a user's callable failed, with Hydra's wrapper taken off (its first line only
     names the target; the reason, e.g. an unexpected keyword, is its cause)."""
@@ -80,7 +88,8 @@ def _source_failure(exc: BaseException) -> str:
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     if isinstance(cause, SystemExit):
         return f"it called sys.exit({cause.code!r})"
-    return f"{type(cause).__name__}: {first_line(cause)}"
+    # An ImportError of Hydra's says what failed on its second and third lines.
+    return f"{type(cause).__name__}: {_lines(cause, 3) if isinstance(cause, ImportError) else first_line(cause)}"
 
 
 def check_model(cfg: BuildConfig, model) -> None:
@@ -91,9 +100,11 @@ def check_model(cfg: BuildConfig, model) -> None:
 
     issues: list[ConfigIssue] = []
     specs = cfg.model.input_specs()
+    outputs = None  # the outputs top-1 ranks: evaluate.py flattens each sample's output
     try:
         with torch.no_grad():
-            model(*example_inputs(specs))
+            out = model(*example_inputs(specs))
+        outputs = out.numel() if isinstance(out, torch.Tensor) and out.numel() >= 2 else None
     except (Exception, SystemExit) as exc:  # the model's own code: never let it end the process
         key = "model.inputs" if cfg.model.inputs else "model.input_shape"
         given = ", ".join(f"{s.name}: {s.dtype} {s.shape}" for s in specs) if cfg.model.inputs else specs[0].shape
@@ -118,7 +129,7 @@ def check_model(cfg: BuildConfig, model) -> None:
     if not issues:  # datasets are only worth loading once the model itself is right
         labelled = {}
         for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
-            found, labelled[key] = _check_dataset_size(key, ds)
+            found, labelled[key] = _check_dataset_size(key, ds, outputs=outputs)
             issues.extend(found)
         drop = cfg.budget.max_accuracy_drop
         if drop is not None and not issues and not labelled["evaluation"]:
@@ -133,7 +144,9 @@ def check_model(cfg: BuildConfig, model) -> None:
         qat = cfg.quantization.qat
         if qat is not None:
             issues.extend(
-                _check_dataset_size("quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None)[0]
+                _check_dataset_size(
+                    "quantization.qat", qat, qat.loss if qat.loss == "cross_entropy" else None, outputs
+                )[0]
             )
     if issues:
         raise ConfigError(issues)
@@ -145,11 +158,12 @@ def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
     module, _, cls_name = dotted.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), cls_name)
-    except (ImportError, AttributeError) as exc:
+    except (Exception, SystemExit) as exc:  # a user's module is user code: it may raise anything at import
+        why = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {first_line(exc)}"
         return [
             ConfigIssue(
                 key,
-                f"{dotted!r} cannot be imported ({first_line(exc)}); accepted: a dotted path to a torch.nn.Module "
+                f"{dotted!r} cannot be imported ({why}); accepted: a dotted path to a torch.nn.Module "
                 "subclass, e.g. torch.nn.Linear",
             )
         ]
@@ -157,6 +171,14 @@ def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
         return [
             ConfigIssue(
                 key, f"{dotted!r} is not a module class; accepted: a torch.nn.Module subclass, e.g. torch.nn.Linear"
+            )
+        ]
+    if cls is torch.nn.Module:  # the quantizer would match no operator by it, which says nothing useful
+        return [
+            ConfigIssue(
+                key,
+                f"{dotted!r} is the base class of every module, so it names no kind of module; accepted: a concrete "
+                "class such as torch.nn.Linear or torch.nn.Conv2d (quantization.scheme sets the whole model's scheme)",
             )
         ]
     present = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()})
@@ -172,16 +194,27 @@ def _check_module_type(key: str, dotted: str, model) -> list[ConfigIssue]:
 
 
 def _check_dataset_size(
-    key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None
+    key: str, ds: DatasetConfig | QatConfig, labels_for: str | None = None, outputs: int | None = None
 ) -> tuple[list[ConfigIssue], bool]:
     """(issues, labelled): the dataset loads and holds `num_samples` (null: all of it); with
-    `labels_for`, the loss that needs labels, its items must carry them."""
-    failed = f"{ds.dataset.get('_target_')!r} could not be loaded"
+    `labels_for`, the loss that needs labels, its items must carry them; class folders
+    (data.images, data.folder) must be labels of the model's `outputs`."""
+    target, path = ds.dataset.get("_target_"), ds.dataset.get("path")
+    failed = f"{target!r} could not be loaded"
     try:
         dataset = data.instantiate(ds.dataset)
         size = len(dataset)
     except (Exception, SystemExit) as exc:  # a user's source is user code: name it, never crash
         return [ConfigIssue(f"{key}.dataset", f"{failed}: {_source_failure(exc)}")], False
+    source = f"{target!r}" + (f" (path {path!r})" if path is not None else "")
+    if size == 0:  # no range of num_samples to offer
+        return [
+            ConfigIssue(f"{key}.dataset", f"{source} holds no samples; accepted: a dataset of at least one sample")
+        ], False
+    folders = getattr(dataset, "class_folders", None)
+    beyond = class_folders.beyond(folders, outputs) if outputs and isinstance(folders, dict) else None
+    if beyond:
+        return [ConfigIssue(f"{key}.dataset", f"{source}: {beyond}")], True
     if ds.num_samples is not None and ds.num_samples > size:
         null = "null or " if isinstance(ds, QatConfig) else ""
         return [

@@ -31,6 +31,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from .. import results
 from ..config import objective as obj
 from ..config.errors import ConfigError, ConfigIssue, first_line
 from ..config.schema import BudgetConfig
@@ -126,6 +127,10 @@ def parse_space(arguments: list[str], params: dict[str, Any] | None) -> tuple[li
             space.append(Param(key, "choice", choices=choices))
         elif o.is_range_sweep() and isinstance(value, RangeSweep):
             values = list(o.sweep_iterator(transformer=Transformer.encode))
+            if not values:
+                raise ConfigError(ConfigIssue(key, f"{o.input_line!r} holds no value (stop excluded); accepted: "
+                                              "range(start,stop[,step]) with start < stop for a positive step, "
+                                              "e.g. range(5,10)"))  # fmt: skip
             if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
                 space.append(Param(key, "int", low=value.start, high=int(values[-1]), step=value.step))
             else:
@@ -133,6 +138,10 @@ def parse_space(arguments: list[str], params: dict[str, Any] | None) -> tuple[li
         elif o.is_interval_sweep() and isinstance(value, IntervalSweep):
             is_int = "int" in value.tags  # Hydra's interval ends are floats; tag(int, ...) asks for integers
             kind, log_scale = "int" if is_int else "float", "log" in value.tags
+            if not value.start < value.end or (log_scale and value.start <= 0):
+                need = "0 < low < high (a log scale)" if log_scale else "low < high"
+                raise ConfigError(ConfigIssue(key, f"{o.input_line!r} is not an interval to sample; accepted: "
+                                              f"interval(low,high) with {need}"))  # fmt: skip
             space.append(Param(key, kind, low=value.start, high=value.end, step=1, log=log_scale))
         else:
             raise ConfigError(ConfigIssue(key, f"{o.input_line!r} is a sweep this sweeper does not take; accepted: "
@@ -363,9 +372,13 @@ def _first_trial(trials: list[dict[str, Any]], point: tuple, space: list[Param])
 
 def _read_row(job_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((job_dir / "result.json").read_text())
+        row = json.loads((job_dir / "result.json").read_text())
+        problem = results.row_problem(row)
     except (OSError, ValueError) as exc:
-        return {"status": "incomplete", "error": f"no readable result.json in {job_dir} ({first_line(exc)})"}
+        problem = first_line(exc)
+    if problem:  # a rejected trial, not the end of the study
+        return {"status": "incomplete", "error": f"no readable result.json in {job_dir} ({problem})"}
+    return row
 
 
 def _write_plan(sweep_dir: Path, settings: Settings, pairs, space: list[Param], trials, launched: int) -> None:

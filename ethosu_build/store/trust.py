@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config.errors import ConfigError, ConfigIssue
+from ..config.errors import IO_ERRNOS, ConfigError, ConfigIssue, io_failure
 from ..fingerprint import canonical_json
 
 KEY_ENV = "ETHOSU_BUILD_KEY_FILE"
@@ -131,7 +131,7 @@ def _create(path: Path) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise _key_error(path, f"cannot be created ({exc.strerror})") from exc
+        raise _create_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(KEY_BYTES))
@@ -140,9 +140,17 @@ def _create(path: Path) -> None:
         except FileExistsError:
             pass
     except OSError as exc:
-        raise _key_error(path, f"cannot be created ({exc.strerror})") from exc
+        raise _create_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create_error(path: Path, exc: OSError) -> Exception:
+    """A full disk or failing device is a failed command (exit 1); a folder that cannot be
+    made or written is the user's to fix (exit 2)."""
+    if exc.errno in IO_ERRNOS:
+        return io_failure(exc)
+    return _key_error(path, f"cannot be created ({exc.strerror})")
 
 
 def _key_error(path: Path, what: str) -> ConfigError:
