@@ -26,8 +26,10 @@ def _run(prog: str) -> None:
     try:
         code = client.build(prog, sys.argv)
     except ValueError as exc:  # ETHOSU_BUILD_WARM has a value that is not accepted
+        from .config.errors import EXIT_CONFIG_ERROR
+
         print(f"{prog}: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_CONFIG_ERROR)
     if code is not None:
         sys.exit(code)
     os._exit(run_as_process(entry(prog)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import pytest
 from conftest import BIN, FIXTURES, assert_nothing_stored, assert_store_consistent, run_cli
 
 from ethosu_build import warm
+from ethosu_build.config.errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK
 
 REPO = ["hydra.searchpath=[file://conf]", "store.root=store"]
 OUTCOMES = {  # name: (overrides, exit code)
@@ -71,14 +73,17 @@ def _connect_as(uid: int, where: Path) -> str:
         return f.read()
 
 
-@pytest.fixture
-def runtime_env():
+def _runtime_env():
     """A runtime directory of the test's own, short enough for a socket path."""
     folder = tempfile.mkdtemp(prefix="w")
     env = {"XDG_RUNTIME_DIR": folder, "ETHOSU_BUILD_WARM": "auto"}
     yield env
     subprocess.run([str(BIN / "ethosu-build"), "--warm", "stop"], env={**os.environ, **env}, capture_output=True)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+runtime_env = pytest.fixture(_runtime_env, name="runtime_env")
+caller_env = pytest.fixture(_runtime_env, scope="module", name="caller_env")  # a service for several tests
 
 
 @pytest.mark.slow
@@ -226,8 +231,15 @@ def test_warm_command_line_errors(short_tmp, monkeypatch):
     res = run_cli(["--warm", "restart"], tmp_path, env=env)
     assert res.returncode == 2
     assert "--warm: 'restart' is not accepted; accepted: start, stop, status" in res.stderr
-    res = run_cli(["--warm", "start", "--idle", "soon"], tmp_path, env=env)
-    assert res.returncode == 2 and "--idle: 'soon' is not a positive number" in res.stderr
+    res = run_cli(["--warm"], tmp_path, env=env)
+    assert res.returncode == EXIT_CONFIG_ERROR and "--warm needs an action: start, stop or status (" in res.stderr
+    # --idle takes what the service's timer honours, nothing else (inf once crashed the service)
+    for value in ("soon", "inf", "nan", "-5", "0", "1e12"):
+        res = run_cli(["--warm", "start", "--idle", value], tmp_path, env=env)
+        assert res.returncode == EXIT_CONFIG_ERROR, value
+        assert f"--idle: {value!r} is not accepted; accepted: a number of seconds greater than 0" in res.stderr
+    res = run_cli(["--warm", "start", "--idle"], tmp_path, env=env)
+    assert res.returncode == EXIT_CONFIG_ERROR and "--idle needs a number of seconds" in res.stderr
     res = run_cli(["store.root=store"], tmp_path, env={**env, "ETHOSU_BUILD_WARM": "sometimes"})
     assert res.returncode == 2
     assert "ETHOSU_BUILD_WARM='sometimes' is not accepted; accepted: auto, on (1), off (0)" in res.stderr
@@ -267,3 +279,221 @@ def test_warm_on_starts_a_service_for_the_next_build(short_tmp):
         assert _status(env, short_tmp)["builds"] == "1"
     finally:
         run_cli(["--warm", "stop"], short_tmp, env=env)
+
+
+def test_runtime_folder_is_not_in_a_shared_folder(short_tmp, monkeypatch):
+    """Without XDG_RUNTIME_DIR (or with one others can write, such as /tmp) the socket's folder
+    is under the user's cache folder: another user cannot create it first, as they could
+    /tmp/ethosu-build-<uid>."""
+    shared = short_tmp / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    squatted = shared / f"ethosu-build-{os.getuid()}"  # what another user could have made
+    squatted.mkdir(mode=0o755)
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(short_tmp / "cache"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    for xdg in (None, str(shared)):
+        if xdg:
+            monkeypatch.setenv("XDG_RUNTIME_DIR", xdg)
+        where = warm.paths(create=True)
+        assert where.dir.parent == short_tmp / "cache" / "ethosu-build", xdg
+        assert where.dir.name.startswith("run-")
+        assert stat.S_IMODE(where.dir.stat().st_mode) == 0o700
+    if os.getuid() == 0:  # a folder of another user's: the message says what the user can do
+        os.chown(where.dir, 65534, 65534)
+        with pytest.raises(warm.WarmUnavailable) as caught:
+            warm.paths()
+        said = str(caught.value)
+        assert "belongs to uid 65534" in said and "set XDG_RUNTIME_DIR to a folder of yours" in said
+
+
+def test_warm_start_notices_a_service_that_died(short_tmp, monkeypatch):
+    """A service that ends before it answers (it fails in its imports; a directory stands where its
+    socket goes) is reported at once with its log's last line, not after the 300 s of waiting."""
+    fake = short_tmp / "fake"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise SystemExit('simulated crash of the service')\n")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))
+    warm.paths(create=True).socket.mkdir()
+    pythonpath = os.pathsep.join(p for p in (str(fake), os.environ.get("PYTHONPATH")) if p)
+    t0 = time.monotonic()
+    res = run_cli(["--warm", "start"], short_tmp, env={"ETHOSU_BUILD_WARM": "auto", "PYTHONPATH": pythonpath})
+    assert time.monotonic() - t0 < 60, res.stderr
+    assert res.returncode == EXIT_BUILD_FAILED, res.stdout + res.stderr
+    assert "the warm build service exited (code 1) before it was ready: simulated crash of the service" in res.stderr
+
+
+# A build forked from the service takes what a process started by its caller would inherit. These
+# tests share one service, started under a hard RLIMIT_MSGQUEUE one below the tests' own: callers
+# lower theirs to match (`_caller`), except one that shows a limit the service cannot take.
+MSGQUEUE = resource.RLIMIT_MSGQUEUE
+_CALLERS: list[subprocess.Popen] = []
+
+
+def _at_service_msgqueue() -> None:
+    soft, hard = resource.getrlimit(MSGQUEUE)
+    lowered = (1 << 20) if hard == resource.RLIM_INFINITY else hard - 1
+    resource.setrlimit(MSGQUEUE, (min(soft, lowered), lowered))
+
+
+@pytest.fixture
+def service(caller_env, tmp_path):
+    """The module's service (started again if a test killed it), a copy of the user's
+    repository, the service's pid. Callers a failed test left (stopped ones too) are killed."""
+    start = [str(BIN / "ethosu-build"), "--warm", "start", "--idle", "900"]
+    started = subprocess.run(start, env={**os.environ, **caller_env}, text=True, preexec_fn=_at_service_msgqueue)
+    assert started.returncode == EXIT_OK
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "user_repo", repo)
+    yield caller_env, repo, int(_status(caller_env, tmp_path)["pid"])
+    while _CALLERS:
+        caller = _CALLERS.pop()
+        if caller.poll() is None:
+            caller.kill()
+            caller.communicate()
+
+
+def _caller(args: list[str], cwd: Path, env: dict, **attributes) -> subprocess.Popen:
+    """`ethosu-build ARGS` as a shell's job (its own group) with umask, fsize, stack, nice, cpus, ignore."""
+
+    def setup() -> None:
+        _at_service_msgqueue()
+        if "umask" in attributes:
+            os.umask(attributes["umask"])
+        for name in ("fsize", "stack"):
+            if name in attributes:
+                which = getattr(resource, f"RLIMIT_{name.upper()}")
+                resource.setrlimit(which, (attributes[name], resource.getrlimit(which)[1]))
+        os.nice(attributes.get("nice", 0))
+        if "cpus" in attributes:
+            os.sched_setaffinity(0, attributes["cpus"])
+        for sig in attributes.get("ignore", ()):
+            signal.signal(sig, signal.SIG_IGN)
+
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    command = [str(BIN / "ethosu-build"), *args]
+    _CALLERS.append(
+        subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, preexec_fn=setup, process_group=0, **pipes)
+    )
+    return _CALLERS[-1]
+
+
+def _modes(root: Path) -> list[tuple[str, str]]:
+    """Each file's and folder's mode, named without the run's date and time."""
+    return sorted(
+        (re.sub(r"\d[\d-]+", "<t>", str(p.relative_to(root))), oct(stat.S_IMODE(p.lstat().st_mode)))
+        for p in root.rglob("*")
+    )
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the name: the state first (T stopped, Z ended), user and system CPU
+    time at 11 and 12; ["gone"] once reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return ["gone"]
+
+
+def _until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def _build_child(victim: subprocess.Popen, service_pid: int, cwd: Path) -> int:
+    """The service's child building for `victim` (in its folder), once it has begun to quantize."""
+    for line in victim.stdout:
+        if "quantize: running" in line:
+            break
+    (child,) = [
+        pid for pid in _service_processes(service_pid)[1:] if Path(f"/proc/{pid}/cwd").resolve() == cwd.resolve()
+    ]
+    return child
+
+
+TINY = [*REPO, *OUTCOMES["good build"][0]]
+
+
+def test_warm_build_takes_the_callers_umask_and_limits(service, tmp_path):
+    """`umask 077; ulimit -f 4; ethosu-build ...`: the same exit code, messages and file modes
+    through the service as in the caller's own process (where the service once wrote 0644
+    files, 0755 folders, and ignored the file size limit)."""
+    env, repo, _pid = service
+    shutil.copytree(FIXTURES / "user_repo", cold := tmp_path / "cold")
+    builds = int(_status(env, tmp_path)["builds"])
+    outcomes = []
+    for where, mode in ((cold, "off"), (repo, "auto")):
+        p = _caller(TINY, where, {**env, "ETHOSU_BUILD_WARM": mode}, umask=0o077, fsize=4096)
+        out, err = p.communicate(timeout=600)
+        outcomes.append((p.returncode, _messages(subprocess.CompletedProcess([], p.returncode, out, err), where)))
+    assert outcomes[0] == outcomes[1] and outcomes[0][0] != EXIT_OK, outcomes
+    assert int(_status(env, tmp_path)["builds"]) == builds + 1  # it went through the service
+    assert _modes(cold / "store") == _modes(repo / "store")
+    assert {mode for _, mode in _modes(repo / "store")} <= {"0o600", "0o700"}, _modes(repo / "store")
+
+    # A hard limit above the service's own (it cannot raise it), or another stack size (set
+    # when a process starts): the build runs in the caller's process, after one line.
+    res = run_cli([*REPO, "calibration.num_samples=0"], repo, env=env)
+    assert res.returncode == EXIT_CONFIG_ERROR and "calibration.num_samples" in res.stderr
+    (line,) = [line for line in res.stderr.splitlines() if "warm build service" in line]
+    assert "cannot take this command's RLIMIT_MSGQUEUE" in line and line.endswith(FALLBACK), line
+    p = _caller([*REPO, "calibration.num_samples=0"], repo, env, stack=4 << 20)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == EXIT_CONFIG_ERROR and f"another stack size limit (ulimit -s: {4 << 20}" in err, err
+    assert int(_status(env, tmp_path)["builds"]) == builds + 1
+
+
+def test_ctrl_z_stops_the_warm_build(service, tmp_path):
+    """Job control is the caller's: SIGTSTP (Ctrl-Z) stops the build, then the caller; SIGCONT
+    (fg, bg) continues both. The build also runs at the caller's nice value, on its CPUs,
+    ignoring what it ignores (nohup)."""
+    env, repo, service_pid = service
+    nice = os.getpriority(os.PRIO_PROCESS, 0) + 3
+    cpus = {min(os.sched_getaffinity(0))}
+    victim = _caller(TINY, repo, env, nice=3, cpus=cpus, ignore=(signal.SIGHUP,))
+    child = _build_child(victim, service_pid, repo)
+    os.kill(victim.pid, signal.SIGTSTP)
+    assert _until(lambda: _stat(victim.pid)[0] == _stat(child)[0] == "T"), (_stat(victim.pid), _stat(child))
+    cpu = _stat(child)[11:13]
+    time.sleep(1.0)
+    assert _stat(child)[11:13] == cpu  # it did not run
+    assert not (repo / "store" / "artifacts" / "tiny_net").exists()
+    assert os.getpriority(os.PRIO_PROCESS, child) == nice
+    assert os.sched_getaffinity(child) == cpus
+    ignored = int(re.search(r"^SigIgn:\s*(\w+)", Path(f"/proc/{child}/status").read_text(), re.M).group(1), 16)
+    assert ignored & (1 << (signal.SIGHUP - 1))
+    os.kill(victim.pid, signal.SIGCONT)
+    _, err = victim.communicate(timeout=600)
+    assert victim.returncode == EXIT_OK and FALLBACK not in err, err[-2000:]
+    assert (repo / "store" / "artifacts" / "tiny_net" / "v1" / "model.pte").is_file()
+
+
+def test_warm_build_never_outlives_its_caller_or_its_service(service, tmp_path):
+    """A caller killed while its build is stopped (Ctrl-Z, then kill -9): the build ends. The
+    service killed (kill -9, the OOM killer) during a build: the build ends with it, and the
+    caller reports only once no process of the build is left, so that nothing is published
+    after it said nothing was stored (the orphaned build once published seconds later)."""
+    env, repo, service_pid = service
+    artifacts = repo / "store" / "artifacts"
+    victim = _caller(TINY, repo, env)
+    child = _build_child(victim, service_pid, repo)
+    os.kill(victim.pid, signal.SIGTSTP)
+    assert _until(lambda: _stat(child)[0] == "T")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert _until(lambda: _stat(child)[0] in ("Z", "gone")), _stat(child)
+    assert not list(artifacts.glob("*/v*"))
+
+    victim = _caller(TINY, repo, env)
+    child = _build_child(victim, service_pid, repo)
+    os.kill(service_pid, signal.SIGKILL)
+    _, err = victim.communicate(timeout=120)
+    assert _stat(child)[0] in ("Z", "gone")  # already when the caller has ended
+    assert victim.returncode == EXIT_BUILD_FAILED, err[-2000:]
+    assert "the warm build service stopped during the build; the build was ended with it" in err
+    time.sleep(1.0)
+    assert not list(artifacts.glob("*/v*"))
+    assert_store_consistent(repo / "store")

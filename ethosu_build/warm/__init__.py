@@ -6,15 +6,17 @@ invocation loads first (cli.py), so it imports nothing heavy: the standard libra
 service itself is service.py.
 
 How a build goes through the service: the client connects to a per-user Unix socket, sends its
-argv, working directory and environment and passes its stdin, stdout and stderr (SCM_RIGHTS);
-the service forks a child from its pre-imported process, which takes those three descriptors,
-the caller's directory and environment, runs the ordinary `main()` once and exits. The service
+argv, working directory, environment and process attributes (umask, resource limits, nice
+value, CPUs, ignored signals: caller_process()) and passes its stdin, stdout and stderr
+(SCM_RIGHTS); the service forks a child from its pre-imported process, which takes all of
+these (child.py), runs the ordinary `main()` once and exits. The service
 reports the child's exit status and the client exits with it. The child writes straight to the
 caller's terminal or pipes, so output, colours and exit codes are those of an in-process build;
 the user's own model code is imported by the child, never by the service, so it is read fresh.
 
-Safety: the socket lives in a directory only the user can open (0700, owned by the user, not a
-symlink), is itself 0600, and the service also checks the peer's uid. One service per install
+Safety: the socket lives in a directory only the user can create and open (0700, owned by the
+user, not a symlink; never under a shared folder such as /tmp), is itself 0600, and the service
+also checks the peer's uid. One service per install
 (the socket is named by the install's location); a client whose ethosu-build code or pinned
 tools differ from the service's makes it stop and starts a new one. Anything unexpected (no
 directory, a stale socket, a busy or refusing service) falls back to the in-process build with
@@ -23,13 +25,16 @@ one line on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
+import resource
+import signal
 import socket
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,15 +90,43 @@ def install_id() -> str:
     return hashlib.sha256(f"{sys.prefix}\0{here}".encode()).hexdigest()[:16]
 
 
+def runtime_folder() -> Path:
+    """Where the socket lives: `$XDG_RUNTIME_DIR/ethosu-build-<uid>` when XDG_RUNTIME_DIR is a
+    folder of this user's that no one else can write, else
+    `${XDG_CACHE_HOME:-~/.cache}/ethosu-build/run-<host>`. Never a shared folder such as /tmp:
+    another user could create the name first there and so disable the service (the checks in
+    paths() refuse a folder that is not ours). The host is in the name since a home folder may
+    be shared by several machines, each with its own services."""
+    uid = os.getuid()
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(base):
+        with contextlib.suppress(OSError):
+            st = os.stat(base)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o022:
+                return Path(base) / f"ethosu-build-{uid}"
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(cache):  # the XDG specification: a relative value is ignored
+        cache = os.path.join(os.path.expanduser("~"), ".cache")
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())[:64] or "host"
+    return Path(cache) / "ethosu-build" / f"run-{host}"
+
+
+def _not_yours(folder: Path, why: str) -> str:
+    """What the user can do about a runtime folder that fails the checks: another user's
+    folder cannot be removed by them, so the way out is another folder."""
+    return (
+        f"{folder} {why}, so the warm build service cannot use it; remove it (as its owner, or with sudo), "
+        "or set XDG_RUNTIME_DIR to a folder of yours that only you can write"
+    )
+
+
 def paths(create: bool = False) -> Paths:
     """The per-user runtime directory, checked: a directory (not a symlink) owned by this
     user that no one else can open. `create` makes it (0700) when absent."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if not base or not os.path.isdir(base):
-        base = tempfile.gettempdir()
-    folder = Path(base) / f"ethosu-build-{os.getuid()}"
+    folder = runtime_folder()
     if create:
         try:
+            folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             folder.mkdir(mode=0o700)
         except FileExistsError:
             pass
@@ -103,17 +136,46 @@ def paths(create: bool = False) -> Paths:
         st = os.lstat(folder)
     except FileNotFoundError as exc:
         raise NeverStarted(f"{folder} does not exist (no service was started)") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise WarmUnavailable(f"{folder} is not a directory (a symlink or a file); remove it")
     if st.st_uid != os.getuid():
-        raise WarmUnavailable(f"{folder} belongs to uid {st.st_uid}, not to this user; remove it")
+        raise WarmUnavailable(_not_yours(folder, f"belongs to uid {st.st_uid}{_user(st.st_uid)}, not to you"))
+    if not stat.S_ISDIR(st.st_mode):
+        raise WarmUnavailable(_not_yours(folder, "is not a directory (a symlink or a file)"))
     if st.st_mode & 0o077:
-        raise WarmUnavailable(f"{folder} is open to other users (mode {stat.S_IMODE(st.st_mode):o}); remove it")
+        mode = stat.S_IMODE(st.st_mode)
+        raise WarmUnavailable(f"{folder} is open to other users (mode {mode:o}); `chmod 700` or remove it")
     name = install_id()
     where = Paths(folder, folder / f"{name}.sock", folder / f"{name}.lock", folder / f"{name}.log")
     if len(os.fsencode(where.socket)) > 107:  # sun_path holds 108 bytes
         raise WarmUnavailable(f"the socket path {where.socket} is too long; set XDG_RUNTIME_DIR to a shorter folder")
     return where
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f" ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return ""
+
+
+# `--warm start --idle SECONDS`: the service's idle timer takes any finite number; a year is
+# more than any session needs, and a bound keeps `inf`, `nan` and typos out.
+MAX_IDLE = 365 * 24 * 3600.0
+
+
+def idle_seconds(text: str) -> float:
+    """The idle timeout `--idle` accepts, or ValueError with the one line the user reads."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_IDLE:  # also false for nan
+        raise ValueError(
+            f"--idle: {text!r} is not accepted; accepted: a number of seconds greater than 0 "
+            f"and at most {MAX_IDLE:.0f} (365 days)"
+        )
+    return value
 
 
 def fingerprint() -> str:
@@ -141,6 +203,31 @@ def import_time_env(environ) -> dict[str, str]:
         k: v
         for k, v in environ.items()
         if (k.startswith(IMPORT_TIME_PREFIXES) or k in IMPORT_TIME_NAMES) and k not in NUMERIC_PLATFORM
+    }
+
+
+# What a process inherits from its parent besides its environment and descriptors, and what a
+# build forked from the service must therefore take from its caller instead (docs/warm.md):
+# every resource limit (`ulimit`), the umask, the nice value, the CPUs it may run on, the
+# signals it ignores (`nohup`), its groups.
+RLIMITS = tuple(name for name in dir(resource) if name.startswith("RLIMIT_") and name != "RLIMIT_OFILE")  # = NOFILE
+# Signals whose disposition a caller may have set to "ignore" (nohup, `&` in a script).
+IGNORABLE = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGTSTP", "SIGTTIN", "SIGTTOU")
+
+
+def caller_process() -> dict:
+    """This process's inherited attributes, for the build's child to take (child.py)."""
+    umask = os.umask(0o077)  # reading the umask sets it: put it back at once (one thread here)
+    os.umask(umask)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "umask": umask,
+        "rlimits": {name: list(resource.getrlimit(getattr(resource, name))) for name in RLIMITS},
+        "cpu_used": usage.ru_utime + usage.ru_stime,  # RLIMIT_CPU counts from this process's start
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ignored": [name for name in IGNORABLE if signal.getsignal(getattr(signal, name)) == signal.SIG_IGN],
+        "groups": [os.getgid(), os.getegid(), *sorted(os.getgroups())],
     }
 
 

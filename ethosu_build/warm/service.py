@@ -12,8 +12,9 @@ also forks past), and it refuses to fork, and restarts, if its thread count ever
 
 The loop is single-threaded (selectors): the listening socket, a wake-up socket for signals
 (SIGCHLD when a build ends, SIGTERM to stop), and each running build's connection, whose
-end while its build runs means the caller is gone (the build is then stopped with SIGHUP, as
-a closed terminal would stop an in-process build).
+end while its build runs means the caller's process is gone (the build's process group is then
+killed, as the build would have been in that process). The child's side is child.py: it takes
+the caller's umask, resource limits and the like, and dies with the service.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import resource
 import selectors
 import signal
 import socket
@@ -35,13 +37,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import Paths, Reader, WarmUnavailable, fingerprint, import_time_env, paths, send
+from ..config.errors import EXIT_BUILD_FAILED, EXIT_OK
+from . import Paths, Reader, WarmUnavailable, child, fingerprint, idle_seconds, import_time_env, paths, send
 
 log = logging.getLogger("ethosu_build.warm")
 
 IDLE_SECONDS = 3 * 3600  # as Gradle's daemon: a service nobody used for 3 hours stops
 MAX_BUILDS = 8  # builds at once; more fall back to their own process
 LOCK_WAIT = 60.0  # seconds a new service waits for a stopping one to end
+REPORT_WAIT = 10.0  # seconds a new build's child may take to say it has the caller's limits
+# The longest wait of the loop at a time: any idle timeout is honoured in steps (the selector's
+# own bound is about 24 days).
+MAX_WAIT = 3600.0
 
 # What every build imports besides ethosu-build itself (whose modules are all imported): the
 # default build's stages, the joblib launcher, the sweep summary's plot. Importing one of these
@@ -130,6 +137,8 @@ class Service:
     children: dict[int, socket.socket] = field(default_factory=dict)
     inode: int = 0  # the socket file's: removed at the end only if still this service's
     lock_fd: int = -1  # held for the service's life: one service per install
+    stack: int = -1  # its soft RLIMIT_STACK when it started
+    groups: list[int] = field(default_factory=lambda: [os.getgid(), os.getegid(), *sorted(os.getgroups())])
 
     def run(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -144,7 +153,7 @@ class Service:
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         last = time.monotonic()
         while not (self.stopping and not self.children):
-            timeout = None if self.children else max(0.0, last + self.idle - time.monotonic())
+            timeout = None if self.children else min(MAX_WAIT, max(0.0, last + self.idle - time.monotonic()))
             events = self.selector.select(timeout)
             if not events and not self.children and time.monotonic() >= last + self.idle:
                 log.info("idle for %.0f s: stopping", self.idle)
@@ -156,7 +165,7 @@ class Service:
                 elif key.data == "wake":
                     with contextlib.suppress(BlockingIOError):
                         self.wake_r.recv(4096)
-                else:  # a running build's caller closed its end: stop the build as a closed terminal would
+                else:  # a running build's caller closed its end: the caller is gone
                     self._caller_gone(key.data)
             self._reap()
             if self.children:
@@ -233,8 +242,16 @@ class Service:
             self.stopping = True
             self._close_listener()
             return {"refused": "runs older code (ethosu-build or a pinned tool changed since it started)", "stale": 1}
-        if len(fds) != 3 or not isinstance(message.get("argv"), list) or not isinstance(message.get("env"), dict):
+        if len(fds) != 3 or not all(
+            isinstance(message.get(k), t) for k, t in (("argv", list), ("env", dict), ("caller", dict))
+        ):
             return {"refused": "received a malformed request"}
+        caller = message["caller"]
+        if caller.get("groups") != self.groups:  # files a build creates take its group
+            return {"refused": "runs with other groups than this command (newgrp, sg)"}
+        stack = (caller.get("rlimits") or {}).get("RLIMIT_STACK", [None])[0]
+        if stack != self.stack:  # the stack's size is set when a process starts (threads' stacks too)
+            return {"refused": f"was started with another stack size limit (ulimit -s: {stack}, its own {self.stack})"}
         ours = {k: v for k, v in self.env.items() if k not in self.set_by_imports}
         theirs = {k: v for k, v in import_time_env(message["env"]).items() if k not in self.set_by_imports}
         for key in sorted(set(theirs) | set(ours)):
@@ -262,13 +279,23 @@ class Service:
             return
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing of this process's output may reach the caller
+        read_end, write_end = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
-            self._child(conn, fds, message)  # never returns
+            os.close(read_end)
+            child.run(self, conn, fds, message, write_end, parent)  # never returns
+        os.close(write_end)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also here, so that the group exists before the caller signals it
         for fd in fds:
             os.close(fd)
+        refused = self._child_report(pid, read_end)
+        if refused is not None:
+            with contextlib.suppress(OSError):
+                send(conn, {"refused": refused})
+            conn.close()
+            return
         self.builds += 1
         self.children[pid] = conn
         try:
@@ -277,6 +304,23 @@ class Service:
             pass  # the caller is gone already; the selector sees it
         conn.setblocking(False)
         self.selector.register(conn, selectors.EVENT_READ, pid)
+
+    def _child_report(self, pid: int, read_end: int) -> str | None:
+        """Waits for the new child to say it has taken the caller's process attributes; None
+        if it has, else why not (the child has ended: the caller builds in its own process)."""
+        with os.fdopen(read_end, "rb") as pipe:
+            ready = selectors.DefaultSelector()
+            ready.register(pipe, selectors.EVENT_READ)
+            said = pipe.read1(4096) if ready.select(REPORT_WAIT) else b""
+            ready.close()
+        if said == child.OK:
+            return None
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        log.info("a build's child could not start: %s", said.decode(errors="replace") or "no report")
+        return said.decode(errors="replace") or "could not start a build"
 
     def _caller_gone(self, pid: int) -> None:
         conn = self.children.get(pid)
@@ -289,8 +333,11 @@ class Service:
             return
         except OSError:
             pass
+        # Its connection ends only when the caller's process has ended without passing a signal
+        # on (client.py passes SIGHUP and the others): killed, as a build in that process would
+        # have been. SIGKILL also ends a group the caller had stopped (Ctrl-Z).
         with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGHUP)
+            os.killpg(pid, signal.SIGKILL)
         self.selector.unregister(conn)
 
     def _reap(self) -> None:
@@ -318,89 +365,17 @@ class Service:
                 pass
             conn.close()
 
-    def _child(self, conn: socket.socket, fds: list[int], message: dict) -> None:
-        code = 1
-        try:
-            os.setpgid(0, 0)  # the caller forwards Ctrl-C to this group: the build and its sweep workers
-            for s in (self.listener, self.wake_r, self.wake_w, conn, *self.children.values()):
-                if s is not None:
-                    s.close()
-            self.selector.close()
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.close(self.lock_fd)
-            log.handlers.clear()  # the service's log is not the build's
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
-            for fd in fds:
-                if fd > 2:
-                    os.close(fd)
-            # The streams keep their objects (handlers made at import hold them); stdout is
-            # line-buffered on a terminal, as Python would have made it.
-            sys.stdout.reconfigure(line_buffering=os.isatty(1))
-            os.chdir(message["cwd"])
-            os.environ.clear()
-            os.environ.update(message["env"])
-            from .. import numerics
 
-            os.environ.update(numerics.ENV)  # as numerics.pin() does when a console script starts
-            sys.argv = [str(a) for a in message["argv"]]
-            if message.get("path0"):
-                sys.path[0] = message["path0"]  # the console script's folder, as Python sets it
-            _fork_sweep_workers()
-            from ..cli import entry, run_as_process
-
-            code = run_as_process(entry(str(message.get("prog"))))
-        except BaseException:  # noqa: BLE001 (a failure here must still end this child)
-            with contextlib.suppress(BaseException):
-                import traceback
-
-                traceback.print_exc()
-        finally:
-            os._exit(code)
-
-
-def _fork_sweep_workers() -> None:
-    """A sweep with the joblib launcher: its loky workers are forks of this build process, which
-    has everything imported, instead of new interpreters importing torch again.
-
-    loky forks its workers before it starts its own threads, but with the fork start method it
-    drops the environment it gives a new worker (thread limits: cpu_count // n_jobs for OpenMP,
-    MKL, ...), which a worker's torch would read when it loads. So the environment joblib
-    prepares is remembered here and applied in each forked worker, torch's thread count
-    included, as a spawned worker would have it. loky's warning about fork in general is not
-    news to the user of a build, so that one warning is silenced."""
-    import warnings
-
-    from joblib._parallel_backends import LokyBackend
-    from joblib.externals.loky.backend import context
-
-    context.set_start_method("fork", force=True)
-    warnings.filterwarnings("ignore", message="`fork` start method should not be used", category=UserWarning)
-    worker_env: dict[str, str] = {}
-    prepare = LokyBackend._prepare_worker_env
-
-    def remember(self, n_jobs):
-        worker_env.clear()
-        worker_env.update(prepare(self, n_jobs))
-        return dict(worker_env)
-
-    def apply() -> None:
-        os.environ.update(worker_env)
-        if worker_env.get("OMP_NUM_THREADS", "").isdigit():
-            import torch
-
-            torch.set_num_threads(int(worker_env["OMP_NUM_THREADS"]))
-
-    LokyBackend._prepare_worker_env = remember
-    os.register_at_fork(after_in_child=apply)
+def _idle(text: str) -> float:
+    try:
+        return idle_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ethosu_build.warm.service")
-    parser.add_argument("--idle", type=float, default=IDLE_SECONDS, help="stop after this many idle seconds")
+    parser.add_argument("--idle", type=_idle, default=IDLE_SECONDS, help="stop after this many idle seconds")
     parser.add_argument("--max-builds", type=int, default=MAX_BUILDS)
     args = parser.parse_args(argv)
     # The service's own log only: the root logger stays as a fresh interpreter has it, since
@@ -414,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         where = paths(create=True)
     except WarmUnavailable as exc:
         log.error("cannot start: %s", exc)
-        return 1
+        return EXIT_BUILD_FAILED
     lock_fd = os.open(where.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     # One service per install. A service that was told to stop (its code is older) lets go of
     # the lock once its running builds end, so wait for it a little.
@@ -426,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 log.info("a service for this install runs already")
-                return 0
+                return EXIT_OK
             time.sleep(0.2)
     env = import_time_env(os.environ)
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]  # as this process started
     code = fingerprint()  # before the imports: what a client computes from the files
     t0 = time.monotonic()
     failed = preload()
@@ -459,11 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         set_by_imports,
         inode=os.stat(where.socket).st_ino,
         lock_fd=lock_fd,
+        stack=stack,
     )
     log.info("ready: %s", where.socket)
-    service.run()
+    try:
+        service.run()
+    finally:  # a service that fails leaves no socket behind: callers then build without a word
+        service._close_listener()
     log.info("stopped after %d builds", service.builds)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
