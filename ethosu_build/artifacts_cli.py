@@ -76,6 +76,33 @@ def _manifest(a: Artifact, arg: str) -> dict[str, Any]:
         raise UsageError(ConfigIssue(arg, f"{exc}; `ethosu-artifacts ls --check` lists damaged versions")) from exc
 
 
+def _console():
+    """Rich's console for tables: in a terminal, its width; elsewhere (a CI log, a pipe, a
+    file) COLUMNS if set, else as wide as the table needs, so no column is ever cut to a few
+    characters. A reader that stops reading (`| head`) ends the command as a pipe would."""
+    from rich.console import Console
+
+    class _Out(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    if sys.stdout.isatty():
+        return _Out()
+    columns = os.environ.get("COLUMNS", "")
+    return _Out(width=int(columns) if columns.isdigit() and int(columns) > 0 else 10_000)
+
+
+def _print_markdown(text: str) -> None:
+    """A report or summary: rendered in a terminal; elsewhere the markdown itself, which
+    reads as plain text in a log or a file (rendered there, tables would be cut or padded)."""
+    if not sys.stdout.isatty():
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    from rich.markdown import Markdown
+
+    _console().print(Markdown(text))
+
+
 def _quiet_imports() -> None:
     """verify and export --firmware import torch/executorch, whose import-time warnings
     (torchao's CUDA kernels that do not load, torch's deprecations) say nothing about them."""
@@ -95,6 +122,7 @@ def _summary_row(a: Artifact, m: dict[str, Any]) -> dict[str, Any]:
     overrides = len(cfg.get("overrides") or {})
     return {
         "id": a.id,
+        "version": a.version,
         "created": m.get("created", ""),
         "target": (cfg.get("target") or {}).get("accelerator", "?"),
         "scheme": (cfg.get("quantization") or {}).get("scheme", "?") + (f"+{overrides}" if overrides else ""),
@@ -145,7 +173,9 @@ def cmd_ls(store: ArtifactStore, args) -> int:
         rows.append(row)
     findings = [f for f in store.scan() if not args.name or f.path.split("/")[0] == args.name] if args.check else []
     damaged += sum(f.damage for f in findings)
-    rows.sort(key=lambda r: r["created"], reverse=True)  # newest first
+    rows.sort(
+        key=lambda r: (r["created"], r["id"].rsplit("/v", 1)[0], r.get("version", 0)), reverse=True
+    )  # newest first
     if args.json:
         print(json.dumps(rows + [{"id": f.path, "check": f.problem, "damage": f.damage} for f in findings], indent=1))
     else:
@@ -165,11 +195,10 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
     """The figures people compare, in 80 columns: the id is never cut; top-1 where every
     build has labelled evaluation data, else SQNR. `--json` has every field."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     if not rows:
-        Console().print(f"no artifacts in {store.dir}")
+        print(f"no artifacts in {store.dir}")
         return
     built = [r for r in rows if "target" in r]
     quality = (
@@ -201,7 +230,7 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
         ]
         verdict = r.get("check", "")
         table.add_row(*cells, *([verdict if verdict == "ok" else "UNTRUSTED (below)"] if with_check else []))
-    Console().print(table)
+    _console().print(table)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -249,7 +278,8 @@ def _print_diff(result, changed: list[dict[str, Any]]) -> None:
         print(f"  {'-' if d.decides else '~'} {d.level}: {d.what}")
     if result.largest_qparam_change:
         q = result.largest_qparam_change
-        print(f"  largest quantization parameter change: {q['tensor']}, {q['relative']:.3g} relative")
+        how = "changed" if q["relative"] is None else f"{q['relative']:.3g} relative"
+        print(f"  largest quantization parameter change: {q['tensor']}, {how}")
     out = result.outputs
     if out:
         print(
@@ -532,12 +562,8 @@ def cmd_show(store: ArtifactStore, args) -> int:
     if args.json:
         print(json.dumps(m, indent=1))
     else:
-        from rich.console import Console
-        from rich.markdown import Markdown
-
         # report.md is listed in the manifest, so check() above compared it with its sha256
-        text = read_regular(a.path / REPORT).decode() if REPORT in m["files"] else render(m, a.path / "vela")
-        Console().print(Markdown(text))
+        _print_markdown(read_regular(a.path / REPORT).decode() if REPORT in m["files"] else render(m, a.path / "vela"))
     return 0 if checked.trusted else 1
 
 
@@ -559,7 +585,8 @@ def cmd_track(store: ArtifactStore, args) -> int:
     try:
         tracker = tracking.Tracker(settings, store.root)
         for a in artifacts:
-            print(f"{a.id}: run {tracker.log_artifact(a.path, a.manifest(), 'stored', {})} ({tracker.uri})")
+            rid, logged = tracker.log_artifact(a.path, a.manifest(), "stored", {})
+            print(f"{a.id}: {'run' if logged else 'already tracked as run'} {rid} ({tracker.uri})")
     except Exception as exc:  # the tracker's own errors: name them, keep the store as it is
         raise TrackingError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     return 0
@@ -582,10 +609,7 @@ def cmd_summarize(store: ArtifactStore, args) -> int:
     if args.json:
         print(json.dumps(summary.rows, indent=1))
         return 0
-    from rich.console import Console
-    from rich.markdown import Markdown
-
-    Console().print(Markdown((folder / sweep.SUMMARY_MD).read_text()))
+    _print_markdown((folder / sweep.SUMMARY_MD).read_text())
     print("wrote " + ", ".join(str(f) for f in summary.files))
     return 0
 

@@ -94,14 +94,17 @@ class Tracker:
 
     # --- runs ---------------------------------------------------------------------------------
 
-    def log_artifact(self, artifact_path: Path, manifest: dict[str, Any], status: str, context: dict[str, Any]) -> str:
-        """A run for a stored artifact (or the earlier run of the same build key): its id."""
+    def log_artifact(
+        self, artifact_path: Path, manifest: dict[str, Any], status: str, context: dict[str, Any]
+    ) -> tuple[str, bool]:
+        """A run for a stored artifact, or the earlier run of the same build key: (its id,
+        whether it was logged now)."""
         experiment = self.experiment(context.get("experiment") or manifest["name"])
         if status in ("up_to_date", "stored"):  # the same build again: its earlier run
             earlier = self.find(experiment, manifest["build_key"])
             if earlier is not None:
                 log.info("tracking: up to date, already tracked as run %s (%s)", earlier.info.run_id, self.uri)
-                return earlier.info.run_id
+                return earlier.info.run_id, False
         run = self._create(experiment, context, run_name=f"{manifest['name']}/v{manifest['version']}")
         rid = run.info.run_id
         params = {**context.get("params", {}), **_config_params(manifest)}
@@ -116,7 +119,7 @@ class Tracker:
             self.client.log_artifact(rid, str(artifact_path / "model.pte"))
         self.client.set_terminated(rid, "FINISHED")
         log.info("tracking: run %s in experiment %s (%s)", rid, experiment, self.uri)
-        return rid
+        return rid, True
 
     def log_failure(self, row: dict[str, Any], measured: dict[str, Any] | None, context: dict[str, Any]) -> str:
         """A run for a job that stored nothing: FAILED, with its status and message."""

@@ -130,6 +130,26 @@ def store_key_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def digits_store(tmp_path_factory) -> Path:
+    """A store holding digits_cnn/v1 and other/v1 (the same stages, computed once per test
+    process), built on few samples. Tests that change or attack a store copy it first
+    (`store_copy`)."""
+    root = tmp_path_factory.mktemp("digits") / "store"
+    few = ["calibration.num_samples=16", *FEW_EVALUATED]
+    build_in_process(few, root)
+    build_in_process([*few, "name=other"], root)
+    return root
+
+
+@pytest.fixture
+def store_copy(digits_store, tmp_path) -> Path:
+    """A copy of `digits_store` for one test to change."""
+    root = tmp_path / "store"
+    shutil.copytree(digits_store, root, symlinks=True)
+    return root
+
+
 def new_key_file(folder: Path, name: str = "store.key") -> Path:
     """A fresh store key as a user keeps one: 32 random bytes, mode 0600 (a missing
     ETHOSU_BUILD_KEY_FILE is an error, never a new key)."""

@@ -89,6 +89,7 @@ def test_the_headers_compile_and_hold_the_artifact(built, exported, tmp_path):
         "\n".join(
             [
                 "#include <stdio.h>",
+                "unsigned char first_byte(void);",
                 '#include "model_pte.h"',
                 '#include "model_io.h"',
                 '#include "memory.h"',
@@ -101,19 +102,36 @@ def test_the_headers_compile_and_hold_the_artifact(built, exported, tmp_path):
                 "         (double)MODEL_OUTPUT_0_SCALE, MODEL_OUTPUT_0_ZERO_POINT, shape[MODEL_INPUT_0_RANK - 1],",
                 "         (unsigned long)((size_t)model_pte % 16), ET_ARM_BAREMETAL_METHOD_ALLOCATOR_POOL_SIZE,",
                 "         ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE);",
-                "  return argc == 2 ? 0 : 1;",
+                "  return argc == 2 && first_byte() == model_pte[0] ? 0 : 1;",
                 "}",
             ]
         )
+    )
+    # A second translation unit including every header links beside the first (model_pte.h
+    # defines the array in one file only: MODEL_PTE_EXTERN elsewhere).
+    other = tmp_path / "other.c"
+    other.write_text(
+        '#define MODEL_PTE_EXTERN\n#include "model_pte.h"\n#include "model_io.h"\n#include "memory.h"\n'
+        "unsigned char first_byte(void) { return model_pte[0]; }\n"
     )
     assert CC, "no C compiler on PATH (cc or gcc)"
     for compiler, source in ((CC, main), (shutil.which("c++") or shutil.which("g++"), main.with_suffix(".cpp"))):
         if compiler is None:  # C++ too where the machine has it
             continue
         source.write_text(main.read_text())
+        second = other if source == main else other.with_suffix(".cpp")
+        if source != main:  # C linkage, as a C++ firmware would declare the C file's function
+            second.write_text(
+                other.read_text().replace("unsigned char first_byte", 'extern "C" unsigned char first_byte')
+            )
+            source.write_text(
+                source.read_text().replace(
+                    "unsigned char first_byte(void);", 'extern "C" unsigned char first_byte(void);'
+                )
+            )
         exe = tmp_path / f"check_{source.suffix[1:]}"
         cc = subprocess.run(
-            [compiler, "-Wall", "-Wextra", "-Werror", "-I", str(exported), "-o", str(exe), str(source)],
+            [compiler, "-Wall", "-Wextra", "-Werror", "-I", str(exported), "-o", str(exe), str(source), str(second)],
             capture_output=True,
             text=True,
         )

@@ -23,21 +23,10 @@ from ethosu_build.store.trust import KEY_ENV
 QUICK = ["calibration.num_samples=16", *FEW_EVALUATED]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """One store holding digits_cnn/v1 and other/v1 (the same stages: one computation)."""
-    root = tmp_path_factory.mktemp("trust") / "store"
-    build_in_process(QUICK, root)
-    build_in_process([*QUICK, "name=other"], root)
-    return root
-
-
 @pytest.fixture
-def store(built, tmp_path) -> Path:
-    """A copy of the built store for one test to attack."""
-    root = tmp_path / "store"
-    shutil.copytree(built, root, symlinks=True)
-    return root
+def store(store_copy) -> Path:
+    """digits_cnn/v1 and other/v1 (conftest.digits_store), this test's own copy."""
+    return store_copy
 
 
 def cli(args, root: Path, env: dict | None = None):

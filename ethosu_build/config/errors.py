@@ -20,6 +20,7 @@ EXIT_BUILD_FAILED = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_BUDGET_BREACHED = 3
 EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
+EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE (`ls --json | head`)
 
 
 class EthosuError(Exception):
@@ -146,6 +147,8 @@ def outcome(exc: BaseException) -> Outcome:
         return Outcome(exc.exit_code, exc.status, without_hydra_hints(exc.render()))
     if isinstance(exc, KeyboardInterrupt):
         return Outcome(EXIT_INTERRUPTED, "incomplete", "interrupted; nothing half-written was stored")
+    if isinstance(exc, BrokenPipeError):  # the reader of our output stopped reading: nothing to say
+        return Outcome(EXIT_BROKEN_PIPE, "incomplete", "")
     hydra = from_hydra(exc)
     if hydra is not None:
         return outcome(hydra)
@@ -299,6 +302,11 @@ def report(prog: str, exc: BaseException) -> int:
             f"{prog}: crashed (a bug in ethosu-build; the traceback above says where): {result.message}",
             file=sys.stderr,
         )
-    else:
+    elif result.message:
         print(f"{prog}: {result.message}", file=sys.stderr)
+    if isinstance(exc, BrokenPipeError):
+        import os
+
+        # Python flushes stdout at exit: into the closed pipe, that would fail once more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return result.exit_code

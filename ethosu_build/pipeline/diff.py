@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,11 @@ def diff(a: Artifact, b: Artifact) -> Diff:
     qparams += _io_scales(ma, mb)
     for tensor, rel in qparams:
         if rel > 0:
-            found.append(
-                Difference("qparams", f"{tensor}: changed by {rel:.3g} relative", decides=rel > QPARAM_TOLERANCE)
-            )
+            found.append(Difference("qparams", f"{tensor}: {_changed_by(rel)}", decides=rel > QPARAM_TOLERANCE))
     if qparams:
         tensor, rel = max(qparams, key=lambda q: q[1])
-        result.largest_qparam_change = {"tensor": tensor, "relative": rel}
+        # A zero point or a lookup table has no relative change (inf): null, as JSON can carry it.
+        result.largest_qparam_change = {"tensor": tensor, "relative": None if math.isinf(rel) else rel}
     result.outputs = _outputs(a, b, ma, mb)
     if result.outputs.get("compared") and result.outputs["max_lsb"] > 1:
         found.append(
@@ -114,6 +114,14 @@ def diff(a: Artifact, b: Artifact) -> Diff:
     found.sort(key=lambda d: LEVELS.index(d.level))
     result.verdict = "different" if any(d.decides for d in found) else "equivalent"
     return result
+
+
+def _changed_by(rel: float) -> str:
+    return (
+        "changed (a zero point or lookup table: no relative measure)"
+        if math.isinf(rel)
+        else f"changed by {rel:.3g} relative"
+    )
 
 
 # --- the IO contract ------------------------------------------------------------------------

@@ -44,10 +44,17 @@ def model_pte_h(pte: bytes, section: str) -> str:
             "#include <stddef.h>",
             "",
             f"#define MODEL_PTE_SIZE {len(pte)}u",
+            "",
+            "/* Defined in the one .c file that includes this header plainly (as ExecuTorch's Arm",
+            " * executor_runner does); any other file defines MODEL_PTE_EXTERN before including it and",
+            " * gets the declaration only, so two translation units link. */",
+            "extern unsigned char model_pte[MODEL_PTE_SIZE];",
+            "#ifndef MODEL_PTE_EXTERN",
             "/* 16-byte aligned: ExecuTorch reads the flatbuffer and the Ethos-U command streams in place. */",
             f'__attribute__((section("{section}"), aligned(16))) unsigned char model_pte[MODEL_PTE_SIZE] = {{',
             *(f"    {line}," for line in lines),
             "};",
+            "#endif",
             "",
         ]
     )

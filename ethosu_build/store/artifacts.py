@@ -36,6 +36,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..config.schema import NAME
+from ..files import atomic_write
 from ..fingerprint import sha256_bytes
 from .safe_fs import is_real_dir as _is_real_dir
 from .safe_fs import read_regular as _read_regular
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 MANIFEST_SCHEMA = 1
+LAST_VERSION = ".last-version"  # the highest v<N> ever issued under a name (ids are never reused)
 # Whole and ASCII, no leading zero: `v1\n`, `v01` or `v١` would otherwise be a second v1.
 _VERSION_DIR = re.compile(r"\Av([1-9][0-9]*)\Z")
 
@@ -188,7 +190,7 @@ class ArtifactStore:
 
     def _from_path(self, ref: str) -> Artifact:
         p = Path(ref)
-        known = ", ".join(sorted(a.id for a in self.all())) or "none"
+        known = ", ".join(a.id for a in self.all()) or "none"  # by name, then version number
         if not os.path.lexists(p):
             raise NotAnArtifact(f"no artifact {ref!r} in {self.dir}; known: {known}")
         if p.is_symlink():
@@ -227,7 +229,7 @@ class ArtifactStore:
                 continue
             for p in sorted(base.iterdir()):
                 rel = f"{base.name}/{p.name}"
-                if p.name == ".lock" and not p.is_symlink():
+                if p.name in (".lock", LAST_VERSION) and not p.is_symlink():
                     continue
                 if p.name.startswith(".staging-") and _is_real_dir(p):
                     if _stale(p):
@@ -281,9 +283,11 @@ class ArtifactStore:
                     return existing, False
                 # One past every v<N> present, whatever it holds: a damaged or half-present
                 # version never collides with the next one.
-                version = (
-                    max((int(m.group(1)) for p in base.iterdir() if (m := _VERSION_DIR.match(p.name))), default=0) + 1
-                )
+                present = (int(m.group(1)) for p in base.iterdir() if (m := _VERSION_DIR.match(p.name)))
+                version = max(max(present, default=0), _last_version(base)) + 1
+                # An id is never given twice, even after `gc --artifact` removed the newest
+                # version: MLflow runs and notes that name it keep meaning those bytes.
+                atomic_write(base / LAST_VERSION, f"{version}\n")
                 files = {str(p.relative_to(staging)): _file_entry(p) for p in sorted(staging.rglob("*")) if p.is_file()}
                 content = manifest(version, files)
                 if report is not None:
@@ -356,6 +360,16 @@ def check(artifact: Artifact, hash_files: bool = True) -> Check:
         if (p.is_symlink() or not p.is_dir()) and rel not in listed:
             result.problems.append(f"{rel}: not listed in the manifest" + (" (a symlink)" if p.is_symlink() else ""))
     return result
+
+
+def _last_version(base: Path) -> int:
+    """The highest version number this name was ever given (0 when unknown or unreadable:
+    then the folders present decide, as before the record existed)."""
+    try:
+        text = _read_regular(base / LAST_VERSION).decode("ascii").strip()
+    except (OSError, ValueError):
+        return 0
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else 0
 
 
 def _inside(folder: Path, name: str) -> bool:
