@@ -320,6 +320,16 @@ def cmd_lock(store: ArtifactStore, args) -> int:
     from .store import provenance
 
     _, cfg, path = _recipe(args)
+    package = Path(__file__).resolve().parent
+    if package in path.resolve().parents:  # a lock beside it would go into the installed package
+        raise UsageError(
+            ConfigIssue(
+                "RECIPE",
+                f"{args.recipe!r} is a built-in recipe ({path}); a lock is written beside its recipe, which would be "
+                f"the installed package; accepted: a recipe of yours: copy it to conf/recipe/{args.recipe}.yaml in "
+                f"your repository and run `ethosu-artifacts lock {args.recipe} --searchpath conf`",
+            )
+        )
     lock = provenance.lock_path(path)
     provenance.write_lock(
         lock, provenance.lock_content(args.recipe, tool_versions(), fingerprints(cfg), numerics.describe())

@@ -112,6 +112,7 @@ def test_export_refuses_its_own_folder_and_a_file(store, capsys, tmp_path):
         (["show", "nope/v9"], ["ID", "no artifact 'nope/v9'"]),
         (["gc", "--artifact", "nope"], ["--artifact", "no artifact 'nope'"]),
         (["lock", "digits_u55", "--searchpath", "no_such_dir"], ["--searchpath", "no_such_dir", "not a folder"]),
+        (["lock", "digits_u55"], ["RECIPE", "built-in recipe", "conf/recipe/digits_u55.yaml"]),  # not into the package
     ],
 )
 def test_each_subcommand_names_its_bad_argument(args, fragments, capsys, tmp_path, monkeypatch):

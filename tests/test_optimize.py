@@ -6,6 +6,7 @@ any trial; ethosu-search treating a breach as infeasible."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from conftest import csv_rows, manifest, run_cli
@@ -72,10 +73,14 @@ def test_a_seeded_optimizing_sweep_keeps_infeasible_trials_and_builds_a_feasible
         job = next(r for r in front if r["recipe"] == recipe.stem)
         if k == 0:
             assert f"ethosu-build hydra.searchpath=[file://{folder}] recipe={recipe.stem}" in recipe.read_text()
+            # where users run it: their own git repository, the store git-ignored
+            subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+            (tmp_path / ".gitignore").write_text("store/\n")
             rebuilt = run_cli([f"hydra.searchpath=[file://{folder}]", f"recipe={recipe.stem}", "store.root=store"],
                               tmp_path)  # fmt: skip
             assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
             (pte,) = (root / "artifacts" / recipe.stem).glob("v*/model.pte")
+            assert "written_by" in manifest(pte.parent)["provenance"]
         else:
             container, name, _ = compose([f"recipe={recipe.stem}", f"store.root={root}"], searchpath=str(folder))
             pte = build(container, recipe=name).artifact.path / "model.pte"

@@ -275,7 +275,11 @@ def _provenance(cfg: BuildConfig, request: Request) -> dict[str, Any]:
     allow_dirty) and drift from the recipe's lock (an error under strict)."""
     path, recipe = request.recipe_path, request.recipe
     git = provenance.git_info(path)
-    if path is not None and git and git.get("file_dirty") and not cfg.allow_dirty:
+    # A recipe a sweep or search wrote into this store (its front, its best point) is the
+    # tool's own record, not the user's source: it rebuilds by the command it states,
+    # wherever the store is (a git-ignored outputs/, as a rule), and says where it came from.
+    written_here = path is not None and provenance.inside(path, cfg.store.root)
+    if path is not None and git and git.get("file_dirty") and not cfg.allow_dirty and not written_here:
         why = (
             "is not committed (untracked, or ignored by git)"
             if not git.get("file_tracked", True)
@@ -289,6 +293,8 @@ def _provenance(cfg: BuildConfig, request: Request) -> dict[str, Any]:
             )
         )
     origin_info: dict[str, Any] = {"recipe_file": str(path) if path else None, "git": git, "lock": None}
+    if written_here:
+        origin_info["written_by"] = "ethosu-build: a recipe a sweep or search wrote into this store"
     lock = provenance.lock_path(path) if path else None
     if lock is not None and lock.is_file():
         drift = provenance.drift(provenance.read_lock(lock), tool_versions(), fingerprints(cfg), numerics.describe())

@@ -73,6 +73,12 @@ def git_info(path: Path | None) -> dict[str, Any] | None:
     return info
 
 
+def inside(path: Path, root: str | Path) -> bool:
+    """Whether `path` lies in the store `root` (both resolved)."""
+    real, base = Path(path).resolve(), Path(os.path.expanduser(str(root))).resolve()
+    return base in real.parents
+
+
 def lock_path(recipe: Path) -> Path:
     return recipe.with_name(recipe.stem + LOCK_SUFFIX)
 
