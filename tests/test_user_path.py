@@ -76,3 +76,21 @@ def test_versions_are_listed_by_number_and_newest_first(store_copy):
 
 def test_a_change_without_a_relative_measure_is_said_in_words():
     assert "inf" not in _changed_by(float("inf")) and _changed_by(0.5) == "changed by 0.5 relative"
+
+
+def test_retraining_the_digits_model_never_overwrites_the_shipped_weights(tmp_path):
+    import sys
+
+    from ethosu_build.models import DIGITS_CNN_WEIGHTS
+
+    before = DIGITS_CNN_WEIGHTS.read_bytes()
+    for args in ([], ["--out", str(DIGITS_CNN_WEIGHTS)]):
+        res = subprocess.run(
+            [sys.executable, "-m", "ethosu_build.models.train_digits_cnn", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 2 and "--out" in res.stderr, res.stderr
+    assert DIGITS_CNN_WEIGHTS.read_bytes() == before

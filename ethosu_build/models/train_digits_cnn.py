@@ -1,13 +1,16 @@
-"""Train DigitsCNN (or DigitsGated) on the digits train split and write the shipped weights.
+"""Train DigitsCNN (or DigitsGated) on the digits train split and write the weights to --out.
 
-    python -m ethosu_build.models.train_digits_cnn [--model cnn|gated] [--out PATH]
+    python -m ethosu_build.models.train_digits_cnn --out digits_cnn.pt [--model cnn|gated]
 
-Seeded and single-threaded, so a rerun with the same torch writes the same file.
+Seeded and single-threaded, so a rerun on the same machine and torch writes the same file; on
+another machine the floats may differ in the last bits, so the shipped weights are never
+overwritten: every digits build's bytes (and the published recipe shas) rest on them.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -50,9 +53,11 @@ def train(gated: bool = False) -> tuple[nn.Module, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("cnn", "gated"), default="cnn")
-    parser.add_argument("--out", default=None, help="default: the shipped weights file of --model")
+    parser.add_argument("--out", required=True, help="where to write the weights (never the shipped file)")
     args = parser.parse_args()
-    args.out = args.out or str(DIGITS_GATED_WEIGHTS if args.model == "gated" else DIGITS_CNN_WEIGHTS)
+    shipped = {DIGITS_CNN_WEIGHTS.resolve(), DIGITS_GATED_WEIGHTS.resolve()}
+    if Path(args.out).resolve() in shipped:
+        parser.error(f"--out {args.out}: the shipped weights; accepted: any other path (they key every digits build)")
     model, acc = train(args.model == "gated")
     torch.save(model.state_dict(), args.out)
     print(f"wrote {args.out}; float top-1 on the test split: {acc:.4f}")
