@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import numerics, run_dirs
+from .config import objective
 from .config.errors import ConfigIssue, UsageError, report
 from .pipeline.firmware import DEFAULT_BUNDLE_SAMPLES, DEFAULT_SECTION, SECTION_NAME
 from .store.artifacts import Artifact, ArtifactStore, Check, DamagedManifest, NotAnArtifact, check
@@ -127,8 +128,10 @@ def _summary_row(a: Artifact, m: dict[str, Any]) -> dict[str, Any]:
         "target": (cfg.get("target") or {}).get("accelerator", "?"),
         "scheme": (cfg.get("quantization") or {}).get("scheme", "?") + (f"+{overrides}" if overrides else ""),
         "inference_ms": vela.get("inference_ms"),
-        "sram_kib": vela.get("sram_kib"),
-        "flash_kib": vela.get("flash_kib"),
+        # the memory bill's, as budgets, objectives and sweep summaries name them (docs/sweeps.md)
+        "sram_kib": objective.METRICS["sram_kib"].read(m) if m.get("memory") else None,
+        "flash_kib": objective.METRICS["flash_kib"].read(m) if m.get("memory") else None,
+        "vela_sram_kib": vela.get("sram_kib"),
         "top1": acc.get("quantized_top1"),
         "sqnr_db": acc.get("sqnr_db"),
         "npu_partitions": d.get("npu_partitions"),
@@ -205,7 +208,7 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
         ("top-1%", "top1", 4) if built and all(r.get("top1") is not None for r in built) else ("SQNR dB", "sqnr_db", 3)
     )
     table = Table(
-        title=f"artifacts in {store.dir}, newest first (ms, SRAM and flash KiB: Vela's estimate)",
+        title=f"artifacts in {store.dir}, newest first (ms: Vela's estimate; SRAM and flash KiB: the memory bill)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,

@@ -13,8 +13,8 @@ from .config.errors import EXIT_FOR_STATUS, OK_STATUSES
 
 STATUSES = (*OK_STATUSES, *EXIT_FOR_STATUS)
 # The row's figures: the summary compares and plots them.
-NUMBERS = ("cycles", "inference_ms", "sram_kib", "flash_kib", "npu_partitions", "cpu_ops", "float_top1",
-           "quantized_top1", "accuracy_drop", "sqnr_db", "tosa_max_lsb", "seconds")  # fmt: skip
+NUMBERS = ("cycles", "inference_ms", "sram_kib", "flash_kib", "vela_sram_kib", "npu_partitions", "cpu_ops",
+           "float_top1", "quantized_top1", "accuracy_drop", "sqnr_db", "tosa_max_lsb", "seconds")  # fmt: skip
 
 
 def _number(v: Any) -> bool:

@@ -50,8 +50,9 @@ COLUMNS = [
     "module_overrides",
     "cycles",
     "inference_ms",
-    "sram_kib",
+    "sram_kib",  # the memory bill's SRAM and flash: what budgets and objectives judge
     "flash_kib",
+    "vela_sram_kib",  # Vela's own SRAM figure for its partitions
     "npu_partitions",
     "cpu_ops",
     "float_top1",
@@ -100,8 +101,11 @@ def _measured_columns(m: dict[str, Any]) -> dict[str, Any]:
     return {
         "cycles": vela.get("cycles"),
         "inference_ms": vela.get("inference_ms"),
-        "sram_kib": vela.get("sram_kib"),
-        "flash_kib": vela.get("flash_kib"),
+        # One name, one meaning (docs/sweeps.md): the memory bill's, as budget.max_sram_kib and
+        # the objective's sram_kib read it; Vela's own figure under its own name.
+        "sram_kib": objective.METRICS["sram_kib"].read(m) if m.get("memory") else None,
+        "flash_kib": objective.METRICS["flash_kib"].read(m) if m.get("memory") else None,
+        "vela_sram_kib": vela.get("sram_kib"),
         "npu_partitions": d.get("npu_partitions"),
         "cpu_ops": d.get("cpu_compute_op_count"),
         "float_top1": acc.get("float_top1"),
@@ -315,7 +319,16 @@ def _labels(rows: list[dict[str, Any]]) -> dict[int, str]:
 
 def _markdown(summary: Summary) -> str:
     rows = summary.rows
-    lines = [f"# Sweep summary: {summary.sweep_dir}", "", summary.line() + ".", ""]
+    lines = [
+        f"# Sweep summary: {summary.sweep_dir}",
+        "",
+        summary.line() + ".",
+        "",
+        "SRAM and flash KiB: the memory bill (what the firmware reserves, per region of the memory mode), "
+        "the figures budget.max_sram_kib/max_flash_kib and the objective judge; summary.csv's vela_sram_kib "
+        "is Vela's own SRAM figure.",
+        "",
+    ]
     if summary.optimize:
         on_front = {id(r) for r in summary.front}
         lines += _optimize_lines(summary)

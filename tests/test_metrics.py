@@ -99,6 +99,14 @@ def test_budget_passes_at_its_measured_value_and_breaks_below_it(budget, shared_
         build_in_process([*base, f"budget.{budget}={value / 2 if budget != 'max_cpu_ops' else 0}"], shared_root)
     assert [b["budget"] for b in breach.value.breaches] == [budget]
     assert breach.value.breaches[0]["measured"] == value
+    if budget in ("max_sram_kib", "max_flash_kib"):  # the message says which figure it judged
+        region = budget.split("_")[1]
+        assert f"judged: the memory bill's {region.upper()} in {m['memory']['memory_mode']}" in str(breach.value)
+        # one name, one meaning: the objective and a sweep's summary read the same figure
+        from ethosu_build.config.objective import METRICS
+        from ethosu_build.sweep import _measured_columns
+
+        assert METRICS[f"{region}_kib"].read(m) == value == _measured_columns(m)[f"{region}_kib"]
     assert sorted(p.name for p in (shared_root / "artifacts" / "digits_cnn").iterdir()) == before
 
 

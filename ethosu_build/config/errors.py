@@ -116,6 +116,7 @@ class BudgetBreached(EthosuError):
         self.measured = measured or {}
         lines = [
             f"  - budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g} {b['unit']}"
+            + (f" (judged: {b['judged']})" if b.get("judged") else "")
             for b in breaches
         ]
         super().__init__("budget breached, nothing stored:\n" + "\n".join(lines))

@@ -14,7 +14,8 @@ def measured(
     delegation: dict[str, Any], vela: dict[str, Any], accuracy: dict[str, Any], memory: dict[str, Any]
 ) -> dict[str, tuple[Any, str]]:
     """The value each budget is judged on, and its unit. SRAM and flash judge the whole
-    memory bill in that region for the target's memory mode (pipeline/memory.py)."""
+    memory bill in that region for the target's memory mode (pipeline/memory.py): the same
+    figures as the objective's and a sweep summary's sram_kib and flash_kib."""
     total, regions = vela["total"], memory["regions"]
     return {
         # Boundary (de)quantize kernels are the program's IO, present in every build; the
@@ -26,6 +27,21 @@ def measured(
         "max_accuracy_drop": (accuracy["accuracy_drop"], "accuracy points"),
         "max_inference_ms": (total["inference_ms"], "ms"),
     }
+
+
+def judged(name: str, memory: dict[str, Any]) -> str | None:
+    """What a memory budget's figure is made of, for its message: the memory bill's parts in
+    that region under the build's memory mode (a U65's Dedicated_Sram counts its configured
+    fast scratch; Sram_Only places the program in SRAM, so its flash is 0)."""
+    region = {"max_sram_kib": "sram", "max_flash_kib": "flash"}.get(name)
+    if region is None:
+        return None
+    parts = [
+        f"{part} {kib(p['bytes']):g} KiB" + (" configured" if p.get("how") == "configured" else "")
+        for part, p in (memory.get("parts") or {}).items()
+        if p.get("region") == region and p.get("bytes")
+    ]
+    return f"the memory bill's {region.upper()} in {memory.get('memory_mode')}: " + (", ".join(parts) or "nothing")
 
 
 def check(
@@ -56,7 +72,8 @@ def check(
         ok = value <= limit
         results[f.name] = {"limit": limit, "measured": value, "unit": unit, "passed": ok}
         if not ok:
-            breaches.append({"budget": f.name, "limit": limit, "measured": value, "unit": unit})
+            breaches.append({"budget": f.name, "limit": limit, "measured": value, "unit": unit,
+                             "judged": judged(f.name, memory)})  # fmt: skip
     if breaches:
         raise BudgetBreached(breaches, measured_as_manifest)
     return results
