@@ -630,59 +630,103 @@ def cmd_summarize(store: ArtifactStore, args) -> int:
 # --- the command line ---------------------------------------------------------------------------
 
 
+_ID = "an artifact: NAME/vN, NAME (its newest version) or a version folder of the store"
+_EXIT = (
+    "exit codes: 0 all well; 1 damage or an untrusted version found (ls --check), DIFFERS (verify), other bytes "
+    "(diff), a shown artifact your key did not sign (show); 2 a bad argument, or an artifact too damaged or untrusted "
+    "to act on; 130 interrupted; 141 the output's reader stopped (| head)"
+)
+# Each command: its one-line help and the examples its own --help ends with.
+_EXAMPLES = {
+    "ls": [
+        "ethosu-artifacts ls",
+        "ethosu-artifacts ls digits_cnn --target ethos-u55-128",
+        "ethosu-artifacts ls --check",
+    ],
+    "show": ["ethosu-artifacts show digits_cnn", "ethosu-artifacts show digits_cnn/v3 --json"],
+    "diff": ["ethosu-artifacts diff digits_cnn/v1 digits_cnn/v2", "ethosu-artifacts diff digits_cnn ../ci/export"],
+    "verify": [
+        "ethosu-artifacts verify digits_cnn/v2",
+        "ethosu-artifacts verify --recipe digits_u55",
+        "ethosu-artifacts verify digits_cnn/v2 --recipe my_recipe --searchpath conf",
+    ],
+    "lock": ["ethosu-artifacts lock my_recipe --searchpath conf"],
+    "export": [
+        "ethosu-artifacts export digits_cnn fw/model",
+        "ethosu-artifacts export digits_cnn/v2 fw/model --firmware",
+    ],
+    "gc": ["ethosu-artifacts gc --dry-run", "ethosu-artifacts gc --artifact digits_cnn/v1"],
+    "summarize": ["ethosu-artifacts summarize outputs/sweeps/2026-11-28/12-00-00"],
+    "track": ["ethosu-artifacts track digits_cnn --uri http://127.0.0.1:5000"],
+}
+
+
+def _command(sub, name: str, func, help: str):
+    examples = "\n".join(f"  {e}" for e in _EXAMPLES[name])
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=f"examples:\n{examples}\n\n{_EXIT}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=func)
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog=PROG,
         description="List, inspect, check, verify and copy ethosu-build artifacts.",
-        epilog="Docs: docs/artifacts.md (the store), docs/trust.md (what the store promises).",
+        epilog=f"{_EXIT}\n\nDocs: docs/artifacts.md (the store), docs/trust.md (what the store promises). "
+        "`ethosu-artifacts COMMAND --help` gives each command's arguments and examples.",
     )
     top.add_argument("--root", default="outputs", help="store root (store.root of the builds); default: outputs")
-    sub = top.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("ls", help="list artifacts, newest first")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _command(sub, "ls", cmd_ls, "list artifacts, newest first, with the figures people compare")
     p.add_argument("name", nargs="?", help="only this artifact name")
     p.add_argument("--target", help="only this accelerator, e.g. ethos-u55-128")
     p.add_argument("--scheme", help="only this global scheme, e.g. int8")
     p.add_argument(
-        "--check", action="store_true", help="check every version's files and signed manifest (exit 1 on damage)"
+        "--check",
+        action="store_true",
+        help="check every version's files, signature and place (exit 1 on anything untrusted)",
     )
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_ls)
-    p = sub.add_parser("track", help="log stored artifacts to MLflow (backfill a store built without tracking)")
-    p.add_argument("ids", nargs="+", metavar="ID", help="NAME/vN, NAME (newest version) or a version folder")
-    p.add_argument("--uri", default=None, help="tracking URI; default: the embedded store under --root")
-    p.add_argument("--experiment", default=None, help="MLflow experiment; default: each artifact's name")
-    p.add_argument("--no-model", action="store_true", help="do not upload model.pte")
-    p.set_defaults(func=cmd_track)
-    p = sub.add_parser("show", help="one artifact's report.md, as tables")
-    p.add_argument("id", help="NAME/vN, NAME (newest version) or a version folder of the store")
+    p.add_argument("--json", action="store_true", help="every field, for scripts")
+    p = _command(sub, "show", cmd_show, "one artifact's report.md (tables in a terminal, markdown elsewhere)")
+    p.add_argument("id", metavar="ID", help=_ID)
     p.add_argument("--json", action="store_true", help="print the manifest")
-    p.set_defaults(func=cmd_show)
-    p = sub.add_parser(
-        "diff", help="identical, equivalent or different, with the first cause (exit 0 only for identical)"
+    p = _command(
+        sub, "diff", cmd_diff, "identical, equivalent or different, the first cause and the inputs that changed"
     )
-    p.add_argument("a", help="NAME/vN, NAME, or a folder: a version of another store, or an exported one")
-    p.add_argument("b", help="as A")
+    p.add_argument("a", metavar="A", help=f"{_ID}; or a folder outside the store: another store's version, an export")
+    p.add_argument("b", metavar="B", help="as A")
     p.add_argument("--json", action="store_true", help="the verdict and every difference, for scripts")
-    p.set_defaults(func=cmd_diff)
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "verify",
-        help="check files, rebuild from config.yaml in a temporary store, compare model.pte (exit 0 MATCH, 1 DIFFERS)",
+        cmd_verify,
+        "rebuild in a temporary store and compare model.pte byte for byte (exit 0 MATCH, 1 DIFFERS); only a "
+        "trusted artifact's own config.yaml is built",
     )
-    p.add_argument("id", nargs="?", help="NAME/vN, NAME (newest version) or a version folder of the store")
+    p.add_argument("id", nargs="?", metavar="ID", help=_ID)
     p.add_argument(
         "--recipe",
+        metavar="RECIPE",
         help="build this recipe and compare with ID, or with the recipe's newest artifact; the way to check an "
         "artifact your key did not sign (its own config.yaml is never run)",
     )
-    p.add_argument("--searchpath", help="a folder with your own config groups (as hydra.searchpath)")
-    p.set_defaults(func=cmd_verify)
-    p = sub.add_parser("lock", help="pin a recipe's tool versions and input fingerprints in RECIPE.lock.json beside it")
-    p.add_argument("recipe")
-    p.add_argument("--searchpath", help="a folder with your own config groups (as hydra.searchpath)")
-    p.set_defaults(func=cmd_lock)
-    p = sub.add_parser("export", help="copy model.pte, manifest.json and report.md to DIR (--firmware: and C headers)")
-    p.add_argument("id")
-    p.add_argument("dir")
+    p.add_argument("--searchpath", metavar="DIR", help="a folder with your own config groups (as hydra.searchpath)")
+    p = _command(
+        sub, "lock", cmd_lock, "pin a recipe's tool versions and input fingerprints in RECIPE.lock.json beside it"
+    )
+    p.add_argument("recipe", metavar="RECIPE", help="a recipe of yours (recipe/RECIPE.yaml on the search path)")
+    p.add_argument("--searchpath", metavar="DIR", help="a folder with your own config groups (as hydra.searchpath)")
+    p = _command(
+        sub, "export", cmd_export, "copy an artifact whole into DIR (--firmware: and the C headers a firmware needs)"
+    )
+    p.add_argument("id", metavar="ID", help=_ID)
+    p.add_argument("dir", metavar="DIR", help="a new or empty folder outside the store")
     p.add_argument(
         "--firmware",
         action="store_true",
@@ -698,17 +742,17 @@ def parser() -> argparse.ArgumentParser:
         help=f"test cases in model.bpte (default {DEFAULT_BUNDLE_SAMPLES})",
     )
     p.add_argument("--force", action="store_true", help="write into a DIR that is not empty")
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("gc", help="remove cache entries no artifact needs and debris; artifacts only when named")
-    p.add_argument("--artifact", action="append", help="also remove this artifact version (repeatable)")
-    p.add_argument("--dry-run", action="store_true")
-    p.set_defaults(func=cmd_gc)
-    p = sub.add_parser(
-        "summarize", help="write summary.csv, summary.md and pareto.png of a sweep dir from its job results"
-    )
-    p.add_argument("dir", help="the sweep dir (hydra.sweep.dir), e.g. outputs/sweeps/2026-11-28/12-00-00")
+    p = _command(sub, "gc", cmd_gc, "remove cache entries no artifact or running build needs, and debris")
+    p.add_argument("--artifact", metavar="ID", action="append", help="also remove this version (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    p = _command(sub, "summarize", cmd_summarize, "write summary.csv, summary.md and pareto.png of a sweep dir")
+    p.add_argument("dir", metavar="SWEEP_DIR", help="the sweep dir (hydra.sweep.dir), also of a killed sweep")
     p.add_argument("--json", action="store_true", help="print the rows")
-    p.set_defaults(func=cmd_summarize)
+    p = _command(sub, "track", cmd_track, "log stored artifacts to MLflow (backfill a store built without tracking)")
+    p.add_argument("ids", nargs="+", metavar="ID", help=_ID)
+    p.add_argument("--uri", default=None, help="tracking URI; default: the embedded store under --root")
+    p.add_argument("--experiment", default=None, help="MLflow experiment; default: each artifact's name")
+    p.add_argument("--no-model", action="store_true", help="do not upload model.pte")
     return top
 
 

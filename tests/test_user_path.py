@@ -94,3 +94,17 @@ def test_retraining_the_digits_model_never_overwrites_the_shipped_weights(tmp_pa
         )
         assert res.returncode == 2 and "--out" in res.stderr, res.stderr
     assert DIGITS_CNN_WEIGHTS.read_bytes() == before
+
+
+def test_every_subcommand_explains_its_arguments_with_examples_and_exit_codes():
+    import argparse
+
+    from ethosu_build.artifacts_cli import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    docs = (Path(__file__).parents[1] / "docs" / "artifacts.md").read_text()
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "examples:" in text and f"ethosu-artifacts {name}" in text and "exit codes:" in text, name
+        assert all(a.help for a in p._actions), name  # every argument says what it takes
+        assert f"ethosu-artifacts {name}" in docs, name  # and the docs' list names the command
