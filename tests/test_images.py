@@ -358,3 +358,28 @@ def test_numbered_sample_folders_take_the_same_rule(tmp_path):
             np.save(root / name / "x.npy", np.zeros((1, 8, 8), np.float32))
         with pytest.raises(ValueError, match=re.escape(named)):
             data.folder(str(root), labels_from_subfolders=True)
+
+
+def test_the_image_options_take_a_small_folder_whole_by_default(tmp_path):
+    """The flagship command, on a folder smaller than any fixed default (it failed on 256)."""
+    from conftest import compose_config
+
+    from ethosu_build.config.validate import validate
+    from ethosu_build.pipeline.model_checks import check_model, load_model
+
+    write_digits(tmp_path / "d", 12)
+    cfg = validate(
+        compose_config(
+            [
+                "calibration=images",
+                f"calibration.dataset.path={tmp_path / 'd'}",
+                "evaluation=images",
+                f"evaluation.dataset.path={tmp_path / 'd'}",
+                "evaluation.dataset.labels_from_subfolders=true",
+                "model.preprocess=[{op: scale, divisor: 16}]",
+                f"store.root={tmp_path / 'store'}",
+            ]
+        )[0]
+    )
+    assert cfg.calibration.num_samples is None and cfg.evaluation.num_samples is None
+    check_model(cfg, load_model(cfg))  # the model checks: the sizes fit (raises a ConfigError otherwise)

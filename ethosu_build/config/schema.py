@@ -149,14 +149,14 @@ class DatasetConfig:
     """Where samples come from: `dataset` is a Hydra `_target_` call (see data.py)."""
 
     dataset: dict[str, Any] = field(default_factory=dict)
-    num_samples: int = 128
+    num_samples: int | None = 128  # null: the whole dataset (the image and folder options' default)
     batch_size: int = 32  # calibration: samples per observer call; evaluation: per forward pass (speed only)
     seed: int | None = None  # null: the first num_samples items in order; an int: a seeded random draw
 
 
 @dataclass
 class EvaluationConfig(DatasetConfig):
-    num_samples: int = 256
+    num_samples: int | None = 256
     tosa_check: bool = True  # run the TOSA given to Vela on the TOSA reference model
     tosa_samples: int = 16  # evaluation samples the TOSA check runs
 

@@ -475,10 +475,11 @@ SEED_MAX = 2**32 - 1  # numpy's RandomState, whose stream is frozen across numpy
 
 
 def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue], model_preprocess: list) -> None:
-    if ds.num_samples <= 0:
+    if ds.num_samples is not None and ds.num_samples <= 0:
         issues.append(
             ConfigIssue(
-                f"{key}.num_samples", f"{ds.num_samples} is not positive; accepted: 1 up to the size of the dataset"
+                f"{key}.num_samples",
+                f"{ds.num_samples} is not positive; accepted: null (the whole dataset) or 1 up to its size",
             )
         )
     if ds.batch_size <= 0:

@@ -216,11 +216,11 @@ def _check_dataset_size(
     if beyond:
         return [ConfigIssue(f"{key}.dataset", f"{source}: {beyond}")], True
     if ds.num_samples is not None and ds.num_samples > size:
-        null = "null or " if isinstance(ds, QatConfig) else ""
         return [
             ConfigIssue(
                 f"{key}.num_samples",
-                f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: {null}1..{size}",
+                f"{ds.num_samples} is larger than the dataset ({size} samples); accepted: null (all of it) or "
+                f"1..{size}",
             )
         ], False
     drawn = data.draw(size, ds.num_samples or size, ds.seed if isinstance(ds, DatasetConfig) else None)
