@@ -21,17 +21,31 @@ trust (docs/trust.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import struct
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import numerics, run_dirs
 from .config import objective
-from .config.errors import ConfigIssue, UsageError, report
+from .config.errors import ConfigError, ConfigIssue, UsageError, report
+from .files import printable
 from .pipeline.firmware import DEFAULT_BUNDLE_SAMPLES, DEFAULT_SECTION, SECTION_NAME
-from .store.artifacts import Artifact, ArtifactStore, Check, DamagedManifest, NotAnArtifact, check
+from .store.artifacts import (
+    MANIFEST,
+    Artifact,
+    ArtifactStore,
+    Check,
+    DamagedManifest,
+    NotAnArtifact,
+    check,
+    snapshot,
+    verified_bytes,
+)
 from .store.trust import TRUST_WORDS, store_key
 
 PROG = "ethosu-artifacts"
@@ -52,6 +66,16 @@ def _resolve(store: ArtifactStore, ref: str, arg: str, foreign: bool = False) ->
             except NotAnArtifact as why:
                 raise UsageError(ConfigIssue(arg, str(why))) from why
         raise UsageError(ConfigIssue(arg, str(exc))) from exc
+
+
+@contextlib.contextmanager
+def _changed_after_check(a: Artifact, arg: str):
+    """A file that no longer matches the checked manifest when it is read (swapped after the
+    check) refuses the command as damage would: nothing unchecked is printed or copied."""
+    try:
+        yield
+    except DamagedManifest as exc:
+        raise UsageError(ConfigIssue(arg, f"{a.id} changed while it was read: {exc}")) from exc
 
 
 def _checked(a: Artifact, arg: str, doing: str, signed_elsewhere: bool = False) -> Check:
@@ -87,6 +111,8 @@ def _console():
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError
 
+    if sys.stdout is None:  # started with stdout closed (`>&-`): no reader, as a closed pipe
+        raise BrokenPipeError
     if sys.stdout.isatty():
         return _Out()
     columns = os.environ.get("COLUMNS", "")
@@ -96,6 +122,8 @@ def _console():
 def _print_markdown(text: str) -> None:
     """A report or summary: rendered in a terminal; elsewhere the markdown itself, which
     reads as plain text in a log or a file (rendered there, tables would be cut or padded)."""
+    if sys.stdout is None:
+        raise BrokenPipeError
     if not sys.stdout.isatty():
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
@@ -114,29 +142,35 @@ def _quiet_imports() -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _at(obj: Any, *keys: str, kind: type | tuple = (int, float)) -> Any:
+    """obj[k1][k2]... when every level is a mapping and the value is of `kind`, else None: a
+    listing shows what a manifest holds, whatever an unsigned one was made to hold."""
+    for k in keys:
+        obj = obj.get(k) if isinstance(obj, dict) else None
+    return obj if isinstance(obj, kind) and not isinstance(obj, bool) else None
+
+
 def _summary_row(a: Artifact, m: dict[str, Any]) -> dict[str, Any]:
     """What people compare artifacts by (the manifest, docs/artifacts.md)."""
-    cfg, d = m["config"], m.get("delegation") or {}
-    metrics = m.get("metrics") or {}
-    vela = (metrics.get("vela") or {}).get("total") or {}
-    acc = metrics.get("accuracy") or {}
-    overrides = len(cfg.get("overrides") or {})
+    overrides = len(_at(m, "config", "overrides", kind=dict) or {})
+    scheme = _at(m, "config", "quantization", "scheme", kind=str) or "?"
+    memory = _at(m, "memory", kind=dict)
     return {
         "id": a.id,
         "version": a.version,
-        "created": m.get("created", ""),
-        "target": (cfg.get("target") or {}).get("accelerator", "?"),
-        "scheme": (cfg.get("quantization") or {}).get("scheme", "?") + (f"+{overrides}" if overrides else ""),
-        "inference_ms": vela.get("inference_ms"),
+        "created": _at(m, "created", kind=str) or "",
+        "target": _at(m, "config", "target", "accelerator", kind=str) or "?",
+        "scheme": scheme + (f"+{overrides}" if overrides else ""),
+        "inference_ms": _at(m, "metrics", "vela", "total", "inference_ms"),
         # the memory bill's, as budgets, objectives and sweep summaries name them (docs/sweeps.md)
-        "sram_kib": objective.METRICS["sram_kib"].read(m) if m.get("memory") else None,
-        "flash_kib": objective.METRICS["flash_kib"].read(m) if m.get("memory") else None,
-        "vela_sram_kib": vela.get("sram_kib"),
-        "top1": acc.get("quantized_top1"),
-        "sqnr_db": acc.get("sqnr_db"),
-        "npu_partitions": d.get("npu_partitions"),
-        "cpu_ops": d.get("cpu_compute_op_count"),
-        "pte_bytes": (m["files"].get("model.pte") or {}).get("size"),
+        "sram_kib": objective.METRICS["sram_kib"].read(m) if memory and _at(memory, "regions", "sram") else None,
+        "flash_kib": objective.METRICS["flash_kib"].read(m) if memory and _at(memory, "regions", "flash") else None,
+        "vela_sram_kib": _at(m, "metrics", "vela", "total", "sram_kib"),
+        "top1": _at(m, "metrics", "accuracy", "quantized_top1"),
+        "sqnr_db": _at(m, "metrics", "accuracy", "sqnr_db"),
+        "npu_partitions": _at(m, "delegation", "npu_partitions"),
+        "cpu_ops": _at(m, "delegation", "cpu_compute_op_count"),
+        "pte_bytes": _at(m, "files", "model.pte", "size"),
     }
 
 
@@ -148,25 +182,36 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def cmd_ls(store: ArtifactStore, args) -> int:
+    from .config.schema import NAME
+
+    if args.name is not None and not NAME.match(args.name):
+        raise UsageError(
+            ConfigIssue(
+                "NAME",
+                f"{args.name!r} is not an artifact name; accepted: a name as `ls` lists them (letters, digits, _ - .); "
+                "for one version, `ethosu-artifacts show NAME/vN`",
+            )
+        )
+    if args.check and not store.root.is_dir():  # nothing checked is not "all is well"
+        raise UsageError(ConfigIssue("--root", f"{str(store.root)!r} is no folder; accepted: a store.root of builds"))
     rows, damaged = [], 0
     for a in store.all():
         if args.name and a.name != args.name:
             continue
-        try:
-            row = _summary_row(a, a.manifest())
-        except DamagedManifest as exc:
+        # Every row's manifest is checked (signature and place: cheap); --check also hashes
+        # every file. A row whose figures are only its own word is marked as such.
+        checked = check(a, hash_files=args.check)
+        if checked.manifest is None:
             damaged += 1
-            print(f"damaged: {exc}", file=sys.stderr)
+            print(f"damaged: {a.id}: {checked.why}", file=sys.stderr)
             if args.check:
-                rows.append({"id": a.id, "created": "", "check": str(exc).split(": ", 1)[1]})
+                rows.append({"id": a.id, "created": "", "check": checked.why})
             continue
+        row = _summary_row(a, checked.manifest)
         if (args.target and row["target"] != args.target) or (
             args.scheme and row["scheme"].split("+")[0] != args.scheme
         ):
             continue
-        # Every row's manifest is checked (signature and place: cheap); --check also hashes
-        # every file. A row whose figures are only its own word is marked as such.
-        checked = check(a, hash_files=args.check)
         row["trusted"] = checked.trusted
         if args.check:
             row["check"] = "ok" if checked.trusted else f"untrusted: {checked.why}"
@@ -199,6 +244,7 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
     build has labelled evaluation data, else SQNR. `--json` has every field."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     if not rows:
         print(f"no artifacts in {store.dir}")
@@ -232,7 +278,9 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
             _num(r.get(quality[1]), quality[2]),
         ]
         verdict = r.get("check", "")
-        table.add_row(*cells, *([verdict if verdict == "ok" else "UNTRUSTED (below)"] if with_check else []))
+        cells += [verdict if verdict == "ok" else "UNTRUSTED (below)"] if with_check else []
+        # Text, not markup: a manifest's strings are data ('[bold]' printed as written, no escapes)
+        table.add_row(*(Text(printable(str(c))) for c in cells))
     _console().print(table)
 
 
@@ -252,10 +300,27 @@ def cmd_diff(store: ArtifactStore, args) -> int:
 
     a, b = _resolve(store, args.a, "A", foreign=True), _resolve(store, args.b, "B", foreign=True)
     # Either side may come from another store or machine (another key): compared by its bytes
-    # once its files match its own manifest, and said so.
+    # once its files match its own manifest, and said so. The comparison reads private copies
+    # of the checked bytes (store.artifacts.snapshot), which no one can swap meanwhile.
     checks = {"A": _checked(a, "A", "comparing", True), "B": _checked(b, "B", "comparing", True)}
-    ma, mb = _manifest(a, "A"), _manifest(b, "B")
-    result = diff(a, b)
+    for side, c in checks.items():
+        if "model.pte" not in c.manifest["files"]:
+            raise UsageError(ConfigIssue(side, f"{(a if side == 'A' else b).id} lists no model.pte to compare"))
+    ma, mb = checks["A"].manifest, checks["B"].manifest
+    with tempfile.TemporaryDirectory(prefix="ethosu-diff-") as tmp:
+        with _changed_after_check(a, "A"):
+            sa = snapshot(a, checks["A"], Path(tmp, "A"))
+        with _changed_after_check(b, "B"):
+            sb = snapshot(b, checks["B"], Path(tmp, "B"))
+        try:
+            result = diff(sa, sb, ids=(a.id, b.id))
+        except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
+            untrusted = [side for side, c in checks.items() if not c.trusted]
+            if not untrusted:
+                raise  # our own signed programs: a bug, with its traceback
+            raise UsageError(
+                ConfigIssue(untrusted[0], f"its files match its manifest but cannot be read as a build ({exc})")
+            ) from exc
     result.trust = {side: c.why or TRUST_WORDS["ok"] for side, c in checks.items()}
     changed = []
     for section in ("config", "tools", "fingerprints", "platform"):
@@ -406,11 +471,14 @@ def cmd_export(store: ArtifactStore, args) -> int:
         raise UsageError(
             ConfigIssue("--bundle-samples", f"{args.bundle_samples} is not a count; accepted: an integer >= 1")
         )
-    _checked(a, "ID", "exporting")
-    files = _verified_files(a)
+    checked = _checked(a, "ID", "exporting")
+    # the checked manifest's bytes, and every file it lists read once and compared with it
+    files = {MANIFEST: checked.manifest_bytes}
+    with _changed_after_check(a, "ID"):
+        files.update((name, verified_bytes(a, checked.manifest, name)) for name in checked.manifest["files"])
     notes = []
     if args.firmware:
-        firmware_files, notes = _firmware_files(a, files["model.pte"], args)
+        firmware_files, notes = _firmware_files(a, checked.manifest, files, args)
         files.update(firmware_files)
     try:
         _move_in(files, dest)
@@ -454,29 +522,12 @@ def _export_dir(store: ArtifactStore, args) -> Path:
     return dest
 
 
-def _verified_files(a: Artifact) -> dict[str, bytes]:
-    """Every file the manifest lists, and the manifest, read once and compared with the
-    sha256 listed: the bytes copied are the bytes checked, even if a file is swapped now."""
-    from .fingerprint import sha256_bytes
-    from .store.artifacts import MANIFEST
-    from .store.safe_fs import read_regular
-
-    m = a.manifest()
-    files = {MANIFEST: read_regular(a.path / MANIFEST)}
-    for name, entry in m["files"].items():
-        data = read_regular(a.path / name)
-        if sha256_bytes(data) != entry.get("sha256"):
-            raise UsageError(ConfigIssue("ID", f"not exporting {a.id}: {name} changed while it was being read"))
-        files[name] = data
-    return files
-
-
-def _firmware_files(a, pte: bytes, args) -> tuple[dict[str, bytes], list[str]]:
+def _firmware_files(a, m: dict[str, Any], verified: dict[str, bytes], args) -> tuple[dict[str, bytes], list[str]]:
+    """The firmware bundle, from the checked manifest `m` and the `verified` bytes of its files."""
     from .pipeline import firmware
 
     _quiet_imports()
-
-    m = a.manifest()
+    pte = verified["model.pte"]
     if not m.get("memory") or not (m.get("delegation") or {}).get("runtime"):
         raise UsageError(
             ConfigIssue(
@@ -492,9 +543,9 @@ def _firmware_files(a, pte: bytes, args) -> tuple[dict[str, bytes], list[str]]:
         "selected_ops.txt": (",".join(firmware.program_operators(pte)) + "\n").encode(),
     }
     notes = []
-    check_io = a.path / "check" / "tosa_io.npz"
-    if check_io.is_file():  # listed in the manifest, so check() above verified its sha256
-        files["model.bpte"], n = firmware.bundled_program(pte, check_io.read_bytes(), args.bundle_samples)
+    check_io = verified.get("check/tosa_io.npz")
+    if check_io is not None:
+        files["model.bpte"], n = firmware.bundled_program(pte, check_io, args.bundle_samples)
         if n < args.bundle_samples:
             notes.append(f"model.bpte holds {n} test case(s): the build's TOSA check ran on {n} sample(s)")
     else:
@@ -508,9 +559,8 @@ def _firmware_files(a, pte: bytes, args) -> tuple[dict[str, bytes], list[str]]:
 def _move_in(files: dict[str, bytes], dest: Path) -> None:
     """Write `files` (names may hold one folder level: vela/, check/) into a staging folder
     beside `dest`, then move them in: a new folder by one rename, an existing one file by
-    file (each an atomic replace)."""
+    file (each an atomic replace), never through a symlinked folder of DIR."""
     import shutil
-    import tempfile
 
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.export-", dir=dest.parent))
     umask = os.umask(0)
@@ -523,6 +573,13 @@ def _move_in(files: dict[str, bytes], dest: Path) -> None:
         if not dest.exists():
             os.replace(staging, dest)
             return
+        for folder in {Path(n).parent for n in files} - {Path(".")}:
+            if (dest / folder).is_symlink() or (dest / folder).exists() and not (dest / folder).is_dir():
+                raise UsageError(
+                    ConfigIssue(
+                        "DIR", f"{dest / folder} is a symlink or a file; accepted: a DIR with {folder}/ a folder"
+                    )
+                )
         for name in files:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, dest / name)
@@ -561,11 +618,10 @@ def cmd_show(store: ArtifactStore, args) -> int:
     figures are its own word. Damaged or misplaced: refused."""
     from .pipeline.report import render
     from .store.artifacts import REPORT
-    from .store.safe_fs import read_regular
 
     a = _resolve(store, args.id, "ID")
     checked = _checked(a, "ID", "showing", signed_elsewhere=True)
-    m = _manifest(a, "ID")
+    m = checked.manifest  # the bytes checked, never read again
     if not checked.trusted:
         print(
             f"warning: {a.id} is not trusted ({checked.why}): its files match its manifest, but nothing shows "
@@ -574,9 +630,13 @@ def cmd_show(store: ArtifactStore, args) -> int:
         )
     if args.json:
         print(json.dumps(m, indent=1))
+    elif REPORT in m["files"]:
+        with _changed_after_check(a, "ID"):
+            text = verified_bytes(a, m, REPORT).decode("utf-8", "replace")
+        _print_markdown(printable(text))
     else:
-        # report.md is listed in the manifest, so check() above compared it with its sha256
-        _print_markdown(read_regular(a.path / REPORT).decode() if REPORT in m["files"] else render(m, a.path / "vela"))
+        with tempfile.TemporaryDirectory(prefix="ethosu-show-") as tmp, _changed_after_check(a, "ID"):
+            _print_markdown(printable(render(m, snapshot(a, checked, Path(tmp)).path / "vela")))
     return 0 if checked.trusted else 1
 
 
@@ -590,15 +650,16 @@ def cmd_track(store: ArtifactStore, args) -> int:
     if not tracking.available():
         raise UsageError(ConfigIssue("track", f"mlflow is not installed; accepted: {tracking.EXTRA}"))
     artifacts = [_resolve(store, ref, "ID") for ref in args.ids]
-    for a in artifacts:  # nothing the store holds is taken as good without its check
-        _checked(a, "ID", "tracking")
+    checks = [_checked(a, "ID", "tracking") for a in artifacts]  # nothing is taken as good unchecked
     if args.experiment is not None and not args.experiment.strip():
         raise UsageError(ConfigIssue("--experiment", "is empty; accepted: an experiment name"))
     settings = {"backend": "mlflow", "uri": args.uri, "experiment": args.experiment, "log_model": not args.no_model}
     try:
         tracker = tracking.Tracker(settings, store.root)
-        for a in artifacts:
-            rid, logged = tracker.log_artifact(a.path, a.manifest(), "stored", {})
+        for a, checked in zip(artifacts, checks):
+            with tempfile.TemporaryDirectory(prefix="ethosu-track-") as tmp, _changed_after_check(a, "ID"):
+                copy_ = snapshot(a, checked, Path(tmp))  # the checked bytes are logged
+                rid, logged = tracker.log_artifact(copy_.path, checked.manifest, "stored", {})
             print(f"{a.id}: {'run' if logged else 'already tracked as run'} {rid} ({tracker.uri})")
     except Exception as exc:  # the tracker's own errors: name them, keep the store as it is
         raise TrackingError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
@@ -762,10 +823,14 @@ def main(argv: list[str] | None = None) -> None:
         cwd = os.getcwd()
     except FileNotFoundError:  # removed under the command
         sys.exit(report(PROG, UsageError(ConfigIssue("working folder", run_dirs.GONE))))
-    # As in ethosu-build: a repo's own model code imports from the folder we run in.
-    if cwd not in sys.path:
+    # As in ethosu-build: a repo's own model code imports from the folder we run in, for the
+    # commands that build or compose (the others import no user code, and a store folder one
+    # runs in may hold planted modules).
+    if args.command in ("verify", "lock") and cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
+        if not args.root.strip():  # an unset shell variable: never the folder one runs in
+            raise UsageError(ConfigIssue("--root", "is empty; accepted: the store's folder (store.root of the builds)"))
         root = Path(args.root)
         if root.exists() and not root.is_dir():
             raise UsageError(
@@ -774,7 +839,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         if args.command not in ("summarize", "lock"):  # they read no store
-            store_key(root)  # a bad key file is refused before anything is read (docs/trust.md)
+            try:
+                store_key(root)  # a bad key file is refused before anything is read (docs/trust.md)
+            except ConfigError as exc:
+                raise UsageError(exc.issues) from exc  # "bad argument ..., nothing was done"
         code = args.func(ArtifactStore(root), args)
     except BaseException as exc:  # noqa: BLE001 (every exit goes through the one map)
         if isinstance(exc, SystemExit):

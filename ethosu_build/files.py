@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -89,3 +90,13 @@ def pareto_front(items: Iterable[T], objectives: Sequence[tuple[Callable[[T], fl
 
     front = [(item, s) for item, s in scored if not dominated(s)]
     return [item for item, _ in sorted(front, key=lambda pair: pair[1][0])]
+
+
+# C0 and C1 control characters but tab and newline: ANSI/OSC escapes among them could clear a
+# warning off the screen, retitle the terminal or plant a hyperlink.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print to a terminal: control characters shown as U+FFFD."""
+    return _CONTROL.sub("\ufffd", text)

@@ -36,7 +36,7 @@ def test_same_key_reuses_the_version_new_key_gets_the_next(tmp_path):
     assert _publish(tmp_path, "m", "k2", b"b") == 2
     assert _publish(tmp_path, "other", "k2", b"b") == 1
     names = sorted(p.name for p in (tmp_path / "artifacts" / "m").iterdir())
-    assert names == [".lock", "v1", "v2"]  # no staging folder left behind
+    assert names == [".last-version", ".lock", "v1", "v2"]  # no staging folder left behind
     m = json.loads((tmp_path / "artifacts" / "m" / "v2" / "manifest.json").read_text())
     assert m["files"]["model.pte"]["size"] == 1
 

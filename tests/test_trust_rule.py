@@ -73,8 +73,8 @@ def test_a_signature_is_bound_to_its_name_and_version(store, tmp_path):
     subprocess.run(["cp", "-a", str(arts / "digits_cnn" / "v1"), str(arts / "digits_cnn" / "v5")], check=True)
     ls = cli(["ls", "--check"], store)
     assert ls.returncode == 1
-    assert "digits_cnn/v4: manifest.json: written for other/v1, found at digits_cnn/v4" in ls.stderr
-    assert "digits_cnn/v5: manifest.json: written for digits_cnn/v1" in ls.stderr  # a silent rollback
+    assert "digits_cnn/v4: manifest.json: written for 'other'/v1, found at digits_cnn/v4" in ls.stderr
+    assert "digits_cnn/v5: manifest.json: written for 'digits_cnn'/v1" in ls.stderr  # a silent rollback
     for args in (
         ["show", "digits_cnn"],
         ["show", "digits_cnn/v4", "--json"],

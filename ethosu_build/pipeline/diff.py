@@ -80,9 +80,11 @@ class Diff:
         }  # fmt: skip
 
 
-def diff(a: Artifact, b: Artifact) -> Diff:
+def diff(a: Artifact, b: Artifact, ids: tuple[str, str] | None = None) -> Diff:
+    """Why `a` and `b` differ; `ids` names them when they are private copies (the CLI's
+    verified snapshots) rather than the versions themselves."""
     ma, mb = a.manifest(), b.manifest()
-    result = Diff(a.id, b.id)
+    result = Diff(*(ids or (a.id, b.id)))
     if ma["files"].get("model.pte", {}).get("sha256") == mb["files"].get("model.pte", {}).get("sha256"):
         return result
     found = result.differences

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import numerics
 from ..config.errors import BudgetBreached, BuildError, ConfigError, ConfigIssue, NothingToDo
 from ..config.validate import validate
 from ..fingerprint import file_sha256, tool_versions
 from ..store import provenance
-from ..store.artifacts import Artifact, ArtifactStore, check
+from ..store.artifacts import Artifact, ArtifactStore, Check, check, snapshot
 from .build import build, fingerprints
 from .diff import Diff, diff
 
@@ -53,20 +51,16 @@ def drift(manifest: dict[str, Any]) -> list[str]:
 
 
 def rebuild(artifact: Artifact) -> Verdict:
-    """Build the artifact's config.yaml again in a temporary store and compare model.pte."""
+    """Build the artifact's config again in a temporary store and compare model.pte. The
+    config is the checked manifest's own (signed, read once), never a file read after the
+    check: a config.yaml swapped meanwhile is never built."""
     checked = check(artifact)
     if not checked.trusted:  # its config names code to run: never built unless this key signed it
         raise ConfigError(
             ConfigIssue("ID", f"not rebuilding {artifact.id}: it is not trusted ({checked.why}) (docs/trust.md)")
         )
-    manifest = artifact.manifest()
-    try:
-        config = yaml.safe_load((artifact.path / "config.yaml").read_text())
-        if not isinstance(config, dict):
-            raise ValueError("not a mapping")
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(ConfigIssue("ID", f"{artifact.id}'s config.yaml is unreadable ({exc})")) from exc
-    return _compare(artifact.id, artifact, config, manifest.get("recipe"), None, trusted=True)
+    config = copy.deepcopy(checked.manifest["config"])
+    return _compare(artifact.id, artifact, checked, config, checked.manifest.get("recipe"), None)
 
 
 def rebuild_recipe(
@@ -90,21 +84,22 @@ def rebuild_recipe(
     checked = check(stored)
     if checked.problems:
         return Verdict(False, f"recipe {name}", stored, causes=[f"{stored.id} is damaged: {checked.why}"])
-    return _compare(f"recipe {name}", stored, container, name, recipe_path, trusted=checked.trusted)
+    return _compare(f"recipe {name}", stored, checked, container, name, recipe_path)
 
 
 def _compare(
     subject: str,
     stored: Artifact,
+    checked: Check,
     config: dict[str, Any],
     recipe: str | None,
     recipe_path: Path | None,
-    trusted: bool,
 ) -> Verdict:
-    """Build `config` in a temporary store and compare model.pte with `stored`'s. The stored
-    manifest's config is read for drift only when `trusted` (drift hashes the files it names)."""
-    manifest = stored.manifest()
-    if not trusted:
+    """Build `config` in a temporary store and compare model.pte with `stored`'s, as checked.
+    The stored manifest's config is read for drift only when trusted (drift hashes the files
+    it names); the comparison reads a private copy of the checked files."""
+    manifest = checked.manifest
+    if not checked.trusted:
         manifest = {k: v for k, v in manifest.items() if k == "files"}  # its bytes only
     verdict = Verdict(False, subject, stored, stored_sha256=manifest["files"]["model.pte"]["sha256"])
     with tempfile.TemporaryDirectory(prefix="ethosu-verify-") as tmp:
@@ -116,7 +111,8 @@ def _compare(
             return verdict
         verdict.built_sha256 = file_sha256(built.artifact.path / "model.pte")
         if verdict.built_sha256 != verdict.stored_sha256:
-            verdict.diff = diff(built.artifact, stored)
+            copy_ = snapshot(stored, checked, Path(tmp) / "stored")
+            verdict.diff = diff(built.artifact, copy_, ids=(subject, stored.id))
     verdict.match = verdict.built_sha256 == verdict.stored_sha256
     if verdict.match:
         verdict.notes = drift(manifest)  # inputs that changed without changing the bytes

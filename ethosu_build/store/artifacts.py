@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from ..config.schema import NAME
 from ..files import atomic_write
 from ..fingerprint import sha256_bytes
+from .cache import KeyLock
 from .safe_fs import is_real_dir as _is_real_dir
 from .safe_fs import read_regular as _read_regular
+from .safe_fs import remove as _remove
 from .safe_fs import stale as _stale
 from .trust import TRUST_WORDS, Verdict, signed_payload, store_key
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 MANIFEST_SCHEMA = 1
+MAX_MANIFEST = 16 << 20  # a manifest is tens of KiB; a larger file is not one (and is never read whole)
 LAST_VERSION = ".last-version"  # the highest v<N> ever issued under a name (ids are never reused)
 # Whole and ASCII, no leading zero: `v1\n`, `v01` or `v١` would otherwise be a second v1.
 _VERSION_DIR = re.compile(r"\Av([1-9][0-9]*)\Z")
@@ -72,17 +73,30 @@ class Artifact:
 
     def manifest(self) -> dict[str, Any]:
         """The parsed manifest; ValueError (DamagedManifest) if it is not a regular file
-        holding a JSON object with the fields every manifest has."""
+        holding a JSON object with the fields every manifest has. (Read again at each call:
+        what a command acts on is `check()`'s `Check.manifest`, read once.)"""
+        return parse_manifest(self, self.read_manifest())
+
+    def read_manifest(self) -> bytes:
         try:
-            data = json.loads(_read_regular(self.path / MANIFEST))
+            return _read_regular(self.path / MANIFEST, MAX_MANIFEST)
         except (OSError, ValueError) as exc:
             raise DamagedManifest(f"{self.id}: {MANIFEST} is unreadable ({exc})") from exc
-        if not isinstance(data, dict):
-            raise DamagedManifest(f"{self.id}: {MANIFEST} holds {type(data).__name__}, not an object")
-        missing = [k for k, tp in _REQUIRED.items() if not isinstance(data.get(k), tp)]
-        if missing:
-            raise DamagedManifest(f"{self.id}: {MANIFEST} lacks {', '.join(missing)}")
-        return data
+
+
+def parse_manifest(artifact: Artifact, raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # nesting deep enough to exhaust the parser
+        raise DamagedManifest(f"{artifact.id}: {MANIFEST} is unreadable ({type(exc).__name__})") from exc
+    if not isinstance(data, dict):
+        raise DamagedManifest(f"{artifact.id}: {MANIFEST} holds {type(data).__name__}, not an object")
+    missing = [k for k, tp in _REQUIRED.items() if not isinstance(data.get(k), tp)]
+    if missing:
+        raise DamagedManifest(f"{artifact.id}: {MANIFEST} lacks {', '.join(missing)}")
+    if not all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in data["files"].values()):
+        raise DamagedManifest(f"{artifact.id}: {MANIFEST} lists a file without its sha256")
+    return data
 
 
 class DamagedManifest(ValueError):
@@ -100,6 +114,9 @@ class Check:
 
     problems: list[str] = field(default_factory=list)
     trust: Verdict = "missing"
+    # The manifest as it was checked, read once: what a command acts on (never read again).
+    manifest: dict[str, Any] | None = None
+    manifest_bytes: bytes = b""
 
     @property
     def trusted(self) -> bool:
@@ -277,17 +294,19 @@ class ArtifactStore:
         Returns (artifact, created)."""
         base = self.dir / name
         try:
-            with FileLock(str(base / ".lock")):
+            # One lock kind in the store (cache.KeyLock): a planted symlink, FIFO or folder in
+            # its place is removed, never followed or blocked on.
+            with KeyLock(base / ".lock", f"{name}: waiting for another build publishing it"):
                 existing = self.find(name, build_key)
                 if existing is not None:
                     return existing, False
                 # One past every v<N> present, whatever it holds: a damaged or half-present
                 # version never collides with the next one.
                 present = (int(m.group(1)) for p in base.iterdir() if (m := _VERSION_DIR.match(p.name)))
-                version = max(max(present, default=0), _last_version(base)) + 1
+                version = max(max(present, default=0), _last_version(base, store_key(self.root))) + 1
                 # An id is never given twice, even after `gc --artifact` removed the newest
                 # version: MLflow runs and notes that name it keep meaning those bytes.
-                atomic_write(base / LAST_VERSION, f"{version}\n")
+                _record_version(base, version, store_key(self.root))
                 files = {str(p.relative_to(staging)): _file_entry(p) for p in sorted(staging.rglob("*")) if p.is_file()}
                 content = manifest(version, files)
                 if report is not None:
@@ -331,10 +350,12 @@ def check(artifact: Artifact, hash_files: bool = True) -> Check:
     and place): what a plain listing affords for every version."""
     result = Check()
     try:
-        m = artifact.manifest()
+        raw = artifact.read_manifest()
+        m = parse_manifest(artifact, raw)
     except DamagedManifest as exc:
         result.problems.append(str(exc).split(": ", 1)[1])
         return result
+    result.manifest, result.manifest_bytes = m, raw
     files = m["files"]
     root = None if artifact.foreign else artifact.path.parent.parent.parent
     result.trust = store_key(root).verify(signed_payload(m), m.get("signature"))
@@ -344,16 +365,13 @@ def check(artifact: Artifact, hash_files: bool = True) -> Check:
         # The signature covers the name and version: a copy to another name or number (a
         # silent rollback) keeps a valid signature, so the place must be compared too.
         result.problems.append(
-            f"{MANIFEST}: written for {m['name']}/v{m['version']}, found at {artifact.id} (copied or renamed)"
+            f"{MANIFEST}: written for {m['name']!r}/v{m['version']}, found at {artifact.id} (copied or renamed)"
         )
-    for name, entry in files.items() if hash_files else ():
-        path = artifact.path / name
-        if not _inside(artifact.path, name):
-            result.problems.append(f"{name}: not a path inside the version")
-        elif path.is_symlink() or not path.is_file():
-            result.problems.append(f"{name}: missing" if not os.path.lexists(path) else f"{name}: not a regular file")
-        elif not isinstance(entry, dict) or sha256_bytes(_read_regular(path)) != entry.get("sha256"):
-            result.problems.append(f"{name}: sha256 differs from the manifest (changed on disk)")
+    for name in files if hash_files else ():
+        try:
+            verified_bytes(artifact, m, name)
+        except DamagedManifest as exc:
+            result.problems.append(str(exc))
     listed = {os.path.normpath(n) for n in files} | {MANIFEST}
     for p in [] if artifact.foreign or not hash_files else sorted(artifact.path.rglob("*")):
         rel = str(p.relative_to(artifact.path))
@@ -362,14 +380,66 @@ def check(artifact: Artifact, hash_files: bool = True) -> Check:
     return result
 
 
-def _last_version(base: Path) -> int:
-    """The highest version number this name was ever given (0 when unknown or unreadable:
-    then the folders present decide, as before the record existed)."""
+def verified_bytes(artifact: Artifact, manifest: dict[str, Any], name: str) -> bytes:
+    """The bytes of a file `manifest` lists, read once (a regular file, reached through no
+    symlinked folder) and compared with the listed sha256: the bytes a command uses are the
+    bytes it checked. DamagedManifest (its message names the file) otherwise."""
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise DamagedManifest(f"{name}: not listed in the manifest")
+    if not _inside(artifact.path, name):
+        raise DamagedManifest(f"{name}: not a path inside the version")
+    path = artifact.path / name
+    for parent in list(Path(name).parents)[:-1]:  # vela/, check/: real folders of the version
+        if not _is_real_dir(artifact.path / parent):
+            raise DamagedManifest(f"{name}: {parent} is not a folder of the version (a symlink, or missing)")
+    if not os.path.lexists(path):
+        raise DamagedManifest(f"{name}: missing")
     try:
-        text = _read_regular(base / LAST_VERSION).decode("ascii").strip()
+        data = _read_regular(path)
+    except (OSError, ValueError) as exc:
+        raise DamagedManifest(f"{name}: not a regular file") from exc
+    if sha256_bytes(data) != entry.get("sha256"):
+        raise DamagedManifest(f"{name}: sha256 differs from the manifest (changed on disk)")
+    return data
+
+
+def snapshot(artifact: Artifact, checked: Check, into: Path) -> Artifact:
+    """The checked version's files (every one its manifest lists, and the manifest bytes
+    that were checked) copied into `into`, a private folder of the caller's: a command that
+    reads many files (diff, verify's comparison) reads these, which no one else can swap."""
+    assert checked.manifest is not None and not checked.problems
+    into.mkdir(parents=True, exist_ok=True)
+    (into / MANIFEST).write_bytes(checked.manifest_bytes)
+    for name in checked.manifest["files"]:
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        (into / name).write_bytes(verified_bytes(artifact, checked.manifest, name))
+    return Artifact(artifact.name, artifact.version, into, foreign=True)
+
+
+def _last_version(base: Path, key) -> int:
+    """The highest version number this name was ever given, as this key recorded it (0 when
+    unknown, unreadable or not signed by it: then the folders present decide)."""
+    try:
+        number, _, mac = _read_regular(base / LAST_VERSION, 4096).decode("ascii").strip().partition(" ")
     except (OSError, ValueError):
         return 0
-    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else 0
+    if not re.fullmatch(r"[0-9]{1,9}", number) or key.verify(_version_payload(base, number), {
+        "key_id": key.id, "hmac": mac}) != "ok":  # fmt: skip
+        return 0  # a number planted by someone without the key: versions never jump on their word
+    return int(number)
+
+
+def _record_version(base: Path, version: int, key) -> None:
+    path = base / LAST_VERSION
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+        _remove(path)  # a folder or link planted in its place must not stop every build of the name
+    mac = key.sign(_version_payload(base, str(version)))["hmac"]
+    atomic_write(path, f"{version} {mac}\n")
+
+
+def _version_payload(base: Path, number: str) -> bytes:
+    return f"ethosu-build last version\0{base.name}\0{number}".encode()
 
 
 def _inside(folder: Path, name: str) -> bool:

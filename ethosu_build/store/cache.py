@@ -34,9 +34,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
 
+from ..config.errors import ConfigError, ConfigIssue
 from ..fingerprint import sha256_bytes
 from .safe_fs import is_real_dir as _is_real_dir
 from .safe_fs import read_regular as _read_regular
+from .safe_fs import remove as _remove
 from .safe_fs import stale as _stale
 from .trust import TRUST_WORDS, signed_payload, store_key
 
@@ -96,7 +98,7 @@ class StageCache:
             return None
         try:
             return self._verify(key, path)
-        except (OSError, ValueError, KeyError, TypeError, CorruptEntry) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, CorruptEntry) as exc:
             self.discard(key, str(exc) or type(exc).__name__)
             return None
 
@@ -110,6 +112,8 @@ class StageCache:
         if len(raw) > _MAX_ENTRY_JSON:
             raise CorruptEntry(f"{ENTRY} is {len(raw)} bytes")
         meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise CorruptEntry(f"{ENTRY} holds {type(meta).__name__}, not an object")
         verdict = store_key(self.dir.parent).verify(signed_payload(meta), meta.get("signature"))
         if verdict != "ok":
             raise CorruptEntry(f"{ENTRY}: {TRUST_WORDS[verdict]}")
@@ -140,7 +144,12 @@ class StageCache:
     def discard(self, key: str, reason: str) -> None:
         """Log once and remove what is at the key's place (a symlink: only the link)."""
         log.warning("cache entry %s is not trusted (%s); discarding it and computing the stage again", key[:12], reason)
-        _remove(self.path(key))
+        path = self.path(key)
+        for folder in (self.dir, path.parent):
+            if folder.is_symlink():  # never remove through a link: the link goes instead
+                folder.unlink()
+                return
+        _remove(path)
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -187,9 +196,6 @@ class StageCache:
         folder = self.dir / PINS
         tmp = folder / f".tmp-{uuid.uuid4().hex}"
         for attempt in range(3):  # another build's cleanup below may remove the folder meanwhile
-            if os.path.lexists(folder) and not _is_real_dir(folder):
-                log.warning("%s is not a folder of the store; removing it", folder)
-                _remove(folder)  # a symlink or file planted in its place: never written through
             _real_dir(folder)
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -234,7 +240,7 @@ class StageCache:
                 try:
                     listed = json.loads(os.read(fd, _MAX_ENTRY_JSON))
                     keys.update(k for k in listed if isinstance(k, str) and _KEY.match(k))
-                except (OSError, ValueError, TypeError):
+                except (OSError, ValueError, TypeError, RecursionError):
                     pass  # being written, or not a pin: it protects nothing
             else:
                 if p.name.startswith(".tmp-") and not _stale(p):
@@ -351,17 +357,19 @@ def _open_lock_file(path: Path) -> int:
     raise OSError(f"{path} cannot be made a lock file")
 
 
-def _remove(path: Path) -> None:
-    """Remove a file, a symlink (the link only) or a folder tree (rmtree never follows links)."""
-    if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _real_dir(path: Path) -> None:
-    """Create `path` as a folder of the store; refuse to write through a symlink."""
+    """Create `path` (a bucket, or .pins) as a folder of the store; never write through a
+    symlink: one planted in the cache's layout is removed (only ethosu-build writes there),
+    and a symlinked cache/ itself is refused, naming store.root."""
+    if path.parent.is_symlink():
+        raise ConfigError(
+            ConfigIssue(
+                "store.root",
+                f"{path.parent} is a symlink; accepted: a store whose cache/ is its own folder (for a cache on "
+                "another disk, set store.root to a folder there)",
+            )
+        )
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        log.warning("%s is not a folder of the store; removing it", path)
+        _remove(path)
     path.mkdir(parents=True, exist_ok=True)
-    for p in (path, path.parent):
-        if p.is_symlink():
-            raise OSError(f"{p} is a symlink; the store writes only into its own folders")

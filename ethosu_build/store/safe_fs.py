@@ -9,6 +9,7 @@ cache use these; nothing else in the store opens files of its own.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -20,13 +21,17 @@ class NotRegular(ValueError):
     """A path that is a symlink, a folder, a FIFO or a device where a regular file belongs."""
 
 
-def read_regular(path: Path) -> bytes:
-    """The bytes of a regular file; a symlink, folder, FIFO or device is refused unread."""
+def read_regular(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file; a symlink, folder, FIFO or device is refused unread, and
+    so is a file larger than `limit` (a sparse 20 GB "manifest" is never read)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
             raise NotRegular(f"{path.name} is not a regular file")
-        return f.read()
+        if limit is not None and st.st_size > limit:
+            raise NotRegular(f"{path.name} is {st.st_size} bytes, more than any such file holds ({limit})")
+        return f.read() if limit is None else f.read(limit + 1)
 
 
 def is_real_dir(path: Path) -> bool:
@@ -35,3 +40,11 @@ def is_real_dir(path: Path) -> bool:
 
 def stale(path: Path) -> bool:
     return time.time() - path.lstat().st_mtime > STALE_SECONDS
+
+
+def remove(path: Path) -> None:
+    """Remove a file, a symlink (the link only) or a folder tree (rmtree never follows links)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)

@@ -42,6 +42,8 @@ TRUST_WORDS: dict[str, str] = {  # a Verdict in the words every command prints
 
 def key_file() -> Path:
     explicit = os.environ.get(KEY_ENV)
+    if explicit is not None and not explicit.strip():  # set, but to nothing: a slip, never the default key
+        raise _key_error(Path(""), f"is named by {KEY_ENV}, which is set but empty; unset it to use {_default()}")
     return Path(explicit).expanduser() if explicit else _default()
 
 
@@ -101,7 +103,7 @@ def _load(path: str, explicit: bool, root: str | None, seen: tuple | None) -> St
 def _refuse_unsafe(p: Path, st: os.stat_result, root: str | None) -> None:
     """The checks ssh makes of a private key, and one of our own: never inside the store."""
     if stat.S_ISLNK(st.st_mode):
-        raise _key_error(p, "is a symlink; accepted: the key file itself")
+        raise _key_error(p, "is a symlink; name the key file itself")
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
         raise _key_error(p, f"is {kind}, not a regular file")
@@ -157,7 +159,7 @@ def _key_error(path: Path, what: str) -> ConfigError:
     return ConfigError(
         ConfigIssue(
             KEY_ENV,
-            f"the store key {str(path)!r} {what}; accepted: a regular file of {KEY_BYTES}+ random bytes, owned "
+            f"the store key {str(path)!r} {what}; a key is a regular file of {KEY_BYTES}+ random bytes, owned "
             "by you, mode 0600, outside the store (docs/trust.md)",
         )
     )
