@@ -22,7 +22,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import numerics, run_dirs, sweep, tracking
+from . import numerics, run_dirs, sweep, sweep_front, tracking
+from .config import help as config_help
 from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, missing_interpolation, outcome, report
 from .config.validate import search_config, store_root_issue, validate
 from .files import atomic_write_json
@@ -51,6 +52,8 @@ OmegaConf.register_new_resolver("ethosu.store", _store_folder, replace=True)
 # A run dir of its own per process: two builds started in the same second would otherwise
 # share one build.log, and a config error's run dir could not be removed safely.
 OmegaConf.register_new_resolver("ethosu.pid", os.getpid, replace=True)
+# `--help`: the composed config with each key's meaning (conf/hydra/help/, config/help.py).
+OmegaConf.register_new_resolver("ethosu.help", config_help.render, replace=True)
 
 
 class _Refused(BaseException):
@@ -311,8 +314,8 @@ def _exit_for_sweep(prog: str) -> None:
     summary = sweep.LAST_SUMMARY
     if summary is not None and summary.optimize:
         print(
-            f"{prog}: optimizing sweep finished, {summary.line()}; Pareto front: {len(summary.front)} feasible "
-            f"point(s), recipes in {summary.sweep_dir / 'recipe'}; see {summary.sweep_dir / sweep.SUMMARY_MD}",
+            f"{prog}: optimizing sweep finished, {summary.line()}; {sweep_front.last_line(summary)}; "
+            f"see {summary.sweep_dir / sweep.SUMMARY_MD}",
             file=sys.stderr,
         )
         if summary.front:

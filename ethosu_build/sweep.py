@@ -11,7 +11,6 @@ marked `incomplete`. Works with every launcher, since jobs only write files.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -27,11 +26,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from . import results
+from . import results, sweep_front, sweep_plot
 from .config import objective
 from .config.errors import OK_STATUSES as OK
 from .config.errors import BudgetBreached, exit_code_for
-from .files import atomic_write, atomic_write_json, csv_text, markdown_table, pareto_front
+from .files import atomic_write, atomic_write_json, csv_text, markdown_table
+from .sweep_front import front_recipes, objective_front
+from .sweep_plot import front, quality_axis
 
 log = logging.getLogger("ethosu_build")
 
@@ -184,12 +185,11 @@ class Summary:
         return exit_code_for(r["status"] for r in self.rows)
 
     def line(self) -> str:
+        """'12 of 12 job(s) done (2 built, 10 up to date), 0 failed': each status in the words
+        of the job statuses (docs/sweeps.md); a status no job has is left out."""
         of = f" of {self.planned}" if self.planned else ""
-        return (
-            f"{self.count(*OK)}{of} job(s) done ({self.count('built')} built, {self.count('reused', 'up_to_date')} "
-            "reused), "
-            f"{len(self.failed)} failed"
-        )
+        kinds = ", ".join(f"{n} {s.replace('_', ' ')}" for s in OK if (n := self.count(s)))
+        return f"{self.count(*OK)}{of} job(s) done{f' ({kinds})' if kinds else ''}, {len(self.failed)} failed"
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -274,11 +274,13 @@ def summarize(sweep_dir: Path | str) -> Summary:
     atomic_write(sweep_dir / SUMMARY_CSV, csv_text(summary.rows, COLUMNS, _cell))
     atomic_write(sweep_dir / SUMMARY_MD, _markdown(summary))
     summary.files = [sweep_dir / SUMMARY_CSV, sweep_dir / SUMMARY_MD, *summary.recipes]
-    png = (
-        objective_plot(summary.rows, summary.front, summary.optimize) if summary.optimize else pareto_plot(summary.rows)
+    chart = (
+        sweep_plot.objective_chart(summary.rows, summary.front, summary.optimize)
+        if summary.optimize
+        else sweep_plot.grid_chart(summary.rows)
     )
-    if png is not None:
-        atomic_write(sweep_dir / PARETO_PNG, png)
+    if chart is not None:
+        atomic_write(sweep_dir / PARETO_PNG, sweep_plot.png(chart))
         summary.files.append(sweep_dir / PARETO_PNG)
     return summary
 
@@ -291,30 +293,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def quality_axis(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """Top-1 accuracy when every built row has labels to measure it, else SQNR."""
-    done = [r for r in rows if r["status"] in OK]
-    if not done:
-        return None
-    if all(r.get("quantized_top1") is not None for r in done):
-        return "quantized_top1", "quantized top-1 (%)"
-    if all(r.get("sqnr_db") is not None for r in done):
-        return "sqnr_db", "SQNR vs float (dB)"
-    return None
-
-
-def front(rows: list[dict[str, Any]], quality: str) -> list[dict[str, Any]]:
-    """Rows no other row beats on both inference time (lower) and quality (higher)."""
-    done = [r for r in rows if r["status"] in OK]
-    return pareto_front(done, [(lambda r: r.get("inference_ms"), "min"), (lambda r: r.get(quality), "max")])
-
-
-def _labels(rows: list[dict[str, Any]]) -> dict[int, str]:
-    """Each row's overrides without those every row shares (they tell the points apart)."""
-    common = set.intersection(*(set(r.get("overrides") or []) for r in rows)) if rows else set()
-    return {id(r): " ".join(o for o in r.get("overrides") or [] if o not in common) or r.get("job", "") for r in rows}
 
 
 def _markdown(summary: Summary) -> str:
@@ -331,7 +309,7 @@ def _markdown(summary: Summary) -> str:
     ]
     if summary.optimize:
         on_front = {id(r) for r in summary.front}
-        lines += _optimize_lines(summary)
+        lines += sweep_front.markdown_lines(summary)
     else:
         axis = quality_axis(rows)
         on_front = {id(r) for r in front(rows, axis[0])} if axis else set()
@@ -371,154 +349,6 @@ def _markdown(summary: Summary) -> str:
         for r in rows
     ]
     return "\n".join(lines) + markdown_table(headers, table, _cell) + "\n"
-
-
-def pareto_plot(rows: list[dict[str, Any]]) -> bytes | None:
-    """PNG bytes of quality vs inference time, one point per configuration, the front joined
-    and labelled; None when no row has both figures."""
-    axis = quality_axis(rows)
-    if axis is None:
-        return None
-    quality, label = axis
-    pts = [r for r in rows if r["status"] in OK and r.get("inference_ms") is not None and r.get(quality) is not None]
-    if not pts:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on build machines
-    import matplotlib.pyplot as plt
-
-    best = front(rows, quality)
-    labels = _labels(pts)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.scatter(
-        [r["inference_ms"] for r in pts], [r[quality] for r in pts], color="#9aa5b1", label="configuration", zorder=2
-    )
-    ax.plot(
-        [r["inference_ms"] for r in best],
-        [r[quality] for r in best],
-        "-o",
-        color="#d1495b",
-        label="Pareto front",
-        zorder=3,
-    )
-    for r in best:
-        ax.annotate(
-            labels[id(r)], (r["inference_ms"], r[quality]), fontsize=7, xytext=(4, 4), textcoords="offset points"
-        )
-    ax.set_xlabel("Vela estimated inference time (ms)")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
-# --- optimizing sweeps (search/optimize.py) ----------------------------------------------------
-
-
-def objective_front(rows: list[dict[str, Any]], pairs: list[list[str]]) -> list[dict[str, Any]]:
-    """The feasible rows (built, reused, up to date) no other beats on every objective."""
-    done = [r for r in rows if r["status"] in OK and isinstance(r.get("objective"), list)]
-    return pareto_front(
-        done,
-        [(lambda r, i=i: r["objective"][i] if i < len(r["objective"]) else None, d) for i, (_, d) in enumerate(pairs)],
-    )
-
-
-def front_recipes(sweep_dir: Path, rows: list[dict[str, Any]], plan: dict[str, Any]) -> list[Path]:
-    """A recipe per front row, from its job's composed config (search/recipes.py)."""
-    from .config.validate import validate
-    from .search import recipes
-
-    written = []
-    names = ", ".join(f"{n} {d}" for n, d in plan["objective"])
-    for k, row in enumerate(rows, 1):
-        job = sweep_dir / row["job"] / ".hydra"
-        try:
-            config = OmegaConf.to_container(OmegaConf.load(job / "config.yaml"), resolve=True)
-            choices = OmegaConf.to_container(OmegaConf.load(job / "hydra.yaml").hydra.runtime.choices)
-            cfg = validate(config)
-        except Exception as exc:  # a job dir that no longer holds its config: the summary still stands
-            log.warning("no recipe for front job %s: %s", row["job"], exc)
-            continue
-        name = f"{cfg.name}_front{k}"
-        values = ", ".join(f"{n} {v:g}" for (n, _), v in zip(plan["objective"], row["objective"]))
-        comments = [
-            f"On the Pareto front ({names}) of the optimizing sweep {sweep_dir}, job {row['job']}:",
-            f"{values}; artifact {row.get('artifact')}; overrides: {' '.join(row.get('overrides') or [])}",
-        ]
-        written.append(recipes.write(sweep_dir.resolve(), name, cfg, choices, comments))  # a command run anywhere
-        row["recipe"] = name
-    return written
-
-
-def _optimize_lines(summary: Summary) -> list[str]:
-    plan = summary.optimize or {}
-    trials = plan.get("trials") or []
-    states = {s: sum(1 for t in trials if t["state"] == s and t.get("repeat_of") is None)
-              for s in ("feasible", "infeasible", "rejected")}  # fmt: skip
-    repeats = sum(1 for t in trials if t.get("repeat_of") is not None)
-    lines = [
-        f"Optimizing sweep ({plan.get('sampler')}, seed {plan.get('seed')}): "
-        + ", ".join(f"{n} ({d})" for n, d in plan.get("objective") or [])
-        + " over "
-        + " x ".join(f"{k} {v}" for k, v in (plan.get("space") or {}).items())
-        + ".",
-        "",
-        f"{len(trials)} trials: {summary.planned or 0} builds, {states['feasible']} feasible, {states['infeasible']} "
-        f"over a budget, {states['rejected']} rejected; {repeats} repeated a point already built (no build).",
-        "",
-        "Pareto front of the feasible trials marked with *; a recipe rebuilds each: "
-        + (", ".join(f"`{r['recipe']}`" for r in summary.front if r.get("recipe")) or "none")
-        + f" (`ethosu-build hydra.searchpath=[file://{summary.sweep_dir}] recipe=NAME`).",
-        "",
-    ]
-    return lines
-
-
-def objective_plot(rows: list[dict[str, Any]], best: list[dict[str, Any]], plan: dict[str, Any]) -> bytes | None:
-    """The first two objectives (or the one against the job number): feasible points, those
-    over a budget (x), and the front joined and labelled."""
-    pairs = plan["objective"]
-    measured = [r for r in rows if isinstance(r.get("objective"), list) and None not in r["objective"]]
-    if not measured:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def xy(r: dict[str, Any]) -> tuple[float, float]:
-        v = r["objective"]
-        return (v[0], v[1]) if len(pairs) > 1 else (_num(r["job"]), v[0])
-
-    labels = _labels(measured)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for group, style in (
-        ([r for r in measured if r["status"] in OK], {"color": "#9aa5b1", "marker": "o", "label": "feasible"}),
-        ([r for r in measured if r["status"] not in OK], {"color": "#e0a458", "marker": "x", "label": "over a budget"}),
-    ):
-        if group:
-            ax.scatter([xy(r)[0] for r in group], [xy(r)[1] for r in group], zorder=2, **style)
-    if best:
-        pts = sorted(xy(r) for r in best)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color="#d1495b", label="Pareto front", zorder=3)
-        for r in best:
-            ax.annotate(labels[id(r)], xy(r), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    names = [f"{n} ({d})" for n, d in pairs]
-    ax.set_xlabel(names[0] if len(pairs) > 1 else "job")
-    ax.set_ylabel(names[1] if len(pairs) > 1 else names[0])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 # --- Hydra callback ---------------------------------------------------------------------------

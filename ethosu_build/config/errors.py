@@ -263,9 +263,42 @@ def _hydra_message(exc: BaseException) -> str:
     key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
     if key:
         keys = accepted_keys(str(key))
+        if keys and "not in struct" in message and str(key).rsplit(".", 1)[-1] in keys:
+            return unset_section(str(key), text)  # a key of the schema the chosen options leave out
         if keys:
             message += f"; accepted keys here: {', '.join(keys)}{did_you_mean(str(key).rsplit('.', 1)[-1], keys)}"
     return message
+
+
+def unset_section(key: str, hydra_text: str) -> str:
+    """`quantization.qat.epochs=5` under quantization=int8, whose file leaves qat out (null): Hydra
+    says the key is not in struct and advises `+quantization.qat.epochs=5`, which would add a
+    section without the keys it needs. Say what is unset and the two ways to set it."""
+    from . import help as keys_help
+
+    match = re.search(r"use \+([^=\s]+)=(.*)$", hydra_text, re.M)  # Hydra: "To append to your config use +K=V"
+    wanted, value = (match.group(1), match.group(2).strip()) if match else (key, "")
+    group, _, section = key.partition(".")
+    meaning = keys_help.key_meaning(key)
+    text = f"is not set by the chosen {group} option" + (f" ({meaning})" if meaning else "")
+    options = keys_help.options_setting(group, section) if section and "." not in section else []
+    if wanted != key:
+        text += f", so {wanted}={value} has nothing to change"
+    if not options:
+        return text + f"; accepted: '+{key}=VALUE' adds it"
+    rest = wanted[len(key) + 1 :]
+    try:
+        import yaml
+
+        extra = {rest: yaml.safe_load(value)} if rest and "." not in rest else {}
+        example = keys_help.section_example(group, section, options[0], extra)
+    except Exception:  # a value YAML cannot read: the example would not be one
+        example = "{...}"
+    then = f" with {wanted}={value}" if wanted != key else ""
+    return (
+        text + f"; accepted: an option that sets it ({' or '.join(f'{group}={o}' for o in options)}){then}, "
+        f"or the whole section: '+{key}={example}'"
+    )
 
 
 # A recipe file without Hydra's package header puts its keys under `recipe.` (its group).
@@ -284,7 +317,8 @@ def accepted(values: Iterable[object], bad: object | None = None, limit: int = 1
 
 
 def did_you_mean(bad: str, candidates: Iterable[str], n: int = 3) -> str:
-    close = difflib.get_close_matches(bad, list(candidates), n=n, cutoff=0.6)
+    # never the key itself: a key the schema has but the config lacks is not a misspelling
+    close = [c for c in difflib.get_close_matches(bad, list(candidates), n=n + 1, cutoff=0.6) if c != bad][:n]
     if not close:
         return ""
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
@@ -305,7 +339,7 @@ def report(prog: str, exc: BaseException) -> int:
         )
     elif result.message:
         print(f"{prog}: {result.message}", file=sys.stderr)
-    if isinstance(exc, BrokenPipeError):
+    if isinstance(exc, BrokenPipeError) and sys.stdout is not None:
         import os
 
         # Python flushes stdout at exit: into the closed pipe, that would fail once more.

@@ -59,14 +59,14 @@ INPUT_DTYPES: tuple[str, ...] = ("float32", "int8", "int16", "int32", "bool")
 class InputSpec:
     """One input of the model's forward, in argument order."""
 
-    name: str = ""
+    name: str = ""  # the forward argument's name
     shape: list[int] = field(default_factory=list)  # batch 1 first
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 inputs are quantized; int and bool inputs pass as they are
 
 
 @dataclass
 class ModelConfig:
-    name: str = "model"
+    name: str = "model"  # the model's name: the artifact's, unless the top-level name is set
     factory: dict[str, Any] = field(default_factory=dict)  # Hydra `_target_` + kwargs
     checkpoint: str | None = None  # state_dict file loaded into the factory's module
     input_shape: list[int] | None = field(default_factory=list)  # one float32 input, batch 1 (shorthand)
@@ -81,14 +81,14 @@ class ModelConfig:
 
 @dataclass
 class TargetConfig:
-    accelerator: str = "ethos-u55-128"
+    accelerator: str = "ethos-u55-128"  # Vela --accelerator-config (the target option sets it)
     system_config: str | None = None  # null: ExecuTorch's default for the family
-    memory_mode: str | None = None
+    memory_mode: str | None = None  # a memory mode of the .ini; null: ExecuTorch's default for the family
     config_ini: str | None = None  # null: Vela's bundled Arm/vela.ini
     optimise: str | None = None  # Vela --optimise: Performance | Size (null: Vela's default, Performance)
     arena_cache_size: int | None = None  # Vela --arena-cache-size in bytes (null: the memory mode's)
-    vela_flags: list[str] = field(default_factory=list)
-    cpu_qdq_kernels: str = "cortex_m"
+    vela_flags: list[str] = field(default_factory=list)  # any other Vela compile flag, in full: --name=value
+    cpu_qdq_kernels: str = "cortex_m"  # the (de)quantize at the NPU graph's edges: cortex_m:: or portable kernels
 
 
 @dataclass
@@ -96,7 +96,7 @@ class LoweringConfig:
     """How the quantized graph reaches the NPU, without changing what it computes."""
 
     io_layout: str = "nchw"  # nhwc: the firmware feeds (and reads) 4-D tensors channels-last
-    rewrites: list[str] = field(default_factory=list)  # names from REWRITES, applied in order
+    rewrites: list[str] = field(default_factory=list)  # equivalent graph rewrites before quantization, in order
 
 
 @dataclass
@@ -105,30 +105,30 @@ class QatConfig:
 
     dataset: dict[str, Any] = field(default_factory=dict)  # as calibration.dataset
     num_samples: int | None = None  # null: the whole dataset
-    batch_size: int = 32
+    batch_size: int = 32  # samples per training step
     seed: int = 0  # sample order
-    epochs: int = 3
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    loss: str = "auto"
+    epochs: int = 3  # passes over the training samples
+    optimizer: str = "adam"  # sgd: with momentum 0.9
+    lr: float = 1e-4  # learning rate
+    loss: str = "auto"  # auto: cross_entropy with labels, else distill (MSE against the float model)
 
 
 @dataclass
 class QuantizationConfig:
-    scheme: str = "int8"
-    per_channel: bool = True
-    io: str | None = None
-    qat: QatConfig | None = None  # null: post-training quantization (calibration)
+    scheme: str = "int8"  # the global scheme (a8w4 needs qat)
+    per_channel: bool = True  # a weight scale per output channel; false: one per tensor
+    io: str | None = None  # null: the model's inputs and outputs follow the scheme; uint8: uint8 there
+    qat: QatConfig | None = None  # quantization-aware training; null: post-training quantization (calibration)
 
 
 @dataclass
 class OverrideEntry:
     """One per-module override; exactly one selector is set."""
 
-    module_name: str | None = None
+    module_name: str | None = None  # a module's qualified name and its children, e.g. blocks.1
     module_type: str | None = None  # dotted class path, e.g. torch.nn.Linear
     io: bool | None = None  # true: the model inputs and outputs
-    scheme: str = "int8"
+    scheme: str = "int8"  # what the selected modules get (float: left unquantized, on the CPU)
 
     SELECTORS = ("module_name", "module_type", "io")
 
@@ -148,7 +148,7 @@ class OverrideEntry:
 class DatasetConfig:
     """Where samples come from: `dataset` is a Hydra `_target_` call (see data.py)."""
 
-    dataset: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)  # the source: a `_target_` and its arguments
     num_samples: int | None = 128  # null: the whole dataset (the image and folder options' default)
     batch_size: int = 32  # calibration: samples per observer call; evaluation: per forward pass (speed only)
     seed: int | None = None  # null: the first num_samples items in order; an int: a seeded random draw
@@ -163,12 +163,12 @@ class EvaluationConfig(DatasetConfig):
 
 @dataclass
 class BudgetConfig:
-    max_cpu_ops: int | None = None
+    max_cpu_ops: int | None = None  # compute ops left on the CPU
     max_sram_kib: float | None = None  # the memory bill's SRAM (pipeline/memory.py)
     max_flash_kib: float | None = None  # the memory bill's flash
     max_planned_kib: float | None = None  # ExecuTorch's planned activation buffers alone
-    max_accuracy_drop: float | None = None
-    max_inference_ms: float | None = None
+    max_accuracy_drop: float | None = None  # top-1 points below float (labelled evaluation data)
+    max_inference_ms: float | None = None  # Vela's estimated inference time
 
 
 TRACKING_BACKENDS: tuple[str, ...] = ("none", "mlflow")
@@ -178,7 +178,7 @@ TRACKING_BACKENDS: tuple[str, ...] = ("none", "mlflow")
 class TrackingConfig:
     """Where builds and sweeps are logged (tracking.py); in no build key."""
 
-    backend: str = "none"
+    backend: str = "none"  # none | mlflow (tracking=mlflow sets it)
     uri: str | None = None  # null: the embedded store under store.root
     experiment: str | None = None  # null: the artifact's name (a sweep: the config's name)
     log_model: bool = True  # model.pte among the run's artifacts
@@ -186,25 +186,26 @@ class TrackingConfig:
 
 @dataclass
 class StoreConfig:
-    root: str = "outputs"
+    root: str = "outputs"  # artifacts/, cache/, runs/ and sweeps/ live here
 
 
 @dataclass
 class BuildConfig:
-    name: str | None = None  # null: the recipe name, else the model name
-    model: ModelConfig = field(default_factory=ModelConfig)
-    target: TargetConfig = field(default_factory=TargetConfig)
-    lowering: LoweringConfig = field(default_factory=LoweringConfig)
-    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    name: str | None = None  # the artifact's name; null: the recipe name, else model.name
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network and its example input
+    target: TargetConfig = field(default_factory=TargetConfig)  # the Ethos-U configuration and Vela's settings
+    lowering: LoweringConfig = field(default_factory=LoweringConfig)  # how the graph reaches the NPU
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)  # the global scheme
+    # per-module schemes: named entries, each with one selector, applied in order after the global scheme
     overrides: dict[str, OverrideEntry] = field(default_factory=dict)
-    calibration: DatasetConfig = field(default_factory=DatasetConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    calibration: DatasetConfig = field(default_factory=DatasetConfig)  # the samples the quantizer observes
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # held-out samples: accuracy, TOSA check
+    budget: BudgetConfig = field(default_factory=BudgetConfig)  # build gates: a breach stores nothing (exit 3)
+    store: StoreConfig = field(default_factory=StoreConfig)  # versioned artifacts and the stage cache
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow runs (docs/tracking.md); in no build key
     allow_dirty: bool = False  # build a recipe whose file has uncommitted changes
     strict: bool = False  # fail (not warn) when tools or inputs drift from the recipe's lock
-    # {metric: min|max, ...}: what the task returns to an optimizing sweeper (config/objective.py)
+    # {metric: min|max, ...}: what a job returns to an optimizing sweeper (hydra/sweeper=optimize, docs/sweeps.md)
     objective: Any = None
 
 
@@ -213,15 +214,17 @@ SEARCH_SCHEMES: tuple[str, ...] = ("a16w8", "int8", "float")  # what a module ch
 
 @dataclass
 class SearchConfig:
+    """ethosu-search: which modules get 16-bit activations (docs/search.md)."""
+
     modules: list[str] | None = None  # candidates; null: every Conv/Linear module
     depth: int | None = None  # group candidates by the first `depth` parts of their names
-    scheme: str = "a16w8"  # the scheme a chosen module gets
-    max_accuracy_drop: float | None = None  # goal of the quick answer, points below float
-    min_sqnr_db: float | None = None  # or this SQNR against float
+    scheme: str = "a16w8"  # the scheme a chosen module gets: a16w8 | int8 | float
+    max_accuracy_drop: float | None = None  # goal of the quick answer: top-1 points below float at most
+    min_sqnr_db: float | None = None  # and/or: SQNR against float (dB) at least
     max_cycles: float | None = None  # points over this Vela cycle budget are not built
     trials: int = 0  # Optuna NSGA-II trials after the greedy pass (0: greedy only)
     front: int = 4  # at most this many mixed configurations are built
-    seed: int = 0
+    seed: int = 0  # seeds the Optuna trials
 
 
 # Values a key may take, where the set is closed. validate.py reports these as "accepted".
