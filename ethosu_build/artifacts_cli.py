@@ -229,7 +229,8 @@ def cmd_ls(store: ArtifactStore, args) -> int:
     else:
         _print_table(store, rows, args.check)
     for f in findings:
-        print(f"{'damaged' if f.damage else 'debris'}: {store.dir / f.path}: {f.problem}", file=sys.stderr)
+        kind = "damaged" if f.damage else "debris (gc removes it)" if f.gc_removes else "stray (gc leaves it)"
+        print(f"{kind}: {printable(repr(str(store.dir / f.path))[1:-1])}: {f.problem}", file=sys.stderr)
     if damaged:
         print(
             f"{damaged} artifact(s) or version folder(s) are damaged or not trusted (see above; docs/trust.md); "

@@ -182,3 +182,16 @@ def test_a_closed_stdout_is_no_crash(store_copy):
         f"{BIN / 'ethosu-artifacts'} --root {store_copy} ls >&-", shell=True, capture_output=True, text=True
     )
     clean(res)
+
+
+def test_ls_check_names_every_stray_folder_and_what_gc_does_with_it(store_copy):
+    arts = store_copy / "artifacts"
+    (arts / "bad name" / "v1").mkdir(parents=True)
+    (arts / "\uff24IG" / "v1").mkdir(parents=True)
+    os.mkfifo(arts / "digits_cnn" / "fifo")
+    (arts / "digits_cnn" / "v1\n").mkdir()
+    res = clean(cli(["ls", "--check"], store_copy))
+    assert "bad name: a folder whose name no artifact can have" in res.stderr and "\uff24IG" in res.stderr
+    assert "stray (gc leaves it)" in res.stderr and "digits_cnn/v1\\n" in res.stderr  # shown, not a raw newline
+    assert clean(cli(["gc"], store_copy)).returncode == 0
+    assert (arts / "digits_cnn" / "fifo").exists()  # as ls said

@@ -137,7 +137,13 @@ class Finding:
 
     path: str  # relative to <root>/artifacts
     problem: str
-    damage: bool  # a version that cannot be used; otherwise debris that gc removes
+    damage: bool  # a version that cannot be used; otherwise debris
+
+    @property
+    def gc_removes(self) -> bool:
+        """What `gc` removes (symlinks, killed builds' staging folders, half-present versions);
+        anything else in the folder is left for its owner."""
+        return self.problem.startswith(("a symlink", "staging", "half-present"))
 
 
 class ArtifactStore:
@@ -244,6 +250,9 @@ class ArtifactStore:
                     )
                 )
                 continue
+            if not NAME.match(base.name):  # no build writes it, and no command reads it: say so
+                found.append(Finding(base.name, "a folder whose name no artifact can have (not read)", False))
+                continue
             for p in sorted(base.iterdir()):
                 rel = f"{base.name}/{p.name}"
                 if p.name in (".lock", LAST_VERSION) and not p.is_symlink():
@@ -332,7 +341,7 @@ class ArtifactStore:
                 shutil.rmtree(a.path)
         for f in self.scan():
             p = self.dir / f.path
-            if p.is_symlink() or f.problem.startswith(("staging", "half-present")):
+            if f.gc_removes:
                 removed.append(f.path)
                 if not dry_run:
                     p.unlink() if p.is_symlink() else shutil.rmtree(p, ignore_errors=True)
