@@ -108,3 +108,15 @@ def test_every_subcommand_explains_its_arguments_with_examples_and_exit_codes():
         assert "examples:" in text and f"ethosu-artifacts {name}" in text and "exit codes:" in text, name
         assert all(a.help for a in p._actions), name  # every argument says what it takes
         assert f"ethosu-artifacts {name}" in docs, name  # and the docs' list names the command
+
+
+def test_the_report_is_the_same_whether_the_memory_bill_came_from_the_cache_or_not(digits_store):
+    """A bill read back from a cache entry has its keys sorted; one computed in place does not."""
+    from ethosu_build.pipeline.report import render
+
+    version = digits_store / "artifacts" / "digits_cnn" / "v1"
+    m = manifest(version)
+    shuffled = json.loads(json.dumps(m))
+    shuffled["memory"]["parts"] = dict(reversed(list(m["memory"]["parts"].items())))
+    shuffled["memory"]["regions"] = dict(reversed(list(m["memory"]["regions"].items())))
+    assert render(shuffled, version / "vela") == render(m, version / "vela")

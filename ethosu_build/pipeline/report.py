@@ -339,12 +339,15 @@ def _absorb(steps: list[dict[str, Any]], layer: dict[str, Any] | None) -> list[s
 def _memory(bill: dict[str, Any] | None) -> list[str]:
     if not bill:
         return []
+    # In a fixed order: a bill read back from the stage cache has its keys sorted, one computed
+    # in place does not, and the same build must render the same report.md.
+    order = [*MEMORY_PARTS, *sorted(set(bill["parts"]) - set(MEMORY_PARTS))]
     rows = [
-        [MEMORY_PARTS.get(k, k), p["region"], f"{p['bytes']:,}", p["how"]]
-        for k, p in bill["parts"].items()
-        if p["bytes"]
+        [MEMORY_PARTS.get(k, k), bill["parts"][k]["region"], f"{bill['parts'][k]['bytes']:,}", bill["parts"][k]["how"]]
+        for k in order
+        if k in bill["parts"] and bill["parts"][k]["bytes"]
     ]
-    rows += [["**total**", region, f"**{n:,}**", ""] for region, n in bill["regions"].items()]
+    rows += [["**total**", region, f"**{n:,}**", ""] for region, n in sorted(bill["regions"].items())]
     planned = ", ".join(f"id {b['mem_id']}: {b['bytes']:,} B" for b in bill["planned_buffers"]) or "none"
     return [
         "",
