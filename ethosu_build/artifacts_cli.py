@@ -21,7 +21,9 @@ trust (docs/trust.md).
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
+import errno
 import json
 import os
 import struct
@@ -32,7 +34,7 @@ from typing import Any
 
 from . import numerics, run_dirs
 from .config import objective
-from .config.errors import ConfigError, ConfigIssue, UsageError, report
+from .config.errors import IO_ERRNOS, ConfigError, ConfigIssue, UsageError, report
 from .files import printable
 from .pipeline.firmware import DEFAULT_BUNDLE_SAMPLES, DEFAULT_SECTION, SECTION_NAME
 from .store.artifacts import (
@@ -261,7 +263,8 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
         pad_edge=False,
         padding=(0, 1),
     )
-    table.add_column("id", no_wrap=True)
+    ids = [r["id"] + ("" if r.get("trusted", True) else " (untrusted)") for r in rows]
+    table.add_column("id", no_wrap=True, min_width=max(map(len, ids)))  # never cut, the marker with it
     table.add_column("target", no_wrap=True)
     table.add_column("scheme", no_wrap=True)
     for head in ("ms", "SRAM", "flash", quality[0]):
@@ -282,7 +285,7 @@ def _print_table(store: ArtifactStore, rows: list[dict[str, Any]], with_check: b
         cells += [verdict if verdict == "ok" else "UNTRUSTED (below)"] if with_check else []
         # Text, not markup: a manifest's strings are data ('[bold]' printed as written, no escapes)
         table.add_row(*(Text(printable(str(c))) for c in cells))
-    _console().print(table)
+    _console().print(table, crop=False)  # a terminal narrower than an id overflows, never cuts it
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -315,7 +318,7 @@ def cmd_diff(store: ArtifactStore, args) -> int:
             sb = snapshot(b, checks["B"], Path(tmp, "B"))
         try:
             result = diff(sa, sb, ids=(a.id, b.id))
-        except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as exc:
             untrusted = [side for side, c in checks.items() if not c.trusted]
             if not untrusted:
                 raise  # our own signed programs: a bug, with its traceback
@@ -339,6 +342,12 @@ def cmd_diff(store: ArtifactStore, args) -> int:
 
 
 def _print_diff(result, changed: list[dict[str, Any]]) -> None:
+    """The verdict and what changed; every line through `printable`: a side not signed here
+    says what it likes in its manifest, and none of it may drive the terminal."""
+
+    def print(line: str) -> None:
+        builtins.print(printable(line))
+
     print(f"{result.a} vs {result.b}: {result.verdict}" + (f" (first cause: {result.cause})" if result.cause else ""))
     for side, why in (result.trust or {}).items():
         if why != TRUST_WORDS["ok"]:
@@ -417,7 +426,8 @@ def cmd_verify(store: ArtifactStore, args) -> int:
         stored = None
         if args.id:
             stored = _resolve(store, args.id, "ID")
-            _checked(stored, "ID", "verifying", signed_elsewhere=True)
+            if "model.pte" not in _checked(stored, "ID", "verifying", signed_elsewhere=True).manifest["files"]:
+                raise UsageError(ConfigIssue("ID", f"{stored.id} lists no model.pte to compare a rebuild with"))
         container, cfg, path = _recipe(args)
         verdict = verify.rebuild_recipe(args.recipe, container, cfg.name, path, store, stored)
     elif args.id:
@@ -484,6 +494,8 @@ def cmd_export(store: ArtifactStore, args) -> int:
     try:
         _move_in(files, dest)
     except OSError as exc:
+        if exc.errno in IO_ERRNOS:
+            raise  # a failed export (exit 1, main's map), not a bad DIR
         raise UsageError(ConfigIssue("DIR", f"{args.dir!r} cannot be written ({exc.strerror or exc})")) from exc
     print(f"exported {a.id} to {dest}: {', '.join(sorted({n.split('/')[0] for n in files}))}")
     for note in notes:
@@ -581,6 +593,11 @@ def _move_in(files: dict[str, bytes], dest: Path) -> None:
                         "DIR", f"{dest / folder} is a symlink or a file; accepted: a DIR with {folder}/ a folder"
                     )
                 )
+        # everything that could refuse a file is found before the first is replaced: a refused
+        # export leaves DIR as it was
+        taken = [n for n in files if (dest / n).is_dir() and not (dest / n).is_symlink()]
+        if taken:
+            raise UsageError(ConfigIssue("DIR", f"{dest / taken[0]} is a folder; accepted: a DIR where it is not"))
         for name in files:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, dest / name)
@@ -606,9 +623,10 @@ def cmd_gc(store: ArtifactStore, args) -> int:
     cache = StageCache(store.root).gc(keep, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     n = len(cache.removed)
+    names = " ".join(printable(repr(r)[1:-1]) for r in removed)  # planted names may hold escapes
     print(
         f"{verb} {n} cache entr{'y' if n == 1 else 'ies'} or leftover file(s), and {len(removed)} artifact folder(s) "
-        f"{' '.join(removed)}".rstrip()
+        f"{names}".rstrip()
     )
     return 0
 
@@ -845,11 +863,28 @@ def main(argv: list[str] | None = None) -> None:
             except ConfigError as exc:
                 raise UsageError(exc.issues) from exc  # "bad argument ..., nothing was done"
         code = args.func(ArtifactStore(root), args)
+    except OSError as exc:
+        code = report(PROG, _os_error(exc, args))
     except BaseException as exc:  # noqa: BLE001 (every exit goes through the one map)
         if isinstance(exc, SystemExit):
             raise
         code = report(PROG, exc)
     sys.exit(code)
+
+
+def _os_error(exc: OSError, args) -> BaseException:
+    """A full disk or failing device is a failed command (exit 1); a store or folder that
+    cannot be written (read-only, no permission) is the user's to fix (exit 2)."""
+    from .config.errors import io_failure
+
+    if exc.errno in IO_ERRNOS:
+        return io_failure(exc)
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        what = f"{exc.filename or args.root!r} cannot be written ({exc.strerror})"
+        return UsageError(
+            ConfigIssue("DIR" if args.command == "export" else "--root", f"{what}; accepted: a folder you can write")
+        )
+    return exc
 
 
 if __name__ == "__main__":

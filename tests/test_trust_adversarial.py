@@ -195,3 +195,111 @@ def test_ls_check_names_every_stray_folder_and_what_gc_does_with_it(store_copy):
     assert "stray (gc leaves it)" in res.stderr and "digits_cnn/v1\\n" in res.stderr  # shown, not a raw newline
     assert clean(cli(["gc"], store_copy)).returncode == 0
     assert (arts / "digits_cnn" / "fifo").exists()  # as ls said
+
+
+# --- the second adversarial pass ---------------------------------------------------------------
+
+
+def forge(version: Path, edit) -> None:
+    """Edit a manifest, recompute every listed file's sha256 and size, drop the signature: an
+    unsigned but intact version, as anyone who can write the store can make one."""
+    m = json.loads((version / "manifest.json").read_text())
+    edit(m)
+    for name in m["files"]:
+        data = (version / name).read_bytes()
+        m["files"][name] = {"sha256": sha256_bytes(data), "size": len(data)}
+    m.pop("signature", None)
+    (version / "manifest.json").write_text(json.dumps(m))
+
+
+def test_a_huge_sparse_file_is_refused_unread_and_never_stops_a_build(store_copy):
+    v1 = store_copy / "artifacts" / "digits_cnn" / "v1"
+    (v1 / "model.pte").unlink()
+    with open(v1 / "model.pte", "wb") as f:
+        f.truncate(40 << 30)  # sparse: no disk used; read whole, it would take the machine's memory
+    res = clean(cli(["ls", "--check"], store_copy))
+    assert res.returncode == 1 and "model.pte: is 42949672960 bytes" in res.stderr
+    for entry in StageCache(store_copy).keys():
+        path = StageCache(store_copy).path(entry) / "entry.json"
+        path.unlink()
+        with open(path, "wb") as f:
+            f.truncate(40 << 30)
+    assert build_in_process(QUICK, store_copy).artifact.id == "digits_cnn/v2"  # rebuilt, never a MemoryError
+
+
+def test_gc_never_removes_another_version_reached_through_a_planted_link(store_copy):
+    v1 = store_copy / "artifacts" / "digits_cnn" / "v1"
+    other = store_copy / "artifacts" / "other" / "v1"
+    import shutil
+
+    shutil.rmtree(v1 / "vela")
+    (v1 / "vela").symlink_to(other / "vela")
+    res = clean(cli(["gc", "--artifact", str(v1 / "vela" / "..")], store_copy))
+    assert res.returncode == 2 and "goes through a symlink" in res.stderr and other.is_dir()
+
+
+def test_what_a_side_not_signed_here_says_never_drives_the_terminal(store_copy, tmp_path):
+    forged = tmp_path / "forged"
+    assert cli(["export", "digits_cnn/v1", str(forged)], store_copy).returncode == 0
+    forge(forged, lambda m: m["config"]["model"].update(name="\x1b]0;PWNED\x07\x1b[2J evil"))
+    res = clean(cli(["diff", "digits_cnn/v1", str(forged)], store_copy))
+    assert "\x1b" not in res.stdout and "evil" in res.stdout
+    os.symlink("/etc/passwd", store_copy / "artifacts" / "evil\x1b[2Jname")
+    res = clean(cli(["gc"], store_copy))
+    assert res.returncode == 0 and "\x1b" not in res.stdout and "evil" in res.stdout
+
+
+def test_an_intact_side_with_odd_field_types_is_refused_not_a_crash(store_copy, tmp_path):
+    odd = tmp_path / "odd"
+    assert cli(["export", "other/v1", str(odd)], store_copy).returncode == 0
+    forge(odd, lambda m: m.update(delegation="str", metrics="x"))
+    (odd / "model.pte").write_bytes((odd / "model.pte").read_bytes() + b"\0")  # other bytes: compared in depth
+    forge(odd, lambda m: None)
+    res = clean(cli(["diff", "digits_cnn/v1", str(odd)], store_copy))
+    assert res.returncode == 2 and "cannot be read as a build" in res.stderr
+
+
+def test_verify_against_a_recipe_needs_a_listed_program(store_copy):
+    v1 = store_copy / "artifacts" / "digits_cnn" / "v1"
+    (v1 / "model.pte").unlink()
+    forge(v1, lambda m: m["files"].pop("model.pte"))
+    res = clean(cli(["verify", "digits_cnn/v1", "--recipe", "digits_u55"], store_copy))
+    assert res.returncode == 2 and "lists no model.pte" in res.stderr
+
+
+def test_a_store_that_cannot_be_written_is_a_clean_error():
+    import argparse
+    import errno
+
+    exc = artifacts_cli._os_error(OSError(errno.EROFS, "Read-only file system", "/ro/cache"), argparse.Namespace(
+        command="gc", root="/ro"))  # fmt: skip
+    assert exc.exit_code == 2 and "--root" in str(exc) and "cannot be written" in str(exc)
+    full = artifacts_cli._os_error(OSError(errno.ENOSPC, "No space left on device", "/x"), argparse.Namespace(
+        command="export", root="/ro"))  # fmt: skip
+    assert full.exit_code == 1
+
+
+def test_a_refused_export_leaves_dir_as_it_was(store_copy, tmp_path):
+    dest = tmp_path / "dest"
+    assert cli(["export", "other/v1", str(dest)], store_copy).returncode == 0
+    before = (dest / "manifest.json").read_bytes()
+    (dest / "model.pte").unlink()
+    (dest / "model.pte" / "sub").mkdir(parents=True)
+    res = clean(cli(["export", "digits_cnn/v1", str(dest), "--force"], store_copy))
+    assert res.returncode == 2 and "is a folder" in res.stderr and (dest / "manifest.json").read_bytes() == before
+
+
+def test_a_tosa_check_file_that_inflates_beyond_reason_is_not_compared(digits_store, monkeypatch):
+    from ethosu_build.pipeline import diff as diff_mod
+
+    a = store_artifacts.ArtifactStore(digits_store).resolve("digits_cnn/v1")
+    b = store_artifacts.ArtifactStore(digits_store).resolve("other/v1")
+    monkeypatch.setattr(diff_mod, "MAX_TOSA_IO", 10)  # as a zip bomb's would, beyond the cap
+    out = diff_mod._outputs(a, b, a.manifest(), b.manifest())
+    assert not out["compared"] and "inflates beyond" in out["reason"]
+
+
+def test_a_narrow_terminal_never_cuts_an_id_or_its_marker(store_copy):
+    forge(store_copy / "artifacts" / "other" / "v1", lambda m: None)
+    res = clean(cli(["ls"], store_copy, env={"COLUMNS": "20"}))
+    assert "other/v1 (untrusted)" in res.stdout and "digits_cnn/v1" in res.stdout

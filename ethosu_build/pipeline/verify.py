@@ -84,6 +84,8 @@ def rebuild_recipe(
     checked = check(stored)
     if checked.problems:
         return Verdict(False, f"recipe {name}", stored, causes=[f"{stored.id} is damaged: {checked.why}"])
+    if "model.pte" not in checked.manifest["files"]:
+        return Verdict(False, f"recipe {name}", stored, causes=[f"{stored.id} lists no model.pte to compare with"])
     return _compare(f"recipe {name}", stored, checked, container, name, recipe_path)
 
 

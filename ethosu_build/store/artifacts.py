@@ -36,7 +36,8 @@ from typing import Any
 from ..config.schema import NAME
 from ..files import atomic_write
 from ..fingerprint import sha256_bytes
-from .cache import KeyLock
+from .cache import MAX_UNSIZED, KeyLock
+from .safe_fs import NotRegular
 from .safe_fs import is_real_dir as _is_real_dir
 from .safe_fs import read_regular as _read_regular
 from .safe_fs import remove as _remove
@@ -127,7 +128,8 @@ class Check:
     def why(self) -> str:
         """Why a version is not trusted, in a few words (empty when it is)."""
         if self.problems:
-            return "; ".join(self.problems)
+            more = len(self.problems) - 5
+            return "; ".join(self.problems[:5]) + (f"; and {more} more" if more > 0 else "")
         return "" if self.trust == "ok" else f"its manifest is {TRUST_WORDS[self.trust]}"
 
 
@@ -219,6 +221,10 @@ class ArtifactStore:
         if p.is_symlink():
             raise NotAnArtifact(f"{ref!r} is a symlink; store commands act only on the store's own folders")
         real, base = p.resolve(), self.dir.resolve()
+        # `v2/vela/..` with vela a planted link to ../v3/vela resolves to v3: the path as written
+        # (its '..' taken lexically) must name the folder it resolves to.
+        if os.path.realpath(os.path.normpath(os.path.abspath(ref))) != os.path.realpath(ref):
+            raise NotAnArtifact(f"{ref!r} goes through a symlink before a '..'; store commands follow no link")
         m = _VERSION_DIR.match(real.name)
         if not (m and real.parent.parent == base and NAME.match(real.parent.name)):
             raise NotAnArtifact(
@@ -404,9 +410,12 @@ def verified_bytes(artifact: Artifact, manifest: dict[str, Any], name: str) -> b
             raise DamagedManifest(f"{name}: {parent} is not a folder of the version (a symlink, or missing)")
     if not os.path.lexists(path):
         raise DamagedManifest(f"{name}: missing")
-    try:
-        data = _read_regular(path)
-    except (OSError, ValueError) as exc:
+    size = entry.get("size")
+    try:  # never more than the listed size: a planted sparse 40 GB file is refused unread
+        data = _read_regular(path, size if isinstance(size, int) and size >= 0 else MAX_UNSIZED)
+    except NotRegular as exc:
+        raise DamagedManifest(f"{name}: {str(exc).removeprefix(path.name + ' ')}") from exc
+    except OSError as exc:
         raise DamagedManifest(f"{name}: not a regular file") from exc
     if sha256_bytes(data) != entry.get("sha256"):
         raise DamagedManifest(f"{name}: sha256 differs from the manifest (changed on disk)")

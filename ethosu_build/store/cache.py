@@ -47,6 +47,7 @@ ENTRY = "entry.json"
 _KEY = re.compile(r"\A[0-9a-f]{64}\Z")
 _FILE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # a plain name inside the entry
 _MAX_ENTRY_JSON = 1 << 20
+MAX_UNSIZED = 4 << 30  # the cap on a file of an entry that records no sizes (written before they were)
 PINS = ".pins"  # cache/.pins/<id>.json: the keys of a running build, flock-held while it runs
 
 
@@ -61,11 +62,13 @@ class Entry:
     key: str
     path: Path
     files: dict[str, str]  # name -> sha256
+    sizes: dict[str, int]  # name -> bytes (entries written before sizes were recorded: none)
 
     def read(self, name: str) -> bytes:
         if name not in self.files:
             raise KeyError(name)
-        data = _read_regular(self.path / name)
+        # Never more than the size signed for it: a planted sparse file of 40 GB is refused unread.
+        data = _read_regular(self.path / name, self.sizes.get(name, MAX_UNSIZED))
         if sha256_bytes(data) != self.files[name]:
             raise CorruptEntry(f"{name} changed after it was verified")
         return data
@@ -108,9 +111,7 @@ class StageCache:
         for p in (self.dir, path.parent, path):
             if p.is_symlink() or not p.is_dir():
                 raise CorruptEntry(f"{p.name} is not a folder of the store (a symlink, or a file)")
-        raw = _read_regular(path / ENTRY)
-        if len(raw) > _MAX_ENTRY_JSON:
-            raise CorruptEntry(f"{ENTRY} is {len(raw)} bytes")
+        raw = _read_regular(path / ENTRY, _MAX_ENTRY_JSON)
         meta = json.loads(raw)
         if not isinstance(meta, dict):
             raise CorruptEntry(f"{ENTRY} holds {type(meta).__name__}, not an object")
@@ -124,7 +125,10 @@ class StageCache:
             isinstance(n, str) and _FILE_NAME.match(n) and n != ENTRY for n in files
         ):
             raise CorruptEntry(f"{ENTRY} lists a file name outside the entry")
-        entry = Entry(key, path, dict(files))
+        sizes = meta.get("sizes") or {}
+        if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
+            raise CorruptEntry(f"{ENTRY} lists sizes that are not byte counts")
+        entry = Entry(key, path, dict(files), dict(sizes))
         for name in files:
             entry.read(name)  # regular file, recorded sha256
         return entry
@@ -177,7 +181,14 @@ class StageCache:
                         f"stage {stage} wrote {p.name!r}: an entry holds regular files with plain names only"
                     )
                 files[p.name] = sha256_bytes(p.read_bytes())
-            meta = {"stage": stage, "key": key, "created": datetime.now(timezone.utc).isoformat(), "files": files}
+            sizes = {name: (tmp / name).stat().st_size for name in files}
+            meta = {
+                "stage": stage,
+                "key": key,
+                "created": datetime.now(timezone.utc).isoformat(),
+                "files": files,
+                "sizes": sizes,  # reads are capped at these (a planted huge file is never read)
+            }
             meta["signature"] = store_key(self.dir.parent).sign(signed_payload(meta))
             (tmp / ENTRY).write_text(json.dumps(meta, indent=1, sort_keys=True))
             try:

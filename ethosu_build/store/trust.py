@@ -43,7 +43,11 @@ TRUST_WORDS: dict[str, str] = {  # a Verdict in the words every command prints
 def key_file() -> Path:
     explicit = os.environ.get(KEY_ENV)
     if explicit is not None and not explicit.strip():  # set, but to nothing: a slip, never the default key
-        raise _key_error(Path(""), f"is named by {KEY_ENV}, which is set but empty; unset it to use {_default()}")
+        raise ConfigError(
+            ConfigIssue(
+                KEY_ENV, f"is set but empty; accepted: the path of your key file, or unset it to use {_default()}"
+            )
+        )
     return Path(explicit).expanduser() if explicit else _default()
 
 

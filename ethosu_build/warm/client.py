@@ -8,9 +8,11 @@ exit codes of config/errors.py are imported where they are returned, off a warm 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -48,6 +50,11 @@ def _connect(where: Paths, timeout: float = 5.0) -> socket.socket:
     sock.settimeout(timeout)
     try:
         sock.connect(str(where.socket))
+        # Our descriptors and environment go only to a service of our own user: a socket another
+        # user bound (where only root or we could have put it) is refused before anything is sent.
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid != os.geteuid():  # an OSError: every caller falls back as for a dead service
+            raise PermissionError(errno.EPERM, f"its socket {where.socket} belongs to uid {uid}, not to you")
     except OSError:
         sock.close()
         raise
