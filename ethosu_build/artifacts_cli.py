@@ -77,7 +77,8 @@ def _changed_after_check(a: Artifact, arg: str):
     try:
         yield
     except DamagedManifest as exc:
-        raise UsageError(ConfigIssue(arg, f"{a.id} changed while it was read: {exc}")) from exc
+        name = a.id if a is not None else "the artifact"
+        raise UsageError(ConfigIssue(arg, f"{name} changed while it was read: {exc}")) from exc
 
 
 def _checked(a: Artifact, arg: str, doing: str, signed_elsewhere: bool = False) -> Check:
@@ -87,6 +88,14 @@ def _checked(a: Artifact, arg: str, doing: str, signed_elsewhere: bool = False) 
     checked = check(a)
     if checked.trusted or (signed_elsewhere and not checked.problems):
         return checked
+    if a.foreign and all(p.endswith(("missing", "(a symlink, or missing)")) for p in checked.problems):
+        raise UsageError(
+            ConfigIssue(
+                arg,
+                f"{a.id} lacks files its manifest lists ({checked.why}): an export made before `export` copied "
+                "whole versions; accepted: a whole version: export it again from its store",
+            )
+        )
     raise UsageError(
         ConfigIssue(
             arg,
@@ -165,8 +174,8 @@ def _summary_row(a: Artifact, m: dict[str, Any]) -> dict[str, Any]:
         "scheme": scheme + (f"+{overrides}" if overrides else ""),
         "inference_ms": _at(m, "metrics", "vela", "total", "inference_ms"),
         # the memory bill's, as budgets, objectives and sweep summaries name them (docs/sweeps.md)
-        "sram_kib": objective.METRICS["sram_kib"].read(m) if memory and _at(memory, "regions", "sram") else None,
-        "flash_kib": objective.METRICS["flash_kib"].read(m) if memory and _at(memory, "regions", "flash") else None,
+        "sram_kib": objective.METRICS["sram_kib"].read(m) if _at(memory, "regions", "sram") is not None else None,
+        "flash_kib": objective.METRICS["flash_kib"].read(m) if _at(memory, "regions", "flash") is not None else None,
         "vela_sram_kib": _at(m, "metrics", "vela", "total", "sram_kib"),
         "top1": _at(m, "metrics", "accuracy", "quantized_top1"),
         "sqnr_db": _at(m, "metrics", "accuracy", "sqnr_db"),
@@ -205,7 +214,7 @@ def cmd_ls(store: ArtifactStore, args) -> int:
         checked = check(a, hash_files=args.check)
         if checked.manifest is None:
             damaged += 1
-            print(f"damaged: {a.id}: {checked.why}", file=sys.stderr)
+            print(printable(f"damaged: {a.id}: {checked.why}"), file=sys.stderr)
             if args.check:
                 rows.append({"id": a.id, "created": "", "check": checked.why})
             continue
@@ -215,11 +224,12 @@ def cmd_ls(store: ArtifactStore, args) -> int:
         ):
             continue
         row["trusted"] = checked.trusted
+        why = "; ".join(checked.problems) or checked.why  # ls --check lists every problem
         if args.check:
-            row["check"] = "ok" if checked.trusted else f"untrusted: {checked.why}"
+            row["check"] = "ok" if checked.trusted else f"untrusted: {why}"
             damaged += not checked.trusted
         if not checked.trusted:  # also below the table, whatever the terminal's width
-            print(f"{'damaged' if checked.problems else 'untrusted'}: {a.id}: {checked.why}", file=sys.stderr)
+            print(printable(f"{'damaged' if checked.problems else 'untrusted'}: {a.id}: {why}"), file=sys.stderr)
         rows.append(row)
     findings = [f for f in store.scan() if not args.name or f.path.split("/")[0] == args.name] if args.check else []
     damaged += sum(f.damage for f in findings)
@@ -302,6 +312,7 @@ def cmd_diff(store: ArtifactStore, args) -> int:
     tools, fingerprints. Exit 0 only for identical bytes."""
     from .pipeline.diff import diff
 
+    _quiet_imports()  # the program reader imports ExecuTorch, whose import warnings say nothing of this
     a, b = _resolve(store, args.a, "A", foreign=True), _resolve(store, args.b, "B", foreign=True)
     # Either side may come from another store or machine (another key): compared by its bytes
     # once its files match its own manifest, and said so. The comparison reads private copies
@@ -429,7 +440,8 @@ def cmd_verify(store: ArtifactStore, args) -> int:
             if "model.pte" not in _checked(stored, "ID", "verifying", signed_elsewhere=True).manifest["files"]:
                 raise UsageError(ConfigIssue("ID", f"{stored.id} lists no model.pte to compare a rebuild with"))
         container, cfg, path = _recipe(args)
-        verdict = verify.rebuild_recipe(args.recipe, container, cfg.name, path, store, stored)
+        with _changed_after_check(stored, "ID"):
+            verdict = verify.rebuild_recipe(args.recipe, container, cfg.name, path, store, stored)
     elif args.id:
         a = _resolve(store, args.id, "ID")
         checked = check(a)
@@ -442,7 +454,8 @@ def cmd_verify(store: ArtifactStore, args) -> int:
                     f"`ethosu-artifacts verify {a.id} --recipe NAME` to rebuild from a recipe of yours (docs/trust.md)",
                 )
             )
-        verdict = verify.rebuild(a)
+        with _changed_after_check(a, "ID"):
+            verdict = verify.rebuild(a)
     else:
         raise UsageError(ConfigIssue("ID", "missing; accepted: an artifact ID or PATH, or --recipe NAME"))
     if verdict.match:
@@ -491,6 +504,7 @@ def cmd_export(store: ArtifactStore, args) -> int:
     if args.firmware:
         firmware_files, notes = _firmware_files(a, checked.manifest, files, args)
         files.update(firmware_files)
+    _make_parent(dest, args.dir)
     try:
         _move_in(files, dest)
     except OSError as exc:
@@ -526,13 +540,18 @@ def _export_dir(store: ArtifactStore, args) -> Path:
                 "new or empty folder, or --force to write the exported files over the ones of the same name",
             )
         )
+    return dest
+
+
+def _make_parent(dest: Path, arg: str) -> None:
+    """DIR's parent folders, made only once the export is sure to be written (a refused one
+    leaves no folder behind)."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(
-            ConfigIssue("DIR", f"{args.dir!r}: its parent folder cannot be made ({exc.strerror or exc})")
+            ConfigIssue("DIR", f"{arg!r}: its parent folder cannot be made ({exc.strerror or exc})")
         ) from exc
-    return dest
 
 
 def _firmware_files(a, m: dict[str, Any], verified: dict[str, bytes], args) -> tuple[dict[str, bytes], list[str]]:
@@ -880,9 +899,9 @@ def _os_error(exc: OSError, args) -> BaseException:
     if exc.errno in IO_ERRNOS:
         return io_failure(exc)
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        what = f"{exc.filename or args.root!r} cannot be written ({exc.strerror})"
+        what = f"{exc.filename or args.root!r} cannot be read or written ({exc.strerror})"
         return UsageError(
-            ConfigIssue("DIR" if args.command == "export" else "--root", f"{what}; accepted: a folder you can write")
+            ConfigIssue("DIR" if args.command == "export" else "--root", f"{what}; accepted: a folder you can use")
         )
     return exc
 

@@ -124,7 +124,7 @@ def test_a_huge_manifest_is_never_read_whole(store_copy):
     with open(manifest, "r+b") as f:
         f.truncate(20 << 30)  # sparse: no disk used
     res = clean(cli(["ls", "--check"], store_copy))
-    assert res.returncode == 1 and "more than any such file holds" in res.stderr
+    assert res.returncode == 1 and "manifest.json is 21474836480 bytes, more than it may hold" in res.stderr
 
 
 def test_terminal_escapes_in_a_forged_report_are_shown_inert(store_copy):
@@ -218,7 +218,7 @@ def test_a_huge_sparse_file_is_refused_unread_and_never_stops_a_build(store_copy
     with open(v1 / "model.pte", "wb") as f:
         f.truncate(40 << 30)  # sparse: no disk used; read whole, it would take the machine's memory
     res = clean(cli(["ls", "--check"], store_copy))
-    assert res.returncode == 1 and "model.pte: is 42949672960 bytes" in res.stderr
+    assert res.returncode == 1 and "model.pte: size differs from the manifest" in res.stderr
     for entry in StageCache(store_copy).keys():
         path = StageCache(store_copy).path(entry) / "entry.json"
         path.unlink()
@@ -273,7 +273,7 @@ def test_a_store_that_cannot_be_written_is_a_clean_error():
 
     exc = artifacts_cli._os_error(OSError(errno.EROFS, "Read-only file system", "/ro/cache"), argparse.Namespace(
         command="gc", root="/ro"))  # fmt: skip
-    assert exc.exit_code == 2 and "--root" in str(exc) and "cannot be written" in str(exc)
+    assert exc.exit_code == 2 and "--root" in str(exc) and "cannot be read or written" in str(exc)
     full = artifacts_cli._os_error(OSError(errno.ENOSPC, "No space left on device", "/x"), argparse.Namespace(
         command="export", root="/ro"))  # fmt: skip
     assert full.exit_code == 1

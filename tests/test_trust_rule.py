@@ -136,7 +136,7 @@ def _no_traceback(res):
         ("missing", "does not exist"),
         ("fifo", "is a FIFO, socket or device"),
         ("folder", "is a folder"),
-        ("symlink", "is a symlink"),
+        ("symlink_to_loose", "is accessible by group or others (mode 0644)"),  # a link: its target is checked
     ],
 )
 def test_the_key_file_is_checked_as_ssh_checks_a_private_key(store, tmp_path, setup, says):
@@ -148,8 +148,10 @@ def test_the_key_file_is_checked_as_ssh_checks_a_private_key(store, tmp_path, se
         os.mkfifo(key, 0o600)
     elif setup == "folder":
         key.mkdir(mode=0o700)
-    elif setup == "symlink":
-        key.symlink_to(new_key_file(tmp_path))
+    elif setup == "symlink_to_loose":
+        target = new_key_file(tmp_path)
+        target.chmod(0o644)
+        key.symlink_to(target)
     elif setup != "missing":
         new_key_file(key.parent)
         if setup == "group_readable":
@@ -249,3 +251,9 @@ def test_a_key_file_made_unsafe_after_its_first_use_is_refused(tmp_path, monkeyp
     key.chmod(0o644)
     with pytest.raises(ConfigError, match="mode 0644"):
         trust.store_key(tmp_path / "store")
+
+
+def test_a_symlink_to_a_good_key_is_the_key_as_ssh_takes_it(store, tmp_path):
+    link = tmp_path / "link.key"
+    link.symlink_to(new_key_file(tmp_path, "real.key"))
+    assert cli(["ls"], store, {KEY_ENV: str(link)}).returncode == 0  # (another key: its rows are marked)

@@ -338,7 +338,9 @@ def report(prog: str, exc: BaseException) -> int:
             file=sys.stderr,
         )
     elif result.message:
-        print(f"{prog}: {result.message}", file=sys.stderr)
+        from ..files import printable  # a message may quote a planted file name: no escapes reach the terminal
+
+        print(printable(f"{prog}: {result.message}"), file=sys.stderr)
     if isinstance(exc, BrokenPipeError) and sys.stdout is not None:
         import os
 

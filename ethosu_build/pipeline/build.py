@@ -82,6 +82,7 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
     background.mode()  # a bad ETHOSU_BUILD_BACKGROUND is a config error before anything runs
     cfg = validate(container, default_name=request.recipe)
     store_key(cfg.store.root)  # a bad key file is a config error before anything runs (docs/trust.md)
+    ArtifactStore(cfg.store.root).check_layout(cfg.name)  # so is a planted link where the artifact will go
     origin_info = _provenance(cfg, request)
     store = ArtifactStore(cfg.store.root)
     keys = stage_keys(cfg)

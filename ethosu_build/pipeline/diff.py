@@ -106,7 +106,7 @@ def diff(a: Artifact, b: Artifact, ids: tuple[str, str] | None = None) -> Diff:
         tensor, rel = max(qparams, key=lambda q: q[1])
         # A zero point or a lookup table has no relative change (inf): null, as JSON can carry it.
         result.largest_qparam_change = {"tensor": tensor, "relative": None if math.isinf(rel) else rel}
-    result.outputs = _outputs(a, b, ma, mb)
+    result.outputs = _outputs(a, b, ma, mb, (result.a, result.b))
     if result.outputs.get("compared") and result.outputs["max_lsb"] > 1:
         found.append(
             Difference(
@@ -327,15 +327,22 @@ def _constants(ga: list[_Graph], gb: list[_Graph], qparams: list[tuple[str, floa
 # --- outputs and Vela -------------------------------------------------------------------------
 
 
-def _outputs(a: Artifact, b: Artifact, ma: dict[str, Any], mb: dict[str, Any]) -> dict[str, Any]:
+def _outputs(
+    a: Artifact, b: Artifact, ma: dict[str, Any], mb: dict[str, Any], names: tuple[str, str] = ("A", "B")
+) -> dict[str, Any]:
     """The deployed programs' outputs on the same samples, in LSB of A's output scale, from
     the TOSA checks stored with both artifacts."""
     import numpy as np
 
-    for artifact in (a, b):  # an npz inflates: one listed by a side not signed here could hold GBs of zeros
-        with zipfile.ZipFile(artifact.path / TOSA_IO) if (artifact.path / TOSA_IO).is_file() else nullcontext() as z:
-            if z is not None and sum(i.file_size for i in z.infolist()) > MAX_TOSA_IO:
-                return {"compared": False, "reason": f"{artifact.id}'s {TOSA_IO} inflates beyond {MAX_TOSA_IO} bytes"}
+    for side, artifact in zip(names, (a, b)):  # an npz inflates: a side not signed here could hold GBs of zeros
+        try:
+            with (
+                zipfile.ZipFile(artifact.path / TOSA_IO) if (artifact.path / TOSA_IO).is_file() else nullcontext() as z
+            ):
+                if z is not None and sum(i.file_size for i in z.infolist()) > MAX_TOSA_IO:
+                    return {"compared": False, "reason": f"{side}'s {TOSA_IO} inflates beyond {MAX_TOSA_IO} bytes"}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            return {"compared": False, "reason": f"{side}'s {TOSA_IO} is not an npz ({type(exc).__name__})"}
     if TOSA_IO not in ma["files"] or TOSA_IO not in mb["files"]:
         return {
             "compared": False,

@@ -82,10 +82,10 @@ def rebuild_recipe(
             )
         stored = versions[-1]
     checked = check(stored)
-    if checked.problems:
-        return Verdict(False, f"recipe {name}", stored, causes=[f"{stored.id} is damaged: {checked.why}"])
+    if checked.problems:  # refused, as every command refuses a damaged version (docs/trust.md)
+        raise ConfigError(ConfigIssue("ID", f"not comparing with {stored.id}: it is damaged ({checked.why})"))
     if "model.pte" not in checked.manifest["files"]:
-        return Verdict(False, f"recipe {name}", stored, causes=[f"{stored.id} lists no model.pte to compare with"])
+        raise ConfigError(ConfigIssue("ID", f"{stored.id} lists no model.pte to compare a rebuild with"))
     return _compare(f"recipe {name}", stored, checked, container, name, recipe_path)
 
 

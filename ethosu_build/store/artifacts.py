@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config.errors import ConfigError, ConfigIssue
 from ..config.schema import NAME
 from ..files import atomic_write
 from ..fingerprint import sha256_bytes
 from .cache import MAX_UNSIZED, KeyLock
-from .safe_fs import NotRegular
+from .safe_fs import NotRegular, TooLarge
 from .safe_fs import is_real_dir as _is_real_dir
 from .safe_fs import read_regular as _read_regular
 from .safe_fs import remove as _remove
@@ -140,12 +141,9 @@ class Finding:
     path: str  # relative to <root>/artifacts
     problem: str
     damage: bool  # a version that cannot be used; otherwise debris
-
-    @property
-    def gc_removes(self) -> bool:
-        """What `gc` removes (symlinks, killed builds' staging folders, half-present versions);
-        anything else in the folder is left for its owner."""
-        return self.problem.startswith(("a symlink", "staging", "half-present"))
+    # What `gc` removes (symlinks, killed builds' staging folders, half-present versions);
+    # anything else in the folder is left for its owner.
+    gc_removes: bool = False
 
 
 class ArtifactStore:
@@ -253,6 +251,7 @@ class ArtifactStore:
                         base.name,
                         "a symlink (not followed)" if base.is_symlink() else "a file, not an artifact name",
                         False,
+                        gc_removes=base.is_symlink(),
                     )
                 )
                 continue
@@ -265,30 +264,43 @@ class ArtifactStore:
                     continue
                 if p.name.startswith(".staging-") and _is_real_dir(p):
                     if _stale(p):
-                        found.append(Finding(rel, "staging folder left by a killed build", False))
+                        found.append(Finding(rel, "staging folder left by a killed build", False, gc_removes=True))
                 elif _VERSION_DIR.match(p.name) and _is_real_dir(p):
                     manifest = p / MANIFEST
                     if manifest.is_symlink() or not manifest.is_file():
-                        found.append(Finding(rel, f"half-present version: no {MANIFEST}", True))
+                        found.append(Finding(rel, f"half-present version: no {MANIFEST}", True, gc_removes=True))
                 else:
                     found.append(
                         Finding(
                             rel,
                             "a symlink (not followed)" if p.is_symlink() else "not a version of the store",
                             p.is_symlink(),
+                            gc_removes=p.is_symlink(),
                         )
                     )
         return found
 
     # --- writing ----------------------------------------------------------------------------
 
+    def check_layout(self, name: str) -> None:
+        """`artifacts/` and `artifacts/<name>/` are the store's own folders where they exist
+        (a build asks before any stage, so a planted link is a config error, not a failure
+        after minutes of work)."""
+        for folder in (self.dir, self.dir / name):
+            if folder.is_symlink() or (os.path.lexists(folder) and not folder.is_dir()):
+                raise ConfigError(
+                    ConfigIssue(
+                        "store.root",
+                        f"{folder} is a symlink or a file; accepted: a store whose artifacts/ and its name folders "
+                        "are its own (for a store on another disk, set store.root to a folder there)",
+                    )
+                )
+
     def staging(self, name: str) -> Path:
+        self.check_layout(name)
         base = self.dir / name
         base.mkdir(parents=True, exist_ok=True)
-        if not _is_real_dir(self.dir) or not _is_real_dir(base):
-            raise OSError(
-                f"{base} is not a folder of the store (a symlink); the store writes only into its own folders"
-            )
+        self.check_layout(name)  # made meanwhile by someone else
         path = base / f".staging-{uuid.uuid4().hex[:12]}"
         path.mkdir()
         return path
@@ -413,6 +425,10 @@ def verified_bytes(artifact: Artifact, manifest: dict[str, Any], name: str) -> b
     size = entry.get("size")
     try:  # never more than the listed size: a planted sparse 40 GB file is refused unread
         data = _read_regular(path, size if isinstance(size, int) and size >= 0 else MAX_UNSIZED)
+    except TooLarge as exc:
+        listed = isinstance(size, int) and size >= 0
+        why = "size differs from the manifest (changed on disk)" if listed else str(exc).removeprefix(path.name + " ")
+        raise DamagedManifest(f"{name}: {why}") from exc
     except NotRegular as exc:
         raise DamagedManifest(f"{name}: {str(exc).removeprefix(path.name + ' ')}") from exc
     except OSError as exc:

@@ -208,8 +208,8 @@ class StageCache:
         tmp = folder / f".tmp-{uuid.uuid4().hex}"
         for attempt in range(3):  # another build's cleanup below may remove the folder meanwhile
             _real_dir(folder)
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:  # 0644: the keys are no secret, and a teammate's gc in a shared store must read them
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
                 break
             except FileNotFoundError:
                 if attempt == 2:
@@ -232,9 +232,10 @@ class StageCache:
                 except OSError:
                     break
 
-    def _pinned(self, drop) -> set[str]:
+    def _pinned(self, drop) -> set[str] | None:
         """The keys of the builds running now (their pin files are locked); a pin file that
-        no process holds is left from a killed build and dropped."""
+        no process holds is left from a killed build and dropped. None: a pin this user cannot
+        read (another user's, in a shared store), so no entry may be taken as unheld."""
         keys: set[str] = set()
         folder = self.dir / PINS
         if not _is_real_dir(folder):
@@ -242,6 +243,9 @@ class StageCache:
         for p in sorted(folder.iterdir()):
             try:
                 fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except PermissionError:
+                log.warning("gc: %s is a pin this user cannot read; keeping every cache entry", p.name)
+                return None
             except OSError:
                 drop(p)  # a symlink or folder: no pin of ours
                 continue
@@ -279,7 +283,11 @@ class StageCache:
             return report
         if not self.dir.is_dir():
             return report
-        keep = keep | self._pinned(drop)  # never what a running build wrote, reads or holds
+        pinned = self._pinned(drop)  # never what a running build wrote, reads or holds
+        if pinned is None:
+            keep = set(self.keys())
+        else:
+            keep = keep | pinned
         for bucket in sorted(self.dir.iterdir()):
             if bucket.name == PINS and _is_real_dir(bucket):
                 continue
@@ -354,6 +362,10 @@ def _open_lock_file(path: Path) -> int:
     for _ in range(2):
         try:
             fd = os.open(path, flags, 0o644)
+        except PermissionError:
+            # A teammate's lock file in a shared store: flock needs no write access, and the
+            # file is theirs to keep (removing it would let two builds hold "the" lock).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:  # ELOOP (a symlink), EISDIR (a folder): not ours to follow; remove and retry
             if not os.path.lexists(path):
                 raise

@@ -21,6 +21,10 @@ class NotRegular(ValueError):
     """A path that is a symlink, a folder, a FIFO or a device where a regular file belongs."""
 
 
+class TooLarge(NotRegular):
+    """A regular file larger than the reader's limit (the size signed for it, or a cap)."""
+
+
 def read_regular(path: Path, limit: int | None = None) -> bytes:
     """The bytes of a regular file; a symlink, folder, FIFO or device is refused unread, and
     so is a file larger than `limit` (a sparse 20 GB "manifest" is never read)."""
@@ -30,7 +34,7 @@ def read_regular(path: Path, limit: int | None = None) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise NotRegular(f"{path.name} is not a regular file")
         if limit is not None and st.st_size > limit:
-            raise NotRegular(f"{path.name} is {st.st_size} bytes, more than any such file holds ({limit})")
+            raise TooLarge(f"{path.name} is {st.st_size} bytes, more than it may hold ({limit})")
         return f.read() if limit is None else f.read(limit + 1)
 
 

@@ -88,12 +88,16 @@ def _load(path: str, explicit: bool, root: str | None, seen: tuple | None) -> St
     p = Path(path)
     if not os.path.lexists(p):
         if explicit:  # a mistyped path must never become a new key, and every signature void
-            raise _key_error(p, f"does not exist (named by {KEY_ENV}); unset it to use {_default()}")
+            raise _key_error(
+                p,
+                f"does not exist (named by {KEY_ENV}); make one (head -c 32 /dev/urandom > FILE; chmod 600 FILE) or "
+                f"unset it to use {_default()}",
+            )
         _create(p)
-    _refuse_unsafe(p, os.lstat(p), root)
+    _refuse_unsafe(p, os.stat(p), root)  # a symlink (dotfile managers, secret mounts): its target, as ssh
     try:
-        # O_NONBLOCK: a FIFO swapped in after the lstat above must not hang the command.
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        # O_NONBLOCK: a FIFO swapped in after the stat above must not hang the command.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise _key_error(p, f"cannot be read ({exc.strerror})") from exc
     with os.fdopen(fd, "rb") as f:
@@ -106,8 +110,6 @@ def _load(path: str, explicit: bool, root: str | None, seen: tuple | None) -> St
 
 def _refuse_unsafe(p: Path, st: os.stat_result, root: str | None) -> None:
     """The checks ssh makes of a private key, and one of our own: never inside the store."""
-    if stat.S_ISLNK(st.st_mode):
-        raise _key_error(p, "is a symlink; name the key file itself")
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
         raise _key_error(p, f"is {kind}, not a regular file")
@@ -118,7 +120,7 @@ def _refuse_unsafe(p: Path, st: os.stat_result, root: str | None) -> None:
         # Whoever can read the key can sign what this user then trusts (and run it in verify).
         raise _key_error(p, f"is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
     if root is not None:
-        real_root, real_key = os.path.realpath(root), os.path.realpath(p)
+        real_root, real_key = os.path.realpath(root), os.path.realpath(p)  # where a link leads counts
         if os.path.commonpath([real_root, real_key]) == real_root:
             # gc would delete it (every signature then void), and whoever writes the store
             # could replace it.

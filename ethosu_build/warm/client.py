@@ -52,7 +52,7 @@ def _connect(where: Paths, timeout: float = 5.0) -> socket.socket:
         sock.connect(str(where.socket))
         # Our descriptors and environment go only to a service of our own user: a socket another
         # user bound (where only root or we could have put it) is refused before anything is sent.
-        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        _, uid, _ = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if uid != os.geteuid():  # an OSError: every caller falls back as for a dead service
             raise PermissionError(errno.EPERM, f"its socket {where.socket} belongs to uid {uid}, not to you")
     except OSError:
