@@ -257,3 +257,19 @@ def test_a_symlink_to_a_good_key_is_the_key_as_ssh_takes_it(store, tmp_path):
     link = tmp_path / "link.key"
     link.symlink_to(new_key_file(tmp_path, "real.key"))
     assert cli(["ls"], store, {KEY_ENV: str(link)}).returncode == 0  # (another key: its rows are marked)
+
+
+def test_the_default_key_is_made_once_and_never_silently(store, tmp_path):
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    clean = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    first = subprocess.run(
+        [sys.executable, "-m", "ethosu_build.artifacts_cli", "--root", str(store), "ls"],
+        env={**clean, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "ethosu_build.artifacts_cli", "--root", str(store), "ls"],
+        env={**clean, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    key = tmp_path / "cfg" / "ethosu-build" / "store.key"
+    assert first.returncode == again.returncode == 0 and oct(key.stat().st_mode & 0o777) == "0o600"
+    assert f"created a new store key {key}" in first.stderr and "created" not in again.stderr

@@ -22,6 +22,7 @@ import hmac
 import os
 import secrets
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -147,6 +148,8 @@ def _create(path: Path) -> None:
             os.link(tmp, path)  # fails if another process created it first: theirs wins
         except FileExistsError:
             pass
+        else:  # never silently: it is what every signature of this user will rest on
+            print(f"ethosu-build: created a new store key {path} (mode 0600; docs/trust.md)", file=sys.stderr)
     except OSError as exc:
         raise _create_error(path, exc) from exc
     finally:
