@@ -21,7 +21,6 @@ trust (docs/trust.md).
 from __future__ import annotations
 
 import argparse
-import builtins
 import contextlib
 import errno
 import json
@@ -34,7 +33,8 @@ from typing import Any
 
 from . import numerics, run_dirs
 from .config import objective
-from .config.errors import IO_ERRNOS, ConfigError, ConfigIssue, UsageError, report
+from .config.errors import IO_ERRNOS, ConfigError, ConfigIssue, UsageError, io_failure, report
+from .config.schema import NAME
 from .files import printable
 from .pipeline.firmware import DEFAULT_BUNDLE_SAMPLES, DEFAULT_SECTION, SECTION_NAME
 from .store.artifacts import (
@@ -193,8 +193,6 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def cmd_ls(store: ArtifactStore, args) -> int:
-    from .config.schema import NAME
-
     if args.name is not None and not NAME.match(args.name):
         raise UsageError(
             ConfigIssue(
@@ -356,22 +354,22 @@ def _print_diff(result, changed: list[dict[str, Any]]) -> None:
     """The verdict and what changed; every line through `printable`: a side not signed here
     says what it likes in its manifest, and none of it may drive the terminal."""
 
-    def print(line: str) -> None:
-        builtins.print(printable(line))
+    def say(line: str) -> None:
+        print(printable(line))
 
-    print(f"{result.a} vs {result.b}: {result.verdict}" + (f" (first cause: {result.cause})" if result.cause else ""))
+    say(f"{result.a} vs {result.b}: {result.verdict}" + (f" (first cause: {result.cause})" if result.cause else ""))
     for side, why in (result.trust or {}).items():
         if why != TRUST_WORDS["ok"]:
-            print(f"  note: {side} is not signed here ({why}): compared by its bytes, which match its own manifest")
+            say(f"  note: {side} is not signed here ({why}): compared by its bytes, which match its own manifest")
     for d in result.differences:
-        print(f"  {'-' if d.decides else '~'} {d.level}: {d.what}")
+        say(f"  {'-' if d.decides else '~'} {d.level}: {d.what}")
     if result.largest_qparam_change:
         q = result.largest_qparam_change
         how = "changed" if q["relative"] is None else f"{q['relative']:.3g} relative"
-        print(f"  largest quantization parameter change: {q['tensor']}, {how}")
+        say(f"  largest quantization parameter change: {q['tensor']}, {how}")
     out = result.outputs
     if out:
-        print(
+        say(
             "  outputs: "
             + (
                 f"max {out['max_lsb']} LSB apart on {out['samples']} samples"
@@ -380,11 +378,11 @@ def _print_diff(result, changed: list[dict[str, Any]]) -> None:
             )
         )
     if changed:
-        print("inputs that differ (config, tools, fingerprints, platform):")
+        say("inputs that differ (config, tools, fingerprints, platform):")
         for c in changed[:40]:
-            print(f"  {c['key']}: {c['a']} -> {c['b']}")
+            say(f"  {c['key']}: {c['a']} -> {c['b']}")
         if len(changed) > 40:
-            print(f"  ... and {len(changed) - 40} more (--json lists them all)")
+            say(f"  ... and {len(changed) - 40} more (--json lists them all)")
 
 
 def _recipe(args) -> tuple[dict[str, Any], Any, Path]:
@@ -894,8 +892,6 @@ def main(argv: list[str] | None = None) -> None:
 def _os_error(exc: OSError, args) -> BaseException:
     """A full disk or failing device is a failed command (exit 1); a store or folder that
     cannot be written (read-only, no permission) is the user's to fix (exit 2)."""
-    from .config.errors import io_failure
-
     if exc.errno in IO_ERRNOS:
         return io_failure(exc)
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
