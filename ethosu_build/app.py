@@ -22,14 +22,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import numerics, run_dirs, sweep, sweep_front, tracking
+from . import numerics, run_dirs, tracking
 from .config import help as config_help
-from .config.errors import ConfigError, ConfigIssue, EthosuError, first_line, missing_interpolation, outcome, report
+from .config.hydra_errors import from_hydra, missing_interpolation
 from .config.validate import search_config, store_root_issue, validate
+from .errors import ConfigError, ConfigIssue, EthosuError, first_line, outcome, report
 from .files import atomic_write_json
 from .pipeline.build import build
 from .search.search import Search
 from .store.provenance import recipe_file
+from .sweep import front as sweep_front
+from .sweep import summary as sweep
 
 log = logging.getLogger("ethosu_build")
 # Before anything loads torch (in this process and in the sweep workers it starts): every
@@ -113,7 +116,7 @@ def build_app(cfg: DictConfig) -> float | list[float | None] | None:
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # no result: the summary says "incomplete"
             raise
-        failure = outcome(exc)
+        failure = outcome(from_hydra(exc) or exc)
         if hc.mode != RunMode.MULTIRUN:
             if failure.status == "config_error":
                 # The message says it all; a config error leaves nothing in the store (this
@@ -259,6 +262,7 @@ def _main(app, prog: str) -> None:
     except _Refused as exc:
         sys.exit(report(prog, exc.error))
     except BaseException as exc:  # noqa: BLE001 (every exit goes through the one map)
+        exc = from_hydra(exc) or exc  # Hydra's and OmegaConf's refusals, in our words
         if isinstance(exc, OSError) and outcome(exc).bug:  # outside a build: Hydra's folders and files
             exc = run_dirs.os_error(exc)  # (Hydra's MissingConfigException is an OSError too: its own words)
         elif not isinstance(exc, (EthosuError, KeyboardInterrupt)) and _raised_by_hydra(exc) and outcome(exc).bug:

@@ -33,8 +33,8 @@ from typing import Any
 
 from . import numerics, run_dirs
 from .config import objective
-from .config.errors import IO_ERRNOS, ConfigError, ConfigIssue, UsageError, io_failure, report
 from .config.schema import NAME
+from .errors import IO_ERRNOS, ConfigError, ConfigIssue, UsageError, io_failure, report
 from .files import printable
 from .pipeline.firmware import DEFAULT_BUNDLE_SAMPLES, DEFAULT_SECTION, SECTION_NAME
 from .store.artifacts import (
@@ -681,7 +681,7 @@ def cmd_track(store: ArtifactStore, args) -> int:
     the way to backfill a store built before tracking was on. One already tracked under its
     build key is not logged again."""
     from . import tracking
-    from .config.errors import TrackingError
+    from .errors import TrackingError
 
     if not tracking.available():
         raise UsageError(ConfigIssue("track", f"mlflow is not installed; accepted: {tracking.EXTRA}"))
@@ -704,7 +704,7 @@ def cmd_track(store: ArtifactStore, args) -> int:
 
 def cmd_summarize(store: ArtifactStore, args) -> int:
     """Rebuild a sweep's summary from its job dirs (also of a sweep that was killed)."""
-    from . import sweep
+    from .sweep import summary as sweep
 
     folder = Path(args.dir)
     if not sweep.is_sweep_dir(folder):

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .config.errors import BuildError, ConfigError, ConfigIssue, first_line
+from .errors import BuildError, ConfigError, ConfigIssue, first_line
 
 log = logging.getLogger("ethosu_build.build")
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config.errors import IO_ERRNOS, ConfigError, ConfigIssue, EthosuError, first_line, from_hydra, io_failure
+from .config.hydra_errors import from_hydra
+from .errors import IO_ERRNOS, ConfigError, ConfigIssue, EthosuError, first_line, io_failure
 
 # The store's trees that only ethosu-build writes: a run dir inside one would be taken for
 # (part of) a version or a cache entry.

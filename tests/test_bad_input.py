@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_nothing_stored, build_in_process, compose_config, run_cli
 
-from ethosu_build.config.errors import ConfigError
 from ethosu_build.config.validate import validate
+from ethosu_build.errors import ConfigError
 from ethosu_build.pipeline.keys import stage_keys
 from ethosu_build.pipeline.stage import Run
 
@@ -446,7 +446,7 @@ def test_an_io_error_during_a_build_is_a_failed_build(tmp_path, monkeypatch):
     import contextlib
     import errno
 
-    from ethosu_build.config.errors import EXIT_BUILD_FAILED, BuildError
+    from ethosu_build.errors import EXIT_BUILD_FAILED, BuildError
     from ethosu_build.store.cache import StageCache
 
     @contextlib.contextmanager
@@ -488,7 +488,7 @@ def test_a_user_recipe_without_its_package_header(recipe, user_repo):
     ],
 )
 def test_an_optimizing_sweeps_empty_space_is_named(sweep, named, tmp_path):
-    from ethosu_build.search import optimize
+    from ethosu_build.sweep import optimize
 
     with pytest.raises(ConfigError) as error:
         optimize.parse_space([sweep], None)

@@ -184,7 +184,7 @@ def test_ls_fits_80_columns_and_never_cuts_an_id(store, tmp_path):
 
 def test_an_exception_without_a_message_is_named_by_its_type():
     """An exception with no message (str(exc) == '') gives its type's name, never an IndexError."""
-    from ethosu_build.config.errors import first_line, outcome
+    from ethosu_build.errors import first_line, outcome
 
     assert first_line(RuntimeError()) == "RuntimeError"
     assert outcome(RuntimeError()).message == "RuntimeError: RuntimeError"

@@ -7,7 +7,7 @@ import pytest
 from conftest import build_in_process, compose_config, manifest, run_cli
 from test_bad_input import assert_nothing_stored
 
-from ethosu_build.config.errors import ConfigError
+from ethosu_build.errors import ConfigError
 
 GATED_U85 = ["model=digits_gated", "target=ethos-u85-256"]
 WHILE_U85 = [

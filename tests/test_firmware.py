@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import build_in_process, manifest, run_cli
 
-from ethosu_build.config.errors import BudgetBreached
 from ethosu_build.config.schema import TargetConfig
+from ethosu_build.errors import BudgetBreached
 from ethosu_build.fingerprint import file_sha256
 from ethosu_build.pipeline.memory import bill
 

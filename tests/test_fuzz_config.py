@@ -9,8 +9,8 @@ from conftest import compose_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ethosu_build.config.errors import ConfigError
 from ethosu_build.config.validate import validate
+from ethosu_build.errors import ConfigError
 
 GROUPS = {
     "target": ["ethos-u55-128", "ethos-u65-256", "ethos-u85-2048"],

@@ -14,8 +14,8 @@ from conftest import BIN, ROOT, compose_config
 
 from ethosu_build.config import help as config_help
 from ethosu_build.config import schema
-from ethosu_build.config.errors import ConfigError, did_you_mean
 from ethosu_build.config.validate import validate
+from ethosu_build.errors import ConfigError, did_you_mean
 
 PROBE = """
 import contextlib, io, sys

@@ -15,7 +15,7 @@ from conftest import assert_nothing_stored, build_in_process, published_sha, run
 from PIL import Image
 
 from ethosu_build import data, preprocess
-from ethosu_build.config.errors import ConfigError
+from ethosu_build.errors import ConfigError
 
 CC = shutil.which("cc") or shutil.which("gcc")
 EVAL = ["evaluation.num_samples=32", "evaluation.tosa_samples=4"]

@@ -12,8 +12,8 @@ import torch
 from conftest import build_in_process, compose_config, run_cli
 
 from ethosu_build import data
-from ethosu_build.config.errors import ConfigError
 from ethosu_build.config.validate import validate
+from ethosu_build.errors import ConfigError
 
 LIGHT = ["model=digits_masked", "calibration.num_samples=32", "evaluation.num_samples=64", "evaluation.tosa_samples=4"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import build_in_process, run_cli
 
-from ethosu_build.config.errors import BudgetBreached
+from ethosu_build.errors import BudgetBreached
 from ethosu_build.fingerprint import file_sha256
 
 
@@ -104,7 +104,7 @@ def test_budget_passes_at_its_measured_value_and_breaks_below_it(budget, shared_
         assert f"judged: the memory bill's {region.upper()} in {m['memory']['memory_mode']}" in str(breach.value)
         # one name, one meaning: the objective and a sweep's summary read the same figure
         from ethosu_build.config.objective import METRICS
-        from ethosu_build.sweep import _measured_columns
+        from ethosu_build.sweep.summary import _measured_columns
 
         assert METRICS[f"{region}_kib"].read(m) == value == _measured_columns(m)[f"{region}_kib"]
     assert sorted(p.name for p in (shared_root / "artifacts" / "digits_cnn").iterdir()) == before

@@ -13,7 +13,7 @@ from conftest import csv_rows, manifest, run_cli
 
 from ethosu_build.config import objective
 from ethosu_build.fingerprint import file_sha256
-from ethosu_build.search import optimize
+from ethosu_build.sweep import optimize
 
 SRAM_KIB = 6.0  # the digits CNN's memory bill: int8 on Ethos-U55-128 fits, a16w8 or Ethos-U85 do not
 SWEEP = [

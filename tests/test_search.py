@@ -12,9 +12,9 @@ from conftest import csv_rows, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
-from ethosu_build.config.errors import ConfigError
 from ethosu_build.config.schema import SearchConfig
 from ethosu_build.config.validate import search_config
+from ethosu_build.errors import ConfigError
 from ethosu_build.fingerprint import file_sha256
 from ethosu_build.search.points import layer_cycles
 from ethosu_build.search.search import Search

@@ -388,7 +388,7 @@ def test_a_full_disk_is_a_failed_build_and_stores_nothing(tmp_path, monkeypatch)
     import contextlib
     import errno
 
-    from ethosu_build.config.errors import BuildError
+    from ethosu_build.errors import BuildError
     from ethosu_build.store.cache import StageCache
 
     @contextlib.contextmanager

@@ -10,7 +10,9 @@ import json
 
 import pytest
 
-from ethosu_build import sweep, sweep_front, sweep_plot
+from ethosu_build.sweep import front as sweep_front
+from ethosu_build.sweep import plot as sweep_plot
+from ethosu_build.sweep import summary as sweep
 
 OBJECTIVE = [["inference_ms", "min"], ["sram_kib", "min"], ["sqnr_db", "max"]]
 # job: target, scheme, lowering, status, inference ms, SRAM KiB, SQNR dB, budget violation

@@ -15,8 +15,8 @@ import pytest
 from conftest import BIN, compose_config, manifest, run_cli
 
 from ethosu_build import tracking
-from ethosu_build.config.errors import ConfigError
 from ethosu_build.config.validate import validate
+from ethosu_build.errors import ConfigError
 
 QUICK = ["calibration.num_samples=16", "evaluation.num_samples=32", "evaluation.tosa_samples=4"]
 

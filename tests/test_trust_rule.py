@@ -241,7 +241,7 @@ def test_an_interrupted_assembly_leaves_no_staging_folder(store, monkeypatch):
 
 def test_a_key_file_made_unsafe_after_its_first_use_is_refused(tmp_path, monkeypatch):
     """The warm service's long-lived process checks the key file again once it changed."""
-    from ethosu_build.config.errors import ConfigError
+    from ethosu_build.errors import ConfigError
     from ethosu_build.store import trust
 
     key = new_key_file(tmp_path)

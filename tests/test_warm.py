@@ -19,7 +19,7 @@ import pytest
 from conftest import BIN, FIXTURES, assert_nothing_stored, assert_store_consistent, run_cli
 
 from ethosu_build import warm
-from ethosu_build.config.errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK
+from ethosu_build.errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK
 
 REPO = ["hydra.searchpath=[file://conf]", "store.root=store"]
 OUTCOMES = {  # name: (overrides, exit code)

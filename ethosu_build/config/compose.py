@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ConfigIssue, from_hydra
+from ..errors import ConfigError, ConfigIssue
+from .hydra_errors import from_hydra
 
 
 def compose(overrides: list[str], searchpath: str | None = None) -> tuple[dict[str, Any], str | None, list[str]]:

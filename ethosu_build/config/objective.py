@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigIssue, did_you_mean
+from ..errors import ConfigIssue, did_you_mean
 
 DIRECTIONS = ("min", "max")
 

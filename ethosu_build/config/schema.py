@@ -7,7 +7,10 @@ and the build stages receive instances of them, never raw dicts. They import not
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,3 +244,18 @@ CHOICES: dict[str, tuple] = {
     "quantization.qat.optimizer": QAT_OPTIMIZERS,
     "quantization.qat.loss": QAT_LOSSES,
 }
+
+
+def accepted_keys(dotted: str) -> list[str] | None:
+    """The keys the schema accepts at the parent of `dotted` (for Hydra's override errors)."""
+    tp: Any = BuildConfig
+    for part in dotted.split(".")[:-1]:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else None

@@ -135,7 +135,7 @@ def vela_flag_issue(flag: str) -> str | None:
             return f"{flag!r} abbreviates {full[0]}, and options are written in full" + (
                 f"; {full[0]} {why}" if why else f"; write {full[0]}"
             )
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         return f"{flag!r} is not a Vela 5.1.0 option{did_you_mean(name, sorted(known))}; {accepted}"
     if name in REFUSED_VELA_FLAGS:

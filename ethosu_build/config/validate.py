@@ -20,9 +20,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .. import data, preprocess
+from .. import data
+from ..data import preprocess
+from ..errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
 from . import objective, targets
-from .errors import RECIPE_HINT, ConfigError, ConfigIssue, accepted, did_you_mean, first_line
+from .hydra_errors import RECIPE_HINT
 from .schema import (
     CHOICES,
     NAME,
@@ -511,21 +513,6 @@ def store_root_issue(root: Any) -> str | None:
         verb = "written" if existing == path else "created"
         return f"{root!r} cannot be {verb}: no write permission on {str(existing)!r}; {accepted}"
     return None
-
-
-def accepted_keys(dotted: str) -> list[str] | None:
-    """The keys the schema accepts at the parent of `dotted` (for Hydra's override errors)."""
-    tp: Any = BuildConfig
-    for part in dotted.split(".")[:-1]:
-        if not dataclasses.is_dataclass(tp):
-            return None
-        hints = typing.get_type_hints(tp)
-        if part not in hints:
-            return None
-        tp = hints[part]
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else None
 
 
 def search_config(raw: Any) -> SearchConfig:

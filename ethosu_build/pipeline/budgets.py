@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..config.errors import BudgetBreached, ConfigError, ConfigIssue
 from ..config.schema import BudgetConfig
+from ..errors import BudgetBreached, ConfigError, ConfigIssue
 from .memory import kib
 
 

@@ -16,10 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import background, data, numerics, preprocess
-from ..config.errors import BuildError, ConfigError, ConfigIssue, io_failure
+from .. import background, data, numerics
 from ..config.schema import BuildConfig
 from ..config.validate import validate
+from ..data import preprocess
+from ..errors import BuildError, ConfigError, ConfigIssue, io_failure
 from ..fingerprint import file_sha256, source_fingerprint, tool_versions
 from ..store import provenance
 from ..store.artifacts import MANIFEST_SCHEMA, Artifact, ArtifactStore

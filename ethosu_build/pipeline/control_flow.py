@@ -14,8 +14,8 @@ import logging
 from typing import Any
 
 from ..config import targets
-from ..config.errors import ConfigError, ConfigIssue
 from ..config.schema import TARGETS, BuildConfig
+from ..errors import ConfigError, ConfigIssue
 from .progress import Progress
 
 log = logging.getLogger("ethosu_build.build")

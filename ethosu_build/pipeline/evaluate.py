@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import background, data, numerics
-from ..config.errors import EthosuError, first_line
+from ..errors import EthosuError, first_line
 from ..store.cache import Entry, KeyLock
 from .lower import Lower, run_lower
 from .quantize import Quantize, Quantized

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.errors import first_line
+from ..errors import first_line
 from ..store.cache import Entry
 from .stage import Run, Stage
 

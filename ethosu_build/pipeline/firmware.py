@@ -26,7 +26,7 @@ import math
 import re
 from typing import Any
 
-from .. import preprocess
+from ..data import preprocess
 from .memory import ESTIMATE_MARGIN
 
 DEFAULT_SECTION = "network_model_sec"  # ExecuTorch examples/arm/executor_runner/pte_to_header.py

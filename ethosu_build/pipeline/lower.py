@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import targets
-from ..config.errors import BuildError, EthosuError
 from ..config.schema import BuildConfig
+from ..errors import BuildError, EthosuError
 from ..store.cache import Entry
 from .quantize import Quantize, Quantized
 from .quantizer import module_path

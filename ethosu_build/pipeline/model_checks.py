@@ -13,9 +13,10 @@ import importlib
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from .. import class_folders, data
-from ..config.errors import ConfigError, ConfigIssue, did_you_mean, first_line, without_hydra_hints
+from .. import data
 from ..config.schema import BuildConfig, DatasetConfig, QatConfig
+from ..data import class_folders
+from ..errors import ConfigError, ConfigIssue, did_you_mean, first_line, without_hydra_hints
 
 
 def load_model(cfg: BuildConfig):

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
-from ..config.errors import first_line
 from ..config.schema import BuildConfig
+from ..errors import first_line
 from ..store.cache import Entry
 from . import control_flow, qat, quantizer, rewrites
 from .export import Export, Exported, batch_dynamic, export_program, load_program, program_bytes

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from .. import background, data, numerics
-from ..config.errors import BuildError, EthosuError, first_line
 from ..config.schema import BuildConfig
+from ..errors import BuildError, EthosuError, first_line
 from ..store.cache import Entry, KeyLock, StageCache
 from .keys import StageKeys
 from .model_checks import check_model, load_model

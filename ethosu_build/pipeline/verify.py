@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import numerics
-from ..config.errors import BudgetBreached, BuildError, ConfigError, ConfigIssue, NothingToDo
 from ..config.validate import validate
+from ..errors import BudgetBreached, BuildError, ConfigError, ConfigIssue, NothingToDo
 from ..fingerprint import file_sha256, tool_versions
 from ..store import provenance
 from ..store.artifacts import Artifact, ArtifactStore, Check, check, snapshot

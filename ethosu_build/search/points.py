@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.errors import ConfigError, ConfigIssue
 from ..config.schema import SearchConfig
+from ..errors import ConfigError, ConfigIssue
 from ..files import pareto_front, read_csv
 from ..pipeline.quantizer import import_class
 

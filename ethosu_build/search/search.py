@@ -24,14 +24,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config.errors import BudgetBreached, BuildError, ConfigError, first_line
 from ..config.schema import SearchConfig
 from ..config.validate import validate
+from ..errors import BudgetBreached, BuildError, ConfigError, first_line
 from ..files import atomic_write, atomic_write_json
 from ..pipeline import budgets, evaluate
 from ..pipeline.build import build, quantized_model
 from ..pipeline.model_checks import check_model, load_model
-from . import recipes, report
+from ..sweep import recipes
+from . import report
 from .points import Point, candidates, check_modules, known_cycles, layer_cycles, layer_macs, pareto, spread
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.errors import ConfigError, ConfigIssue
 from ..config.schema import NAME
+from ..errors import ConfigError, ConfigIssue
 from ..files import atomic_write
 from ..fingerprint import sha256_bytes
 from .cache import MAX_UNSIZED, KeyLock

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
 
-from ..config.errors import ConfigError, ConfigIssue
+from ..errors import ConfigError, ConfigIssue
 from ..fingerprint import sha256_bytes
 from .safe_fs import is_real_dir as _is_real_dir
 from .safe_fs import read_regular as _read_regular

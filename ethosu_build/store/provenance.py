@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config.errors import ConfigError, ConfigIssue
+from ..errors import ConfigError, ConfigIssue
 from ..files import atomic_write
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config.errors import IO_ERRNOS, ConfigError, ConfigIssue, io_failure
+from ..errors import IO_ERRNOS, ConfigError, ConfigIssue, io_failure
 from ..fingerprint import canonical_json
 
 KEY_ENV = "ETHOSU_BUILD_KEY_FILE"

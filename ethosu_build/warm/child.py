@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 
-from ..config.errors import EXIT_BUILD_FAILED
+from ..errors import EXIT_BUILD_FAILED
 from . import IGNORABLE, RLIMITS
 
 OK = b"ok"  # what the child writes on the report pipe once it is the caller's
@@ -139,7 +139,7 @@ def run(service, conn, fds: list[int], message: dict, report: int, parent: int) 
         _become_caller(fds, message)
         _forks_die_with_build()
         _fork_sweep_workers()
-        from ..cli import entry, run_as_process
+        from ..entry import entry, run_as_process
 
         code = run_as_process(entry(str(message.get("prog"))))
     except BaseException:  # noqa: BLE001 (a failure here must still end this child)

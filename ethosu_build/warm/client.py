@@ -175,7 +175,7 @@ def _lost(prog: str, pid: int) -> int:
     """The service ended during the build (killed, out of memory). The build dies with it
     (child.py); its process group is ended here too, and only once nothing of it is left is
     the caller told: a build that went on would publish after the caller was told it did not."""
-    from ..config.errors import EXIT_BUILD_FAILED
+    from ..errors import EXIT_BUILD_FAILED
 
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
@@ -290,7 +290,7 @@ def _parse(prog: str, args: list[str]) -> tuple[str, float | None]:
 
 def command(prog: str, args: list[str]) -> int:
     """`--warm start [--idle SECONDS] | stop | status`; a config error (exit 2) for anything else."""
-    from ..config.errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK
+    from ..errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK
 
     # `--warm status` when no service runs: 1, as `systemctl is-active` and `pgrep` say "no" with
     # a nonzero code, so that a script can test it (docs/warm.md).
@@ -340,7 +340,7 @@ def command(prog: str, args: list[str]) -> int:
 def _start(prog: str, where: Paths, idle: float | None) -> int:
     """Starts the service and waits until it answers, or until its process has ended: a service
     that failed is reported at once, with the last line of its log."""
-    from ..config.errors import EXIT_BUILD_FAILED, EXIT_OK
+    from ..errors import EXIT_BUILD_FAILED, EXIT_OK
 
     t0 = time.monotonic()
     process = _spawn(where, idle)

@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..config.errors import EXIT_BUILD_FAILED, EXIT_OK
+from ..errors import EXIT_BUILD_FAILED, EXIT_OK
 from . import Paths, Reader, WarmUnavailable, child, fingerprint, idle_seconds, import_time_env, paths, send
 
 log = logging.getLogger("ethosu_build.warm")

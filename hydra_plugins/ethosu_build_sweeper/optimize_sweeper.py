@@ -2,7 +2,7 @@
 
 Hydra instantiates sweepers only from the `hydra_plugins` package and imports every module
 in it at start-up, for every Hydra app on the machine: this shell stays import-light (no
-ethosu_build, no Optuna until a sweep runs) and delegates to ethosu_build.search.optimize.
+ethosu_build, no Optuna until a sweep runs) and delegates to ethosu_build.sweep.optimize.
 No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules,
 where a dataclass cannot resolve string annotations.
 """
@@ -37,7 +37,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optimize", node=Optimi
 
 class OptimizeSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        from ethosu_build.search.optimize import Settings
+        from ethosu_build.sweep.optimize import Settings
 
         self.settings = Settings(**settings)
         self.config: DictConfig | None = None
@@ -53,6 +53,6 @@ class OptimizeSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ethosu_build.search.optimize import run
+        from ethosu_build.sweep.optimize import run
 
         return run(self, arguments)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, ConfigIssue, first_line
+from ..fingerprint import canonical_json, file_sha256, source_fingerprint, tool_version
 from . import class_folders
 from . import preprocess as pre
-from .config.errors import ConfigError, ConfigIssue, first_line
-from .fingerprint import canonical_json, file_sha256, source_fingerprint, tool_version
 
 TENSOR_SUFFIXES = (".pt", ".npz")
 SAMPLE_SUFFIXES = (".npy", ".pt")

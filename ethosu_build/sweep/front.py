@@ -11,9 +11,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .config.errors import OK_STATUSES as OK
-from .files import pareto_front
-from .sweep_plot import labels
+from ..errors import OK_STATUSES as OK
+from ..files import pareto_front
+from .plot import labels
 
 log = logging.getLogger("ethosu_build")
 
@@ -29,8 +29,8 @@ def objective_front(rows: list[dict[str, Any]], pairs: list[list[str]]) -> list[
 
 def front_recipes(sweep_dir: Path, rows: list[dict[str, Any]], plan: dict[str, Any]) -> list[Path]:
     """A recipe per front row, from its job's composed config (search/recipes.py)."""
-    from .config.validate import validate
-    from .search import recipes
+    from ..config.validate import validate
+    from . import recipes
 
     written = []
     names = ", ".join(f"{n} {d}" for n, d in plan["objective"])

@@ -15,8 +15,8 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from .config.errors import OK_STATUSES as OK
-from .files import pareto_front
+from ..errors import OK_STATUSES as OK
+from ..files import pareto_front
 
 # An axis turns logarithmic when its largest value is this many times its smallest: an
 # Ethos-U65's 384 KiB SRAM arena beside 27 KiB programs, or U55-32 latencies beside U85-2048

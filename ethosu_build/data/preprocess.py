@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .config.errors import ConfigIssue
+from ..errors import ConfigIssue
 
 # op -> (phase, {parameter: (required, description of what is accepted)})
 STEPS: dict[str, tuple[str, dict[str, tuple[bool, str]]]] = {

@@ -26,13 +26,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from . import results, sweep_front, sweep_plot
-from .config import objective
-from .config.errors import OK_STATUSES as OK
-from .config.errors import BudgetBreached, exit_code_for
-from .files import atomic_write, atomic_write_json, csv_text, markdown_table
-from .sweep_front import front_recipes, objective_front
-from .sweep_plot import front, quality_axis
+from ..config import objective
+from ..errors import OK_STATUSES as OK
+from ..errors import BudgetBreached, exit_code_for
+from ..files import atomic_write, atomic_write_json, csv_text, markdown_table
+from . import front as sweep_front
+from . import plot as sweep_plot
+from . import results
+from .front import front_recipes, objective_front
+from .plot import front, quality_axis
 
 log = logging.getLogger("ethosu_build")
 
@@ -387,7 +389,7 @@ class SweepCallback(Callback):
         except Exception:  # a bad store.root: the launcher reports it as a config error
             return
         ACTIVE_SWEEP = folder
-        from . import tracking  # its parent run exists before the first job
+        from .. import tracking  # its parent run exists before the first job
 
         tracking.start_sweep(config, folder)
         planned = _count_planned(config)
@@ -411,7 +413,7 @@ class SweepCallback(Callback):
         _stop_idle_workers()
         summary = summarize(_sweep_dir(config))
         LAST_SUMMARY = summary
-        from . import tracking
+        from .. import tracking
 
         tracking.end_sweep(config, summary)
         log.info("sweep summary: %s -> %s", summary.line(), summary.sweep_dir / SUMMARY_MD)

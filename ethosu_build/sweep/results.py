@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config.errors import EXIT_FOR_STATUS, OK_STATUSES
+from ..errors import EXIT_FOR_STATUS, OK_STATUSES
 
 STATUSES = (*OK_STATUSES, *EXIT_FOR_STATUS)
 # The row's figures: the summary compares and plots them.

@@ -31,11 +31,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .. import results
 from ..config import objective as obj
-from ..config.errors import ConfigError, ConfigIssue, first_line
 from ..config.schema import BudgetConfig
+from ..errors import ConfigError, ConfigIssue, first_line
 from ..files import atomic_write_json
+from . import results
 
 log = logging.getLogger("ethosu_build")
 
