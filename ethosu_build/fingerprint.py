@@ -12,8 +12,10 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,40 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+def file_sha256(path: Path | str) -> str:
+    """The sha256 of a file's content, read once per process while its stat stays the same:
+    a build hashes its inputs for the stage keys, the lock's drift check and the manifest
+    (data fingerprints, the checkpoint, Vela's .ini), a sweep's process for every job."""
+    before = os.stat(path)
+    key = (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+    known = _hashes.get(key)
+    if known is not None:
+        return known
+    digest = _read_sha256(path)
+    after = os.stat(path)
+    settled = time.time_ns() - max(before.st_mtime_ns, before.st_ctime_ns) > RACY_NS
+    if settled and (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key:
+        _hashes[key] = digest
+    return digest
+
+
+def _read_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# The memo's key is the file and its state: (st_dev, st_ino) is the file itself, however its
+# path is spelled or linked; st_size, st_mtime_ns and st_ctime_ns change when its content is
+# written (st_ctime_ns even when a tool writes it and sets the old mtime back, as `cp -p` or
+# `rsync -t` do: no call sets a ctime).
+_hashes: dict[tuple[int, int, int, int, int], str] = {}
+# A file whose mtime or ctime lies within RACY_NS of the hashing is hashed but not memoized: a
+# second write within the same timestamp tick (a few ms, 2 s on FAT) would leave its stat as
+# it was ("racy git"). Freshly written inputs are read each time, as they were before the memo.
+RACY_NS = 2_000_000_000
 
 
 def tool_version(dist: str) -> str | None:

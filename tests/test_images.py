@@ -4,6 +4,7 @@ to the bytes of the digits source, through a 3-channel build to the constants of
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +15,8 @@ import pytest
 from conftest import assert_nothing_stored, build_in_process, published_sha, run_cli
 from PIL import Image
 
-from ethosu_build import data, preprocess
+from ethosu_build import data
+from ethosu_build.data import preprocess
 from ethosu_build.errors import ConfigError
 
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -170,6 +172,29 @@ def test_preprocessing_keys_calibration_and_the_artifact_not_the_export(tmp_path
     # the images are keyed by content: one changed pixel is another calibration set
     Image.fromarray(np.full((8, 8), 3, np.uint8), mode="L").save(tmp_path / "d" / "0" / "0000.png")
     assert keys("model.preprocess=[{op: scale, divisor: 16}]").quantize != a.quantize
+
+
+def test_a_folder_is_read_once_while_unchanged_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    """The stage keys, the build's fingerprints and the provenance fingerprint the same folder:
+    each file is hashed once per process while its stat stays the same (fingerprint.file_sha256),
+    and a changed file is read again and changes the fingerprint."""
+    from ethosu_build import fingerprint
+
+    write_digits(tmp_path / "d", 6)
+    read = []
+    sha256 = fingerprint._read_sha256
+    monkeypatch.setattr(fingerprint, "_read_sha256", lambda f: read.append(os.path.basename(f)) or sha256(f))
+    monkeypatch.setattr(fingerprint, "RACY_NS", 0)  # trust the stat of files written just now
+    dataset = {"_target_": "ethosu_build.data.images", "path": str(tmp_path / "d"), "preprocess": []}
+    first = data.fingerprint(dataset)
+    assert len(read) == 6
+    read.clear()
+    assert data.fingerprint(dataset) == first and read == []
+    changed = sorted((tmp_path / "d").rglob("*.png"))[0]
+    before = changed.stat()
+    Image.fromarray(np.full((8, 8), 3, np.uint8), mode="L").save(changed)
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))  # a later write's mtime
+    assert data.fingerprint(dataset) != first and read == [changed.name]
 
 
 def test_bad_steps_and_an_empty_folder_are_all_named_at_once_and_exit_2(tmp_path):

@@ -1,19 +1,22 @@
 """Models with several inputs of any dtype: the built-in two-input model (a float32 image and
 a bool mask) on U55 and U85 with int8 and a16w8, its runtime contract, TOSA check and firmware
-files; every bad input spec or item a config error naming the input."""
+files; every bad input spec or item a config error naming the input. The sources that feed
+them: the registry, and a rewritten input file fingerprinted again."""
 
 from __future__ import annotations
 
 import io
+import os
+import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import build_in_process, compose_config, run_cli
+from conftest import ROOT, build_in_process, compose_config, run_cli
 
 from ethosu_build import data
 from ethosu_build.config.validate import validate
-from ethosu_build.errors import ConfigError
+from ethosu_build.errors import ConfigError, ConfigIssue
 
 LIGHT = ["model=digits_masked", "calibration.num_samples=32", "evaluation.num_samples=64", "evaluation.tosa_samples=4"]
 
@@ -141,3 +144,33 @@ def test_the_file_sources_take_one_array_per_input(tmp_path):
         torch.save((torch.from_numpy(images[i]), torch.from_numpy(masks[i])), tmp_path / "samples" / f"{i}.pt")
     s = data.take(data.folder(str(tmp_path / "samples")), 3, specs)
     assert np.array_equal(s.x[1].numpy(), masks[:3]) and s.y is None
+
+
+def test_every_built_in_source_is_registered_where_the_configs_name_it(monkeypatch):
+    """Each `_target_: ethosu_build.data.<name>` of the built-in configs is a registered source,
+    each registered source is the function Hydra finds under that name, and the registry alone
+    decides a source's checks: a new entry's `path` check runs with no other change."""
+    from hydra.utils import get_method
+
+    named = set()
+    for yaml in (ROOT / "ethosu_build" / "conf").rglob("*.yaml"):
+        named |= set(re.findall(r"_target_: ethosu_build\.data\.(\w+)", yaml.read_text()))
+    assert named and named <= set(data.SOURCES), named - set(data.SOURCES)
+    for name, source in data.SOURCES.items():
+        assert get_method(source.target) is source.make is getattr(data, name)
+    refuse = data.Source("toy", None, path_issues=lambda key, path, ds: [ConfigIssue(key, f"{path!r} is no toy")])
+    monkeypatch.setitem(data.SOURCES, "toy", refuse)
+    issues = data.static_issues("calibration.dataset", {"_target_": "ethosu_build.data.toy", "path": "x"})
+    assert issues == [ConfigIssue("calibration.dataset.path", "'x' is no toy")]
+
+
+def test_an_input_file_rewritten_at_once_is_fingerprinted_again(tmp_path):
+    """A file rewritten at once, same size, its mtime set back, is fingerprinted again: its ctime
+    moved or, within the same timestamp tick, it was too fresh to be memoized (data/fingerprints.py)."""
+    path = tmp_path / "samples.npz"
+    np.savez(path, inputs=np.zeros((4, 1, 8, 8), np.float32))
+    dataset = {"_target_": "ethosu_build.data.tensors", "path": str(path)}
+    first, stat = data.fingerprint(dataset), path.stat()
+    np.savez(path, inputs=np.ones((4, 1, 8, 8), np.float32))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and data.fingerprint(dataset) != first

@@ -33,7 +33,6 @@ from .schema import (
     SEARCH_SCHEMES,
     TRACKING_BACKENDS,
     BuildConfig,
-    DatasetConfig,
     OverrideEntry,
     QatConfig,
     SearchConfig,
@@ -209,7 +208,7 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         _check_override(f"overrides.{name}", entry, issues)
     _check_qat(cfg, issues)
     for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
-        _check_dataset(key, ds, issues, cfg.model.preprocess)
+        issues += data.dataset_issues(key, ds.dataset, ds.num_samples, ds.batch_size, ds.seed, cfg.model.preprocess)
     if cfg.evaluation.tosa_samples <= 0:
         issues.append(
             ConfigIssue(
@@ -454,45 +453,14 @@ def _check_qat(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     qat: QatConfig = q.qat
     _choice(issues, "quantization.qat.optimizer", qat.optimizer)
     _choice(issues, "quantization.qat.loss", qat.loss)
-    for name, value, low in (("epochs", qat.epochs, 1), ("batch_size", qat.batch_size, 1)):
-        if value < low:
-            issues.append(
-                ConfigIssue(f"quantization.qat.{name}", f"{value} is not positive; accepted: an integer >= {low}")
-            )
-    if qat.num_samples is not None and qat.num_samples <= 0:
-        issues.append(
-            ConfigIssue(
-                "quantization.qat.num_samples",
-                f"{qat.num_samples} is not positive; accepted: null (the whole dataset) or 1 up to its size",
-            )
-        )
+    if qat.epochs < 1:
+        issues += [ConfigIssue("quantization.qat.epochs", f"{qat.epochs} is not positive; accepted: an integer >= 1")]
     if not qat.lr > 0:
         issues.append(
             ConfigIssue("quantization.qat.lr", f"{qat.lr!r} is not positive; accepted: a learning rate > 0, e.g. 1e-4")
         )
-    issues.extend(data.static_issues("quantization.qat.dataset", qat.dataset))
-
-
-SEED_MAX = 2**32 - 1  # numpy's RandomState, whose stream is frozen across numpy versions, draws the samples
-
-
-def _check_dataset(key: str, ds: DatasetConfig, issues: list[ConfigIssue], model_preprocess: list) -> None:
-    if ds.num_samples is not None and ds.num_samples <= 0:
-        issues.append(
-            ConfigIssue(
-                f"{key}.num_samples",
-                f"{ds.num_samples} is not positive; accepted: null (the whole dataset) or 1 up to its size",
-            )
-        )
-    if ds.batch_size <= 0:
-        issues.append(ConfigIssue(f"{key}.batch_size", f"{ds.batch_size} is not positive; accepted: an integer >= 1"))
-    if ds.seed is not None and not 0 <= ds.seed <= SEED_MAX:
-        issues.append(
-            ConfigIssue(
-                f"{key}.seed", f"{ds.seed} is not a seed; accepted: null (the first num_samples items) or 0..{SEED_MAX}"
-            )
-        )
-    issues.extend(data.static_issues(f"{key}.dataset", ds.dataset, checked_preprocess=model_preprocess))
+    # qat.seed orders the training steps (a torch generator), it draws no samples: no seed here
+    issues.extend(data.dataset_issues("quantization.qat", qat.dataset, qat.num_samples, qat.batch_size))
 
 
 def store_root_issue(root: Any) -> str | None:
