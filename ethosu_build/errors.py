@@ -19,6 +19,9 @@ EXIT_OK = 0
 EXIT_BUILD_FAILED = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_BUDGET_BREACHED = 3
+# ethosu-artifacts' answer "not all well": damage or an untrusted version found, DIFFERS, other
+# bytes (as diff(1) exits 1 when its inputs differ); never a bad argument (EXIT_CONFIG_ERROR)
+EXIT_NOT_ALL_WELL = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE (`ls --json | head`)
 

@@ -32,14 +32,14 @@ def clean(res):
 
 def swap_after_check(monkeypatch, name: str, data: bytes) -> None:
     """Replace a version's file right after the trust check, as a racing co-worker would."""
-    real = artifacts_cli.check
+    real = artifacts_cli.common.check  # the check every command asks first (common._checked)
 
     def racing(a, *args, **kwargs):
         result = real(a, *args, **kwargs)
         (a.path / name).write_bytes(data)
         return result
 
-    monkeypatch.setattr(artifacts_cli, "check", racing)
+    monkeypatch.setattr(artifacts_cli.common, "check", racing)
     monkeypatch.setattr("ethosu_build.pipeline.verify.check", racing)
 
 
