@@ -33,22 +33,18 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import BuildError, ConfigError, ConfigIssue, first_line
+from .errors import EXIT_BUILD_FAILED, EXIT_OK, BuildError, first_line
+from .switches import Switch, switch
 
 log = logging.getLogger("ethosu_build.build")
 
 
 ENV_VAR = "ETHOSU_BUILD_BACKGROUND"
-_MODES = {"auto": "auto", "on": "on", "1": "on", "off": "off", "0": "off", "": "auto"}
 
 
-def mode() -> str:
-    """ETHOSU_BUILD_BACKGROUND: auto, on or off; a ConfigError naming it for anything else."""
-    raw = os.environ.get(ENV_VAR, "auto")
-    value = _MODES.get(raw.strip().lower())
-    if value is None:
-        raise ConfigError(ConfigIssue(ENV_VAR, f"{raw!r} is not accepted; accepted: auto, on (1), off (0)"))
-    return value
+def mode() -> Switch:
+    """ETHOSU_BUILD_BACKGROUND: auto, on or off; a ConfigError (exit 2) naming it for anything else."""
+    return switch(ENV_VAR)
 
 
 def possible() -> bool:
@@ -154,14 +150,14 @@ _running: set[Child] = set()  # children not yet known to have ended
 
 
 def _child(fn: Callable[[], Any], read_end: int, write_end: int, close_fds: Iterable[int]) -> None:
-    code = 0
+    code = EXIT_OK
     try:
         os.close(read_end)
         for fd in close_fds:
             os.close(fd)
         report: dict[str, Any] = {"result": fn()}
     except BaseException as exc:  # noqa: BLE001 (reported to the parent, which decides)
-        code = 1
+        code = EXIT_BUILD_FAILED
         report = {
             "error": f"{type(exc).__name__}: {first_line(exc)}",
             "errno": getattr(exc, "errno", None),

@@ -1,6 +1,6 @@
 """The console scripts. `ethosu-build`, `ethosu-search` and `ethosu-artifacts verify` (which
 rebuilds): a command goes to the warm build service when one runs for this install (warm/,
-docs/warm.md), else it runs in this process (app.py, artifacts_cli.py). Nothing heavy is
+docs/warm.md), else it runs in this process (app.py, artifacts_cli/). Nothing heavy is
 imported before that choice, so a warm build starts in milliseconds. The other
 `ethosu-artifacts` commands import little and always run in this process.
 
@@ -24,11 +24,14 @@ def _run(prog: str) -> None:
         sys.exit(client.command(prog, argv[1:]))
     try:
         code = client.build(prog, sys.argv)
-    except ValueError as exc:  # ETHOSU_BUILD_WARM has a value that is not accepted
-        from .errors import EXIT_CONFIG_ERROR
+    except Exception as exc:
+        # ETHOSU_BUILD_WARM has a value that is not accepted (switches.py). errors.py is
+        # imported only now: a warm build's path never pays its imports.
+        from .errors import ConfigError, report
 
-        print(f"{prog}: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
+        if not isinstance(exc, ConfigError):
+            raise
+        sys.exit(report(prog, exc))
     if code is not None:
         sys.exit(code)
     os._exit(run_as_process(entry(prog)))

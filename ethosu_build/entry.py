@@ -28,23 +28,25 @@ def run_as_process(entry) -> int:
     exception, non-daemon threads joined, atexit handlers (logging, temporary folders, sweep
     workers), streams flushed. The caller ends the process with os._exit(code); a warm
     build's child does too (warm/service.py)."""
+    from .errors import EXIT_BUILD_FAILED, EXIT_OK  # here: cli.py imports this module on a warm build's path
+
     interrupted = False
     try:
         entry()
-        code = 0
+        code = EXIT_OK
     except SystemExit as exc:
         code = exc.code
         if code is None:
-            code = 0
-        elif not isinstance(code, int):
+            code = EXIT_OK
+        elif not isinstance(code, int):  # Python prints it and exits 1
             print(code, file=sys.stderr)
-            code = 1
+            code = EXIT_BUILD_FAILED
     except KeyboardInterrupt:
         sys.excepthook(*sys.exc_info())
-        code, interrupted = 1, True
+        code, interrupted = EXIT_BUILD_FAILED, True
     except BaseException:  # noqa: BLE001
         sys.excepthook(*sys.exc_info())
-        code = 1
+        code = EXIT_BUILD_FAILED
     with contextlib.suppress(BaseException):
         threading._shutdown()  # what Py_Finalize does first: wait for non-daemon threads
     import atexit

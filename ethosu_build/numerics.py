@@ -16,7 +16,7 @@ by an ulp and the scales, and so the program's bytes, change (docs/recipes.md,
 - one thread during the numeric stages (parallel reductions split by thread count).
 
 The environment variables are read when torch loads its libraries, so `pin()` runs before
-torch is imported: the console scripts call it at import (app.py, artifacts_cli.py), a
+torch is imported: the console scripts call it at import (app.py, artifacts_cli/), a
 library user calls `ethosu_build.numerics.pin()` first. A build in a process that loaded
 torch unpinned says so and records `platform.pinned: false`.
 """

@@ -15,7 +15,9 @@ import pytest
 from conftest import assert_nothing_stored, assert_store_consistent, flock_held, manifest, run_cli
 
 from ethosu_build import background
+from ethosu_build.errors import EXIT_CONFIG_ERROR, ConfigError
 from ethosu_build.store.cache import KeyLock, StageCache
+from ethosu_build.switches import ACCEPTED
 
 QUICK = ["calibration.num_samples=32", "evaluation.num_samples=32", "evaluation.tosa_samples=4"]
 # In sitecustomize: a second thread, so the build forks nothing (background.possible()).
@@ -158,7 +160,7 @@ def test_a_childs_error_comes_back_as_the_error_it_was(tmp_path):
 def test_a_bad_background_setting_is_a_config_error(tmp_path):
     res = run_cli(["store.root=store", *QUICK], tmp_path, env={"ETHOSU_BUILD_BACKGROUND": "sometimes"})
     assert res.returncode == 2, res.stderr[-2000:]
-    assert "ETHOSU_BUILD_BACKGROUND: 'sometimes' is not accepted; accepted: auto, on (1), off (0)" in res.stderr
+    assert f"ETHOSU_BUILD_BACKGROUND: 'sometimes' is not accepted; accepted: {ACCEPTED}" in res.stderr
     assert_nothing_stored(tmp_path / "store")
 
 
@@ -166,9 +168,19 @@ def test_forking_is_chosen_only_where_it_is_safe(monkeypatch):
     import threading
 
     monkeypatch.setattr(threading, "active_count", lambda: 1)
-    for value, expected in (("on", True), ("1", True), ("off", False), ("0", False)):
+    # every spelling of switches.py, as ETHOSU_BUILD_WARM takes them (test_warm.py)
+    forks = {"on": True, "1": True, "ON": True, "true": True, "Yes": True}
+    for value, expected in {**forks, "off": False, "0": False, " Off ": False, "false": False, "NO": False}.items():
         monkeypatch.setenv("ETHOSU_BUILD_BACKGROUND", value)
         assert background.possible() is expected, value
+    for value in ("sometimes", "2", "enabled"):
+        monkeypatch.setenv("ETHOSU_BUILD_BACKGROUND", value)
+        with pytest.raises(ConfigError) as refused:
+            background.possible()
+        assert refused.value.exit_code == EXIT_CONFIG_ERROR
+        assert (
+            str(refused.value.issues[0]) == f"ETHOSU_BUILD_BACKGROUND: {value!r} is not accepted; accepted: {ACCEPTED}"
+        )
     monkeypatch.setattr(threading, "active_count", lambda: 2)  # another thread: never, even when asked
     monkeypatch.setenv("ETHOSU_BUILD_BACKGROUND", "on")
     assert background.possible() is False

@@ -163,12 +163,8 @@ def test_an_optimizing_sweep_with_no_feasible_trial_says_so_and_names_the_closes
     assert expected in (tmp_path / "summary.md").read_text() and closest in (tmp_path / "summary.md").read_text()
     chart = sweep_plot.objective_chart(summary.rows, summary.front, summary.optimize)
     assert chart.caption.startswith("No feasible trial") and chart.front == [] and chart.table == []
-    sweep.LAST_SUMMARY = summary
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            app._exit_for_sweep("ethosu-build")
-    finally:
-        sweep.LAST_SUMMARY = None
+    with pytest.raises(SystemExit) as exit_:
+        app._exit_for_sweep("ethosu-build", summary)
     err = capsys.readouterr().err
     assert exit_.value.code == 3  # every trial over a budget, as a grid sweep would exit
     assert expected in err and closest in err and "recipes in" not in err

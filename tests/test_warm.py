@@ -19,7 +19,8 @@ import pytest
 from conftest import BIN, FIXTURES, assert_nothing_stored, assert_store_consistent, run_cli
 
 from ethosu_build import warm
-from ethosu_build.errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK
+from ethosu_build.errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK, ConfigError
+from ethosu_build.switches import ACCEPTED
 
 REPO = ["hydra.searchpath=[file://conf]", "store.root=store"]
 OUTCOMES = {  # name: (overrides, exit code)
@@ -225,6 +226,20 @@ def test_runtime_directory_must_be_the_users_alone(short_tmp, monkeypatch):
             warm.paths()
 
 
+def test_the_warm_switch_takes_the_spellings_of_every_switch():
+    """ETHOSU_BUILD_WARM and ETHOSU_BUILD_BACKGROUND share one parser (switches.py): the same
+    spellings, in any case, and the same error for anything else (test_background.py: the other)."""
+    for value, expected in (("", "auto"), (" Auto ", "auto"), ("ON", "on"), ("1", "on"), ("true", "on"),
+                            ("Yes", "on"), ("off", "off"), ("0", "off"), ("FALSE", "off"), ("no", "off")):  # fmt: skip
+        assert warm.mode({"ETHOSU_BUILD_WARM": value}) == expected, value
+    assert warm.mode({}) == "auto"
+    for value in ("sometimes", "2", "enabled"):
+        with pytest.raises(ConfigError) as refused:
+            warm.mode({"ETHOSU_BUILD_WARM": value})
+        assert refused.value.exit_code == EXIT_CONFIG_ERROR
+        assert str(refused.value.issues[0]) == f"ETHOSU_BUILD_WARM: {value!r} is not accepted; accepted: {ACCEPTED}"
+
+
 def test_warm_command_line_errors(short_tmp, monkeypatch):
     tmp_path = short_tmp
     env = {"XDG_RUNTIME_DIR": str(tmp_path)}
@@ -240,9 +255,13 @@ def test_warm_command_line_errors(short_tmp, monkeypatch):
         assert f"--idle: {value!r} is not accepted; accepted: a number of seconds greater than 0" in res.stderr
     res = run_cli(["--warm", "start", "--idle"], tmp_path, env=env)
     assert res.returncode == EXIT_CONFIG_ERROR and "--idle needs a number of seconds" in res.stderr
-    res = run_cli(["store.root=store"], tmp_path, env={**env, "ETHOSU_BUILD_WARM": "sometimes"})
-    assert res.returncode == 2
-    assert "ETHOSU_BUILD_WARM='sometimes' is not accepted; accepted: auto, on (1), off (0)" in res.stderr
+    # ETHOSU_BUILD_WARM's value: the one error of switches.py (ETHOSU_BUILD_BACKGROUND's too), for
+    # a build and for --warm alike
+    bad = f"ETHOSU_BUILD_WARM: 'sometimes' is not accepted; accepted: {ACCEPTED}"
+    for args in (["store.root=store"], ["--warm", "status"]):
+        res = run_cli(args, tmp_path, env={**env, "ETHOSU_BUILD_WARM": "sometimes"})
+        assert res.returncode == EXIT_CONFIG_ERROR and bad in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
     res = run_cli(["--warm", "status"], tmp_path, env=env)
     assert res.returncode == 1 and "no warm build service runs" in res.stdout
 

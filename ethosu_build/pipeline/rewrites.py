@@ -141,6 +141,20 @@ def _space_to_depth_plan(size: int, k: int, s: int, p: int) -> dict[str, int]:
     return {"out": out, "kernel": kk, "conv_pad": conv_pad, "before": before, "after": after}
 
 
+def _space_to_depth_weight(weight, s: int, kkh: int, kkw: int):
+    """The weights of the stride-1 convolution: w'[o, c*s*s + dy*s + dx, ky, kx] =
+    w[o, c, s*ky + dy, s*kx + dx], the channel order of pixel_unshuffle; taps past the
+    original kernel are zero."""
+    import torch
+
+    o, c, kh, kw = weight.shape
+    with torch.no_grad():
+        extended = torch.nn.functional.pad(weight.detach(), (0, s * kkw - kw, 0, s * kkh - kh))
+        return (
+            extended.view(o, c, kkh, s, kkw, s).permute(0, 1, 3, 5, 2, 4).reshape(o, c * s * s, kkh, kkw).contiguous()
+        )
+
+
 def conv_space_to_depth(module) -> list[dict[str, Any]]:
     """A strided convolution over an input with very few channels (the first layer of a
     keyword-spotting or audio network) computed as space-to-depth (pixel_unshuffle) of its
@@ -180,17 +194,8 @@ def conv_space_to_depth(module) -> list[dict[str, Any]]:
         plans = [_space_to_depth_plan(size, k, s, p) for size, k, p in zip(sizes, (kh, kw), padding)]
         if [plan["out"] for plan in plans] != _spatial(node):  # the plan must reproduce the output shape
             continue
-        # Weights: w'[o, c*s*s + dy*s + dx, ky, kx] = w[o, c, s*ky + dy, s*kx + dx], the channel
-        # order of pixel_unshuffle; taps past the original kernel are zero.
         kkh, kkw = plans[0]["kernel"], plans[1]["kernel"]
-        with torch.no_grad():
-            extended = torch.nn.functional.pad(weight.detach(), (0, s * kkw - kw, 0, s * kkh - kh))
-            rearranged = (
-                extended.view(o, c, kkh, s, kkw, s)
-                .permute(0, 1, 3, 5, 2, 4)
-                .reshape(o, c * s * s, kkh, kkw)
-                .contiguous()
-            )
+        rearranged = _space_to_depth_weight(weight, s, kkh, kkw)
         name = w_node.target.replace(".", "_") + "_space_to_depth"
         module.register_parameter(name, torch.nn.Parameter(rearranged, requires_grad=False))
         source = x

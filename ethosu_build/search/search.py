@@ -125,13 +125,27 @@ class Search:
         names = tuple(self.groups)
         log.info("search: %d candidates (%s)", len(names), ", ".join(names))
 
-        # 1. the two uniform builds and per-module cycles
+        base, uniform, uniform_error = self._measure_costs(names)  # 1. the two uniform builds
+        reference, top, sens = self._sensitivity(names, base, uniform, uniform_error)  # 2.
+        float_top1 = self.float_top1
+        greedy, quick = self._greedy(sens, reference, float_top1)  # 3.
+        if s.trials:  # 4. optional Optuna multi-objective search over subsets
+            self._optuna(names)
+        built = self._front(names, quick, reference, top)  # 5.
+        return self.report(sens, greedy, quick, built, reference, top, float_top1)
+
+    def _measure_costs(self, names: tuple[str, ...]):
+        """1. The two uniform builds (the config as given; every candidate at search.scheme)
+        and the extra cycles of each candidate (self.delta). Returns (base, uniform,
+        uniform_error): uniform is None when that build failed, uniform_error then says why."""
+        s, cfg, model = self.search, self.cfg, self.model
         base = self.build_point((), cfg.name, judged=False)
         self.base_cycles = base.artifact.manifest()["metrics"]["vela"]["total"]["cycles"]
+        uniform, uniform_error = None, None
         try:
             uniform = self.build_point(names, f"{cfg.name}_all_{s.scheme}", judged=False)
         except BuildError as exc:  # e.g. Vela rejects a16w8 somewhere on U55
-            uniform, uniform_error = None, first_line(exc)
+            uniform_error = first_line(exc)
             log.warning(
                 "search: the build with every candidate at %s failed (%s); per-module costs are unknown, "
                 "candidates are ranked by SQNR gain alone and points judged by their own builds",
@@ -151,8 +165,11 @@ class Search:
         total = sum(measured.values())
         scale = (all_cycles - self.base_cycles) / total if total > 0 else 1.0
         self.delta = {c: d * scale for c, d in measured.items()}
+        return base, uniform, uniform_error
 
-        # 2. sensitivity
+    def _sensitivity(self, names: tuple[str, ...], base, uniform, uniform_error: str | None):
+        """2. The uniform points measured and judged, and each candidate alone at search.scheme.
+        Returns (reference, top, the sensitivity rows)."""
         reference = self.measure(())
         self._record_build(reference, base)
         self.judge(reference, base)
@@ -179,14 +196,16 @@ class Search:
                     "error": p.error,
                 }
             )
-        float_top1 = self.float_top1
+        return reference, top, sens
 
-        # 3. greedy: best gain per cycle first; each prefix measured
+    def _greedy(self, sens: list[dict[str, Any]], reference: Point, float_top1: float | None):
+        """3. Greedy: best gain per cycle first, each prefix measured. Returns (the prefixes'
+        points, the quick answer: the first configuration, from uniform base upwards, meeting
+        the goal, or None)."""
         ranked = sorted(
             (r for r in sens if r["status"] == "ok"),
             key=lambda r: -(r["sqnr_gain_db"] or 0.0) / max(r["delta_cycles"], 1.0),
         )
-        # the quick answer: the first configuration, from uniform base upwards, meeting the goal
         greedy, chosen = [], ()
         quick = reference if self._meets_goal(reference, float_top1) else None
         for r in ranked:
@@ -195,15 +214,14 @@ class Search:
             greedy.append(p)
             if quick is None and p.status == "ok" and self._meets_goal(p, float_top1):
                 quick = p
+        return greedy, quick
 
-        # 4. optional Optuna multi-objective search over subsets
-        if s.trials:
-            self._optuna(names)
-
-        # 5. the front, built for real. The estimate misses the int8/int16 conversions around
-        # a chosen module, so after each round the front is recomputed with Vela's cycles for
-        # the points built, and its unbuilt points are built, until it is all built or
-        # search.front points have been.
+    def _front(self, names: tuple[str, ...], quick: Point | None, reference: Point, top: Point) -> list[Point]:
+        """5. The front, built for real. The estimate misses the int8/int16 conversions around
+        a chosen module, so after each round the front is recomputed with Vela's cycles for
+        the points built, and its unbuilt points are built, until it is all built or
+        search.front points have been. Returns the mixed points built."""
+        s = self.search
         mixed = [p for p in self.points.values() if 0 < len(p.modules) < len(names)]
         built: list[Point] = []
         if quick is not None and quick in mixed:
@@ -219,7 +237,7 @@ class Search:
         for p in pareto([p for p in built + uniform if "cycles" in p.built]):
             if p in built:
                 p.built["on_front"] = True
-        return self.report(sens, greedy, quick, built, reference, top, float_top1)
+        return built
 
     def _build_front_point(self, p: Point, built: list[Point]) -> None:
         name = f"{self.cfg.name}_mixed{len(built) + 1}"

@@ -267,18 +267,45 @@ def outcome_of(row: dict[str, Any], pairs: list[tuple[str, str]]) -> tuple[list[
     return worst, constraints, "rejected", f"{status}: {row.get('error') or 'no result'}"
 
 
-def run(sweeper, arguments: list[str]) -> list[Any]:
-    import optuna
-
-    settings: Settings = sweeper.settings
-    problems = settings.issues()
-    fixed, space = parse_space(arguments, settings.params)
+def _checked(sweeper, arguments: list[str]) -> tuple[list[str], list[Param], list[tuple[str, str]]]:
+    """(fixed overrides, the space, the objective's (metric, direction) pairs), every issue of
+    the settings, the command line and the space at once before any trial (a ConfigError)."""
+    problems = sweeper.settings.issues()
+    fixed, space = parse_space(arguments, sweeper.settings.params)
     if not space:
         problems.append(ConfigIssue("command line", "no parameter to optimize; accepted: sweep overrides such as "
                                                     "target=choice(ethos-u55-128,ethos-u85-256)"))  # fmt: skip
     pairs, found = check(sweeper, fixed, space)
     if problems + found:
         raise ConfigError(problems + found)
+    return fixed, space, pairs
+
+
+def _record(study, trials: list[dict[str, Any]], space, trial, point: tuple, out: Outcome, repeat_of=None) -> None:
+    """Tell the study a trial's outcome and add it to the plan's trials (`repeat_of`: the
+    first trial of a point asked again, whose job it reuses)."""
+    for name, value in out.constraints.items():
+        trial.set_constraint(name, value)
+    study.tell(trial, out.values)
+    trials.append(
+        {
+            "trial": trial.number,
+            "params": dict(zip([p.key for p in space], point)),
+            "job": None if repeat_of is not None else out.job,
+            "repeat_of": repeat_of,
+            "state": out.state,
+            "values": [None if math.isinf(v) else v for v in out.values],
+            "constraints": out.constraints,
+            "reason": out.reason,
+        }
+    )
+
+
+def run(sweeper, arguments: list[str]) -> list[Any]:
+    import optuna
+
+    settings: Settings = sweeper.settings
+    fixed, space, pairs = _checked(sweeper, arguments)
     sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
 
@@ -302,21 +329,7 @@ def run(sweeper, arguments: list[str]) -> list[Any]:
     )
 
     def record(trial, point: tuple, out: Outcome, repeat_of: int | None = None) -> None:
-        for name, value in out.constraints.items():
-            trial.set_constraint(name, value)
-        study.tell(trial, out.values)
-        trials.append(
-            {
-                "trial": trial.number,
-                "params": dict(zip([p.key for p in space], point)),
-                "job": None if repeat_of is not None else out.job,
-                "repeat_of": repeat_of,
-                "state": out.state,
-                "values": [None if math.isinf(v) else v for v in out.values],
-                "constraints": out.constraints,
-                "reason": out.reason,
-            }
-        )
+        _record(study, trials, space, trial, point, out, repeat_of)
 
     launched = 0
     while launched < settings.n_trials and (size is None or len(done) < size) and asked < 50 * settings.n_trials:

@@ -18,7 +18,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -355,8 +355,38 @@ def _markdown(summary: Summary) -> str:
 
 # --- Hydra callback ---------------------------------------------------------------------------
 
-LAST_SUMMARY: Summary | None = None  # for app.main's exit code, in the process that ran the sweep
-ACTIVE_SWEEP: Path | None = None  # a multirun started and not ended: app.main summarizes it if it stops early
+
+@dataclass
+class RunState:
+    """What a command's Hydra run hands back to the command (app._main): the sweep it started
+    and has not ended, the summary of the one it ended, a single run's failure.
+
+    Hydra makes SweepCallback from the config (hydra.callbacks) and calls the task function
+    with the config alone, so the command has no way to pass either of them an object. It
+    makes one RunState when it starts (`RunState.begin()`), and the callback and the task
+    function reach it through `RunState.current()`: the one piece of process state, holding
+    the command this process runs (and the pre-run check, also made by Hydra, hands the
+    build its validated config through it) (a second `begin()`, as tests make, replaces it). Nothing in
+    it travels back from a launcher's worker processes: their jobs hand back only the files
+    they write."""
+
+    active: Path | None = None  # a multirun started and not ended: the command summarizes it if it stops early
+    summary: Summary | None = None  # the multirun that ended: the command's exit code
+    held: list[BaseException] = field(default_factory=list)  # a failure the command reports, not Hydra
+    # The config the pre-run check validated (app.PreRunCheck), with the canonical JSON of the
+    # container it came from: the build of the same container takes it (one validation a run).
+    checked: tuple[str, Any] | None = None
+
+    _current: ClassVar[RunState | None] = None
+
+    @classmethod
+    def begin(cls) -> RunState:
+        RunState._current = cls()
+        return RunState._current
+
+    @classmethod
+    def current(cls) -> RunState | None:
+        return RunState._current
 
 
 def _sweep_dir(config) -> Path:
@@ -382,13 +412,13 @@ def _count_planned(config) -> int | None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
-        global LAST_SUMMARY, ACTIVE_SWEEP
-        LAST_SUMMARY = None
+        state = RunState.current()
         try:
             folder = _sweep_dir(config)
         except Exception:  # a bad store.root: the launcher reports it as a config error
             return
-        ACTIVE_SWEEP = folder
+        if state is not None:
+            state.active, state.summary = folder, None
         from .. import tracking  # its parent run exists before the first job
 
         tracking.start_sweep(config, folder)
@@ -408,11 +438,13 @@ class SweepCallback(Callback):
         log.info("sweep: %d%s job(s) done, %d failed", done, f"/{planned}" if planned else "", failed)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        global LAST_SUMMARY, ACTIVE_SWEEP
-        ACTIVE_SWEEP = None
+        state = RunState.current()
+        if state is not None:
+            state.active = None
         _stop_idle_workers()
         summary = summarize(_sweep_dir(config))
-        LAST_SUMMARY = summary
+        if state is not None:
+            state.summary = summary
         from .. import tracking
 
         tracking.end_sweep(config, summary)

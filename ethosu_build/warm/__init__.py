@@ -2,8 +2,8 @@
 a build does not wait 8-10 s for imports (docs/warm.md).
 
 This package is what every `ethosu-build`, `ethosu-search` and `ethosu-artifacts verify`
-invocation loads first (cli.py), so it imports nothing heavy: the standard library only. The
-service itself is service.py.
+invocation loads first (cli.py), so it imports nothing heavy: the standard library only (and
+switches.py, which is too). The service itself is service.py.
 
 How a build goes through the service: the client connects to a per-user Unix socket, sends its
 argv, working directory, environment and process attributes (umask, resource limits, nice
@@ -35,14 +35,15 @@ import signal
 import socket
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..switches import Switch, switch
+
 # ETHOSU_BUILD_WARM: auto (default): a running service is used; off: never; on: used, and
-# started in the background when none runs.
+# started in the background when none runs (its spellings: switches.py).
 ENV_VAR = "ETHOSU_BUILD_WARM"
-MODES = ("auto", "on", "off")
-_MODE_ALIASES = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off", "": "auto"}
 
 # What the service's fingerprint covers besides ethosu-build's own Python files: the tools
 # whose code it holds imported (a different version of one would make its builds differ).
@@ -67,12 +68,9 @@ class NeverStarted(WarmUnavailable):
     """No runtime folder: no service was ever started for this user (nothing to say)."""
 
 
-def mode(environ=os.environ) -> str:
-    value = environ.get(ENV_VAR, "auto").strip().lower()
-    value = _MODE_ALIASES.get(value, value)
-    if value not in MODES:
-        raise ValueError(f"{ENV_VAR}={environ.get(ENV_VAR)!r} is not accepted; accepted: auto, on (1), off (0)")
-    return value
+def mode(environ: Mapping[str, str] = os.environ) -> Switch:
+    """ETHOSU_BUILD_WARM: auto, on or off; a ConfigError (exit 2) naming it for anything else."""
+    return switch(ENV_VAR, environ)
 
 
 @dataclass(frozen=True)

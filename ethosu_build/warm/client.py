@@ -290,7 +290,7 @@ def _parse(prog: str, args: list[str]) -> tuple[str, float | None]:
 
 def command(prog: str, args: list[str]) -> int:
     """`--warm start [--idle SECONDS] | stop | status`; a config error (exit 2) for anything else."""
-    from ..errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK
+    from ..errors import EXIT_BUILD_FAILED, EXIT_CONFIG_ERROR, EXIT_OK, ConfigError
 
     # `--warm status` when no service runs: 1, as `systemctl is-active` and `pgrep` say "no" with
     # a nonzero code, so that a script can test it (docs/warm.md).
@@ -301,6 +301,9 @@ def command(prog: str, args: list[str]) -> int:
     except ValueError as exc:
         _say(prog, str(exc))
         return EXIT_CONFIG_ERROR
+    except ConfigError as exc:  # ETHOSU_BUILD_WARM's value (switches.py): one line, as the others here
+        _say(prog, "; ".join(str(issue) for issue in exc.issues))
+        return exc.exit_code
     try:
         where = paths(create=action == "start")
     except WarmUnavailable as exc:

@@ -102,8 +102,10 @@ def preload() -> list[str]:
     importlib.import_module("matplotlib.pyplot")
     import ethosu_build
 
+    skip = ("ethosu_build.warm", "ethosu_build.models.train_")
     for info in pkgutil.walk_packages(ethosu_build.__path__, "ethosu_build."):
-        if not info.name.startswith(("ethosu_build.warm", "ethosu_build.models.train_")):
+        # nor a __main__ (python -m's entry: importing it would run a command)
+        if not info.name.startswith(skip) and not info.name.endswith(".__main__"):
             importlib.import_module(info.name)
     from hydra.core.plugins import Plugins
 
