@@ -68,7 +68,7 @@ def _outputs(store: Path, model: str, target: str, variant: list[str]):
 
     from ethosu_build.config.validate import validate
     from ethosu_build.pipeline.build import quantized_model
-    from ethosu_build.pipeline.evaluate import boundary_qparams
+    from ethosu_build.pipeline.quantize import boundary_qparams
 
     with initialize_config_module("ethosu_build.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"model={model}", f"target={target}", *variant, f"store.root={store}"])

@@ -28,6 +28,7 @@ from .config.hydra_errors import from_hydra, missing_interpolation
 from .config.validate import search_config, store_root_issue, validate
 from .errors import ConfigError, ConfigIssue, EthosuError, first_line, outcome, report
 from .files import atomic_write_json
+from .fingerprint import canonical_json
 from .pipeline.build import build
 from .search.search import Search
 from .store.provenance import recipe_file
@@ -81,6 +82,9 @@ class PreRunCheck(Callback):
                 search_config(container.pop("search", None))
             cfg = validate(container, default_name=config.hydra.runtime.choices.get("recipe"))
             run_dirs.check(config, "hydra.run.dir", cfg.store.root)
+            state = sweep.RunState.current()
+            if state is not None:  # the build of this run takes it as it is: one validation per run
+                state.checked = (canonical_json(container), cfg)
         except EthosuError as exc:
             raise _Refused(exc) from exc
 
@@ -159,7 +163,12 @@ def _remove_run_dir(run_dir: Path, cfg: DictConfig) -> None:
 def _build(container: dict, hc, overrides: list[str]):
     recipe = hc.runtime.choices.get("recipe")
     sources = [f"{src.schema}://{src.path}" for src in hc.runtime.config_sources]
-    result = build(container, recipe=recipe, recipe_path=recipe_file(recipe, sources), cli_overrides=overrides)
+    state = sweep.RunState.current()
+    checked = state.checked if state is not None else None
+    validated = checked[1] if checked is not None and checked[0] == canonical_json(container) else None
+    result = build(
+        container, recipe=recipe, recipe_path=recipe_file(recipe, sources), cli_overrides=overrides, validated=validated
+    )
     a = result.artifact
     if result.up_to_date:
         log.info(
@@ -182,13 +191,14 @@ def _build(container: dict, hc, overrides: list[str]):
     return result
 
 
-# The failure of a single run, held for _main: raised through Hydra, it would print its own
-# "Error executing job with overrides" line above ours.
-_HELD: list[BaseException] = []
-
-
 def _hold(exc: BaseException) -> None:
-    _HELD.append(exc)
+    """The failure of a single run, held for _main in this command's RunState: raised through
+    Hydra, it would print its own "Error executing job with overrides" line above ours. Raised
+    where no command runs to report it (the app called without _main)."""
+    state = sweep.RunState.current()
+    if state is None:
+        raise exc
+    state.held.append(exc)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="search")
@@ -249,14 +259,14 @@ def _main(app, prog: str) -> None:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     signal.signal(signal.SIGINT, _on_sigint)
-    _HELD.clear()
+    state = sweep.RunState.begin()  # what Hydra's run hands back to this command (sweep/summary.py)
     try:
         try:
             app()
-            if _HELD:
-                raise _HELD.pop()
+            if state.held:
+                raise state.held.pop()
         finally:
-            _summarize_unfinished_sweep(prog)
+            _summarize_unfinished_sweep(prog, state)
     except SystemExit:
         raise  # Hydra's own exit (--help, --cfg, a usage error it printed)
     except _Refused as exc:
@@ -269,7 +279,7 @@ def _main(app, prog: str) -> None:
             exc = _command_line_error(sys.argv[1:], exc)  # Hydra itself choked on the command line
         sys.exit(report(prog, exc))
     if app is build_app:
-        _exit_for_sweep(prog)
+        _exit_for_sweep(prog, state.summary)
 
 
 def _command_line_error(argv: list[str], exc: BaseException) -> ConfigError:
@@ -297,13 +307,13 @@ def _command_line_error(argv: list[str], exc: BaseException) -> ConfigError:
     )
 
 
-def _summarize_unfinished_sweep(prog: str) -> None:
+def _summarize_unfinished_sweep(prog: str, state: sweep.RunState) -> None:
     """A sweep stopped before its end (Ctrl-C, a launcher that lost a worker) still gets
     its summary: every job done so far, the rest `incomplete`."""
-    folder = sweep.ACTIVE_SWEEP
+    folder = state.active
     if folder is None or not folder.is_dir():  # stopped before any job (a config error): nothing to sum up
         return
-    sweep.ACTIVE_SWEEP = None
+    state.active = None
     try:
         summary = sweep.summarize(folder)
         print(f"{prog}: sweep stopped early, {summary.line()}; see {folder / sweep.SUMMARY_MD}", file=sys.stderr)
@@ -311,11 +321,10 @@ def _summarize_unfinished_sweep(prog: str) -> None:
         print(f"{prog}: the sweep's summary could not be written: {exc}", file=sys.stderr)
 
 
-def _exit_for_sweep(prog: str) -> None:
-    """After a multirun: non-zero when a job failed (its kind's code, 1 when kinds differ).
-    In an optimizing sweep, trials over a budget or rejected are findings: it exits 0 when it
-    found a feasible front."""
-    summary = sweep.LAST_SUMMARY
+def _exit_for_sweep(prog: str, summary: sweep.Summary | None) -> None:
+    """After a multirun (`summary`: its summary; None after a single run): non-zero when a job
+    failed (its kind's code, 1 when kinds differ). In an optimizing sweep, trials over a budget
+    or rejected are findings: it exits 0 when it found a feasible front."""
     if summary is not None and summary.optimize:
         print(
             f"{prog}: optimizing sweep finished, {summary.line()}; {sweep_front.last_line(summary)}; "

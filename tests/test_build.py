@@ -161,3 +161,32 @@ def test_a_new_process_reuses_the_cached_calibration(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     m = manifest(tmp_path / "outputs" / "artifacts" / "digits_cnn" / "v2")
     assert m["stages"]["quantize"]["status"] == "cached" and m["stages"]["lower"]["status"] == "ran"
+
+
+def test_a_run_validates_its_config_once(store_copy, monkeypatch):
+    """The pre-run check validates the composed config before Hydra makes the run dir; the
+    build takes that config as it is (app.py, sweep.RunState.checked) rather than checking
+    it again. In process, as the warm service runs it: an up-to-date build of the store's
+    digits_cnn/v1."""
+    import signal
+
+    from conftest import FEW_EVALUATED
+
+    from ethosu_build import app
+    from ethosu_build.pipeline import build as build_module
+
+    calls = []
+    real = app.validate
+    monkeypatch.setattr(app, "validate", lambda *a, **k: calls.append("pre-run check") or real(*a, **k))
+    monkeypatch.setattr(build_module, "validate", lambda *a, **k: calls.append("build") or real(*a, **k))
+    argv = ["ethosu-build", f"store.root={store_copy}", "calibration.num_samples=16", *FEW_EVALUATED]
+    monkeypatch.setattr(sys, "argv", argv)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        app.main()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert calls == ["pre-run check"]
+    assert sorted(p.name for p in (store_copy / "artifacts" / "digits_cnn").iterdir() if p.name.startswith("v")) == [
+        "v1"
+    ]  # up to date: nothing new was built

@@ -163,7 +163,7 @@ def _layout_cycles(artifact) -> int:
 @pytest.mark.slow
 def test_fast_lowering_puts_the_pool_on_the_npu_without_transposes_and_keeps_the_outputs(tmp_path):
     from ethosu_build.pipeline.build import quantized_model
-    from ethosu_build.pipeline.evaluate import boundary_qparams
+    from ethosu_build.pipeline.quantize import boundary_qparams
 
     default = build_in_process(POOL_HEAD, tmp_path)
     fast = build_in_process(POOL_HEAD + ["lowering=fast"], tmp_path)
@@ -202,7 +202,7 @@ def test_nhwc_outputs_are_checked_in_their_own_layout(tmp_path):
 @pytest.mark.slow
 def test_space_to_depth_builds_with_the_same_outputs(tmp_path):
     from ethosu_build.pipeline.build import quantized_model
-    from ethosu_build.pipeline.evaluate import boundary_qparams
+    from ethosu_build.pipeline.quantize import boundary_qparams
 
     rewritten = STRIDED + ["lowering.rewrites=[conv_space_to_depth]"]
     m = manifest(build_in_process(rewritten, tmp_path).artifact.path)

@@ -188,7 +188,7 @@ def test_report_and_show_describe_the_artifact(shared_root):
 
 
 def test_cycles_by_operator_groups_the_per_layer_csv(tmp_path):
-    from ethosu_build.pipeline import vela
+    from ethosu_build.pipeline import vela_files as vela
 
     rows = [("Conv2D", 60), ("Transpose", 10), ("Conv2D", 20), ("Reshape", 5), ("AvgPool", 5)]
     with open(tmp_path / vela.PER_LAYER_CSV, "w", newline="") as f:

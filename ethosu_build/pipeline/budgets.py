@@ -7,6 +7,7 @@ from typing import Any
 
 from ..config.schema import BudgetConfig
 from ..errors import BudgetBreached, ConfigError, ConfigIssue
+from ..files import markdown_table
 from .memory import kib
 
 
@@ -77,3 +78,18 @@ def check(
     if breaches:
         raise BudgetBreached(breaches, measured_as_manifest)
     return results
+
+
+def report_section(gates: dict[str, Any] | None) -> list[str]:
+    """The budgets in report.md: each gate, its limit and what the build measured."""
+    if not gates:
+        return []
+    return [
+        "",
+        "## Budgets",
+        "",
+        markdown_table(
+            ["budget", "limit", "measured", "unit", "passed"],
+            [[k, g["limit"], g["measured"], g["unit"], g["passed"]] for k, g in gates.items()],
+        ),
+    ]

@@ -19,20 +19,20 @@ from typing import Any
 from .. import background, data, numerics
 from ..config.schema import BuildConfig
 from ..config.validate import validate
-from ..data import preprocess
 from ..errors import BuildError, ConfigError, ConfigIssue, io_failure
 from ..fingerprint import file_sha256, source_fingerprint, tool_versions
 from ..store import provenance
 from ..store.artifacts import MANIFEST_SCHEMA, Artifact, ArtifactStore
 from ..store.cache import StageCache
 from ..store.trust import store_key
-from . import budgets, memory, report
-from .evaluate import Evaluate, Evaluated
-from .keys import StageKeys, stage_keys
-from .lower import Lower, Lowered
+from . import budgets, report
+from .evaluate import Evaluate
+from .keys import stage_keys
+from .lower import Lower
 from .quantize import Quantize
-from .stage import Run, origin, stop_if_interrupted
-from .vela import Compiled, Vela
+from .stage import Run, StageKeys, origin, stop_if_interrupted
+from .stages import STAGES
+from .vela import Vela
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,12 @@ def build(
     recipe: str | None = None,
     recipe_path: Path | None = None,
     cli_overrides: list[str] | None = None,
+    validated: BuildConfig | None = None,
 ) -> BuildResult:
+    """Builds `container` (a resolved config). `validated`: what config.validate already made
+    of this very container in this process (the CLI's pre-run check), so it is not validated twice."""
     try:
-        return _build(container, Request(recipe, recipe_path, list(cli_overrides or [])))
+        return _build(container, Request(recipe, recipe_path, list(cli_overrides or [])), validated)
     except SystemExit as exc:
         # Library or user code (a dataset, a model factory) that calls sys.exit must not end
         # the process, nor a sweep: it is a failed build, named where it happened.
@@ -78,13 +81,16 @@ def build(
         raise io_failure(exc) from exc
 
 
-def _build(container: dict[str, Any], request: Request) -> BuildResult:
+def _build(container: dict[str, Any], request: Request, validated: BuildConfig | None) -> BuildResult:
     t0 = time.perf_counter()
     background.mode()  # a bad ETHOSU_BUILD_BACKGROUND is a config error before anything runs
-    cfg = validate(container, default_name=request.recipe)
+    cfg = validated or validate(container, default_name=request.recipe)
     store_key(cfg.store.root)  # a bad key file is a config error before anything runs (docs/trust.md)
     ArtifactStore(cfg.store.root).check_layout(cfg.name)  # so is a planted link where the artifact will go
-    origin_info = _provenance(cfg, request)
+    # The inputs by content, once per build: for the lock's drift check and the manifest (the
+    # keys hash the same inputs through the same memoized functions: data.fingerprint, file_sha256).
+    prints = fingerprints(cfg)
+    origin = {"provenance": _provenance(cfg, request, prints), "fingerprints": prints}
     store = ArtifactStore(cfg.store.root)
     keys = stage_keys(cfg)
     existing = store.find(cfg.name, keys.build)
@@ -92,11 +98,11 @@ def _build(container: dict[str, Any], request: Request) -> BuildResult:
         return BuildResult(existing, False, {}, time.perf_counter() - t0)
     # gc keeps every entry this build reads or writes until its manifest names them.
     with StageCache(cfg.store.root).pin(keys.as_dict().values()):
-        return _compute_and_publish(cfg, keys, store, request, origin_info, t0)
+        return _compute_and_publish(cfg, keys, store, request, origin, t0)
 
 
 def _compute_and_publish(
-    cfg: BuildConfig, keys: StageKeys, store: ArtifactStore, request: Request, origin_info: dict[str, Any], t0: float
+    cfg: BuildConfig, keys: StageKeys, store: ArtifactStore, request: Request, origin: dict[str, Any], t0: float
 ) -> BuildResult:
     # Leaving the Run waits for the cache entries being stored (stage.py): a failed store
     # fails the build before anything is published.
@@ -106,47 +112,54 @@ def _compute_and_publish(
                 "this process loaded torch before ethosu_build.numerics.pin(): it computes on this host's own kernels, "
                 "so its bytes may differ from another machine's (docs/recipes.md, 'Portable builds')"
             )
-        evaluated = run.get(Evaluate)
-        compiled = run.get(Vela)
-        lowered = run.get(Lower)
-        delegation = lowered.info["delegation"]
-        if not delegation["npu_partitions"]:
-            log.warning(
-                "%s: nothing runs on the NPU: the partitioner delegated no operator, so all %d ops run on the CPU "
-                "(see the CPU ops and the partitioner's reasons in report.md)",
-                cfg.name,
-                delegation["cpu_op_count"],
-            )
-        for line in data_section(cfg, lowered.quant_info, evaluated)["warnings"]:
-            log.warning("%s: %s", cfg.name, line)
-        # from the program itself, as export --firmware reads it; kept by the vela stage (no ExecuTorch import)
-        bill = compiled.memory or memory.bill(compiled.pte, cfg.target)
+        # What the artifact is made of. Evaluate first: its TOSA check watches the lowering,
+        # if the lowering runs in this build. The lowering carries the quantize stage's info
+        # (the manifest's quantization and data sections), cached or not.
+        for stage in (Evaluate, Vela, Lower):
+            run.get(stage)
+        sections: dict[str, Any] = {}
+        for stage in STAGES:  # each stage's sections of the manifest (stage.py)
+            for name, part in stage.manifest(run).items():
+                sections[name] = {**sections[name], **part} if name in sections else part
+        files = {path: blob for stage in STAGES for path, blob in stage.files(run).items()}
+        _warn(cfg, sections)
         measured = {  # as the manifest will hold them: a breach carries them to the sweep's record
-            "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
-            "memory": bill,
-            "delegation": delegation,
-            "files": {"model.pte": {"size": len(compiled.pte)}},
+            **{k: sections[k] for k in ("metrics", "memory", "delegation")},
+            "files": {"model.pte": {"size": len(files["model.pte"])}},
         }
-        gates = budgets.check(cfg.budget, delegation, compiled.metrics, evaluated.accuracy, bill, measured)  # may raise
+        m = sections["metrics"]
+        gates = budgets.check(  # may raise
+            cfg.budget, sections["delegation"], m["vela"], m["accuracy"], sections["memory"], measured
+        )
 
     stop_if_interrupted()
 
-    def manifest(version: int, files: dict[str, Any]) -> dict[str, Any]:
-        return _manifest(
-            cfg, keys, request, origin_info, run.record, lowered, compiled, evaluated, bill, gates, version, files
-        )
+    def manifest(version: int, listed: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "schema_version": MANIFEST_SCHEMA,
+            "name": cfg.name,
+            "version": version,
+            "build_key": keys.build,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recipe": request.recipe,
+            "command_line_overrides": list(request.cli_overrides),
+            "config": dataclasses.asdict(cfg),
+            "fingerprints": origin["fingerprints"],
+            "tools": tool_versions(),
+            "platform": numerics.describe(),  # the numeric platform it computed on (numerics.py)
+            "provenance": origin["provenance"],
+            "files": listed,
+            "stages": run.record,
+            "stage_keys": keys.as_dict(),  # every stage this artifact rests on (gc keeps them)
+            **sections,
+            "budget": gates,
+        }
 
     staging = store.staging(cfg.name)
     try:
-        # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
-        (staging / "model.pte").write_bytes(compiled.pte)
-        (staging / "vela").mkdir()
-        for name, blob in compiled.reports.items():
-            (staging / "vela" / name).write_bytes(blob)
-        (staging / "config.yaml").write_text(_config_yaml(cfg))
-        if evaluated.tosa_io is not None:  # the TOSA check's inputs and the deployed outputs (pipeline/diff.py)
-            (staging / "check").mkdir()
-            (staging / "check" / "tosa_io.npz").write_bytes(evaluated.tosa_io)
+        for path, blob in {**files, "config.yaml": _config_yaml(cfg).encode()}.items():
+            (staging / path).parent.mkdir(parents=True, exist_ok=True)
+            (staging / path).write_bytes(blob)
         artifact, created = store.publish(
             cfg.name, keys.build, staging, manifest, report=lambda m: report.render(m, staging / "vela")
         )
@@ -157,6 +170,19 @@ def _compute_and_publish(
     return BuildResult(artifact, created, run.record, time.perf_counter() - t0)
 
 
+def _warn(cfg: BuildConfig, sections: dict[str, Any]) -> None:
+    delegation = sections["delegation"]
+    if not delegation["npu_partitions"]:
+        log.warning(
+            "%s: nothing runs on the NPU: the partitioner delegated no operator, so all %d ops run on the CPU "
+            "(see the CPU ops and the partitioner's reasons in report.md)",
+            cfg.name,
+            delegation["cpu_op_count"],
+        )
+    for line in sections["data"]["warnings"]:
+        log.warning("%s: %s", cfg.name, line)
+
+
 def quantized_model(cfg: BuildConfig, model=None):
     """The quantize stage alone, from the stage cache or computed into it as a build would:
     (float model, quantized batch-1 program, batch-dynamic program or None, evaluation
@@ -165,93 +191,6 @@ def quantized_model(cfg: BuildConfig, model=None):
     with Run(cfg, stage_keys(cfg), model) as run:
         quantized = run.get(Quantize)
         return run.model(), quantized.program, quantized.batched, run.samples("evaluation")
-
-
-def _manifest(
-    cfg: BuildConfig,
-    keys: StageKeys,
-    request: Request,
-    origin_info: dict[str, Any],
-    record: dict[str, Any],
-    lowered: Lowered,
-    compiled: Compiled,
-    evaluated: Evaluated,
-    bill: dict[str, Any],
-    gates: dict[str, Any],
-    version: int,
-    files: dict[str, Any],
-) -> dict[str, Any]:
-    quant = lowered.quant_info  # the quantize stage's info, carried by the lowering (cached or not)
-    return {
-        "schema_version": MANIFEST_SCHEMA,
-        "name": cfg.name,
-        "version": version,
-        "build_key": keys.build,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "recipe": request.recipe,
-        "command_line_overrides": list(request.cli_overrides),
-        "config": dataclasses.asdict(cfg),
-        "fingerprints": fingerprints(cfg),
-        "tools": tool_versions(),
-        "platform": numerics.describe(),  # the numeric platform it computed on (numerics.py)
-        "provenance": origin_info,
-        "files": files,
-        "stages": record,
-        "stage_keys": keys.as_dict(),  # every stage this artifact rests on (gc keeps them)
-        "quantization": {
-            "scheme": cfg.quantization.scheme,
-            "per_channel": cfg.quantization.per_channel,
-            "io": cfg.quantization.io,
-            "overrides": [
-                {
-                    "name": n,
-                    "selector": e.describe(),
-                    "scheme": e.scheme,
-                    "ops_selected": quant.get("override_matches", {}).get(n),
-                }
-                for n, e in cfg.overrides.items()
-            ],
-            "applied": quant["applied"],
-            "calibration": quant["calibration"],
-            # Quantization-aware training: what the training loop did (null: post-training).
-            "qat": quant.get("qat"),
-            # cond / while_loop: each op's branches and how many calibration samples reached them.
-            "control_flow": quant.get("control_flow"),
-        },
-        # What the lowering did beyond ExecuTorch's defaults (each computes the same outputs).
-        "lowering": {
-            "io_layout": cfg.lowering.io_layout,
-            "rewrites": quant.get("rewrites", []),
-            "unmatched": quant.get("rewrites_unmatched", []),
-        },  # listed rewrites that found nothing to do
-        "delegation": lowered.info["delegation"],
-        "metrics": {"vela": compiled.metrics, "accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
-        "memory": bill,  # what firmware must reserve, per region (pipeline/memory.py)
-        "data": data_section(cfg, quant, evaluated),
-        "budget": gates,
-    }
-
-
-def data_section(cfg: BuildConfig, quant: dict[str, Any], evaluated: Evaluated) -> dict[str, Any]:
-    """The preprocessing (model.preprocess) and what the samples held: per stage, the count,
-    each input's range and the class balance of the draw; warnings when the calibration and
-    evaluation ranges are far apart or a source preprocesses otherwise than the model says."""
-    calibration, evaluation = quant.get("data"), evaluated.data
-    warnings = data.range_warnings(calibration, evaluation)
-    for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
-        steps = ds.dataset.get("preprocess")
-        if steps is not None and steps != cfg.model.preprocess:
-            warnings.append(
-                f"{key}.dataset.preprocess differs from model.preprocess: the firmware headers carry "
-                "model.preprocess, so the device would not compute what this build measured"
-            )
-    return {
-        "preprocess": [{"step": dict(s), "does": preprocess.describe(s)} for s in cfg.model.preprocess],
-        "calibration": calibration,
-        "evaluation": evaluation,
-        "first_layer": quant.get("first_layer"),
-        "warnings": warnings,
-    }
 
 
 def _config_yaml(cfg: BuildConfig) -> str:
@@ -272,7 +211,7 @@ def fingerprints(cfg: BuildConfig) -> dict[str, Any]:
     }
 
 
-def _provenance(cfg: BuildConfig, request: Request) -> dict[str, Any]:
+def _provenance(cfg: BuildConfig, request: Request, prints: dict[str, Any]) -> dict[str, Any]:
     """Git state of the recipe's repo (refusing an uncommitted recipe file unless
     allow_dirty) and drift from the recipe's lock (an error under strict)."""
     path, recipe = request.recipe_path, request.recipe
@@ -299,7 +238,7 @@ def _provenance(cfg: BuildConfig, request: Request) -> dict[str, Any]:
         origin_info["written_by"] = "ethosu-build: a recipe a sweep or search wrote into this store"
     lock = provenance.lock_path(path) if path else None
     if lock is not None and lock.is_file():
-        drift = provenance.drift(provenance.read_lock(lock), tool_versions(), fingerprints(cfg), numerics.describe())
+        drift = provenance.drift(provenance.read_lock(lock), tool_versions(), prints, numerics.describe())
         origin_info["lock"] = {"file": str(lock), "drift": drift}
         if drift and cfg.strict:
             raise BuildError(f"recipe {recipe!r} drifted from {lock.name} (strict=true): " + "; ".join(drift))

@@ -25,11 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import background, data, numerics
+from ..config.schema import BuildConfig
+from ..data import preprocess
 from ..errors import EthosuError, first_line
+from ..files import markdown_table
 from ..store.cache import Entry, KeyLock
 from .lower import Lower, run_lower
-from .quantize import Quantize, Quantized
-from .stage import Run, Stage
+from .quantize import Quantize, Quantized, boundary_qparams
+from .stage import Run, Stage, dataset_key
 
 log = logging.getLogger("ethosu_build.build")
 
@@ -75,28 +78,6 @@ def compare(float_model, quantized_program, samples, batched_program=None, batch
     f1, q1 = _top1(float_out, samples.y), _top1(quant_out, samples.y)
     result.update({"float_top1": f1, "quantized_top1": q1, "accuracy_drop": None if f1 is None else round(f1 - q1, 3)})
     return result
-
-
-def io_qparams(program) -> tuple[list[tuple | None], list[tuple | None]]:
-    """Per user input, (scale, zero_point, dtype) of the quantize right after it, and per
-    output, of the dequantize right before it; None where the graph has no such node (an
-    integer input, a float output)."""
-    graph = program.graph_module.graph
-    placeholders = [n for n in graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
-    q_in = [next((u for u in p.users if "quantize_per_tensor" in str(u.target)), None) for p in placeholders]
-    outs = next(n for n in graph.nodes if n.op == "output").args[0]
-    dq_out = [o if "dequantize_per_tensor" in str(getattr(o, "target", "")) else None for o in outs]
-
-    def params(node):
-        return None if node is None else (float(node.args[1]), int(node.args[2]), node.args[5])
-
-    return [params(n) for n in q_in], [params(n) for n in dq_out]
-
-
-def boundary_qparams(program) -> tuple[tuple | None, tuple | None]:
-    """io_qparams of the first input and the first output."""
-    q_in, dq_out = io_qparams(program)
-    return (q_in[0] if q_in else None), (dq_out[0] if dq_out else None)
 
 
 def _inverse(perm: tuple[int, ...]) -> list[int]:
@@ -303,7 +284,40 @@ class Evaluate(Stage[Evaluated]):
     if the lowering came from the cache, one run again in memory."""
 
     name = "evaluate"
+    version = 6  # 6: its result summarizes the samples it saw (data.summary)
     result = Evaluated
+
+    @classmethod
+    def key_inputs(cls, cfg: BuildConfig, keys: dict[str, str]) -> dict[str, Any]:
+        # Accuracy needs the quantized model, the TOSA check the lowered partitions: not Vela.
+        return {
+            "lower": keys["lower"],
+            "evaluation": dataset_key(cfg.evaluation, batch_size=False),
+            "tosa_check": cfg.evaluation.tosa_check,
+            "tosa_samples": cfg.evaluation.tosa_samples,
+        }
+
+    @classmethod
+    def manifest(cls, run: Run) -> dict[str, Any]:
+        evaluated = run.get(Evaluate)
+        return {
+            "metrics": {"accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
+            "data": data_section(run.cfg, run.fetched("lower").quant_info, evaluated.data),
+        }
+
+    @classmethod
+    def files(cls, run: Run) -> dict[str, bytes]:
+        tosa_io = run.get(Evaluate).tosa_io  # the TOSA check's inputs and the deployed outputs (pipeline/diff.py)
+        return {} if tosa_io is None else {"check/tosa_io.npz": tosa_io}
+
+    @staticmethod
+    def report(m: dict[str, Any], vela_dir: Path) -> list[str]:
+        metrics = m.get("metrics", {})
+        return (
+            _accuracy_section(metrics.get("accuracy"))
+            + _data_section(m.get("data"))
+            + _tosa_section(metrics.get("tosa_check"))
+        )
 
     @classmethod
     def inputs(cls, run: Run) -> tuple:
@@ -344,3 +358,104 @@ class Evaluate(Stage[Evaluated]):
 def _compare(run: Run, quantized: Quantized, samples) -> dict[str, Any]:
     with numerics.numeric_stage():  # in a child too: the stage's numeric platform
         return compare(run.model(), quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)
+
+
+def data_section(cfg: BuildConfig, quant: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """The preprocessing (model.preprocess) and what the samples held: per stage, the count,
+    each input's range and the class balance of the draw; warnings when the calibration and
+    evaluation ranges are far apart or a source preprocesses otherwise than the model says.
+    `quant`: the quantize stage's info (the calibration samples, the first layer)."""
+    calibration = quant.get("data")
+    warnings = data.range_warnings(calibration, evaluation)
+    for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
+        steps = ds.dataset.get("preprocess")
+        if steps is not None and steps != cfg.model.preprocess:
+            warnings.append(
+                f"{key}.dataset.preprocess differs from model.preprocess: the firmware headers carry "
+                "model.preprocess, so the device would not compute what this build measured"
+            )
+    return {
+        "preprocess": [{"step": dict(s), "does": preprocess.describe(s)} for s in cfg.model.preprocess],
+        "calibration": calibration,
+        "evaluation": evaluation,
+        "first_layer": quant.get("first_layer"),
+        "warnings": warnings,
+    }
+
+
+# --- its sections of report.md ----------------------------------------------------------
+
+
+def _accuracy_section(acc: dict[str, Any] | None) -> list[str]:
+    if not acc:
+        return []
+    columns = ["float_top1", "quantized_top1", "accuracy_drop", "sqnr_db", "cosine", "max_abs_error"]
+    header = ["float top-1 %", "quantized top-1 %", "drop (points)", "SQNR dB", "cosine", "max abs error"]
+    return [
+        "",
+        f"## Accuracy ({acc['samples']} evaluation samples)",
+        "",
+        markdown_table(header, [[acc[c] for c in columns]]),
+    ]
+
+
+def _data_section(section: dict[str, Any] | None) -> list[str]:
+    """Preprocessing, the samples each stage saw, and what the first layer could absorb."""
+    if not section:
+        return []
+    out = ["", "## Data", ""]
+    steps = section.get("preprocess") or []
+    if steps:
+        out.append("Preprocessing (model.preprocess), raw frame to the model's first input:")
+        out += [""] + [f"{i}. {s['does']}" for i, s in enumerate(steps, 1)] + [""]
+    rows = []
+    for which in ("calibration", "evaluation"):
+        seen = section.get(which)
+        if not seen:
+            continue
+        ranges = "; ".join(f"{x['name']} [{x['min']:.4g}, {x['max']:.4g}] mean {x['mean']:.4g}" for x in seen["inputs"])
+        classes = seen.get("classes")
+        balance = ", ".join(f"{k}: {n}" for k, n in classes.items()) if classes else "unlabelled"
+        rows.append([seen.get("source", which), seen["samples"], ranges, balance])
+    if rows:
+        out.append(markdown_table(["samples of", "count", "value range per input", "classes drawn"], rows))
+    out += _absorb(steps, section.get("first_layer"))
+    for w in section.get("warnings") or []:
+        out += ["", f"> **Warning**: {w}"]
+    return out
+
+
+def _absorb(steps: list[dict[str, Any]], layer: dict[str, Any] | None) -> list[str]:
+    affine = [s["step"]["op"] for s in steps if s["step"]["op"] in ("scale", "normalize")]
+    if not affine or not layer or not layer.get("absorbs"):
+        return []
+    means = [s["step"]["mean"] for s in steps if s["step"]["op"] == "normalize"]
+    shifts = any(v != 0 for mean in means for v in (mean if isinstance(mean, list) else [mean]))
+    exact = (
+        "; it zero-pads its input, and after the fold a padded raw 0 no longer stands for the normalized 0 (the "
+        "mean shifts it), so the outputs at the borders change unless the device pads with the mean instead"
+        if layer["padding"] and shifts
+        else ", exactly"
+    )
+    return [
+        "",
+        f"The first layer ({layer['op']} `{layer['node']}`) could absorb the {' and '.join(affine)} step(s): folding "
+        f"them into its weights and bias lets the device feed the raw pixels{exact}.",
+    ]
+
+
+def _tosa_section(tosa: dict[str, Any] | None) -> list[str]:
+    if not tosa:
+        return []
+    out = ["", "## TOSA reference check", ""]
+    if tosa.get("status") == "done":
+        out.append(
+            "The program as deployed (NPU partitions on the TOSA reference model, with the flatbuffers Vela "
+            "compiled; CPU ops in PyTorch), "
+            f"{tosa['samples']} samples: max difference {tosa['max_lsb_diff']} output LSB "
+            f"({tosa['max_abs_diff']:.4g} absolute) "
+            f"from the PT2E quantized model, top-1 agreement {tosa['top1_agreement']}%."
+        )
+    else:
+        out.append(f"{tosa.get('status')}: {tosa.get('reason')}")
+    return out

@@ -16,19 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config.schema import BuildConfig
 from ..errors import first_line
+from ..fingerprint import file_sha256, source_fingerprint, tool_versions_for_key
 from ..store.cache import Entry
+from .model_checks import example_inputs
 from .stage import Run, Stage
 
 log = logging.getLogger("ethosu_build.build")
 BATCH_DIM_MAX = 4096
-
-
-def example_inputs(specs: list, batch: int = 1) -> tuple:
-    """Zeros of each input's shape and dtype (model.input_specs()), at `batch`."""
-    import torch
-
-    return tuple(torch.zeros([batch] + list(s.shape[1:]), dtype=getattr(torch, s.dtype)) for s in specs)
 
 
 def export_program(module, specs: list, dynamic_batch: bool = False):
@@ -90,8 +86,21 @@ class Exported:
 
 class Export(Stage[Exported]):
     name = "export"
+    version = 3
     result = Exported
     write_behind = True  # programs take 0.2-0.6 s each to serialize
+
+    @classmethod
+    def key_inputs(cls, cfg: BuildConfig, keys: dict[str, str]) -> dict[str, Any]:
+        m = cfg.model
+        return {
+            "tools": tool_versions_for_key(),
+            "factory": m.factory,
+            "source": source_fingerprint(m.factory["_target_"]),
+            "checkpoint": file_sha256(m.checkpoint) if m.checkpoint else None,
+            # shapes and dtypes, however given (input_shape or inputs); names reach no program
+            "inputs": [{"shape": list(s.shape), "dtype": s.dtype} for s in m.input_specs()],
+        }
 
     @classmethod
     def compute(cls, run: Run) -> Exported:

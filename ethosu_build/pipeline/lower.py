@@ -1,7 +1,7 @@
 """Stage `lower`: the quantized program -> EthosUPartitioner -> TOSA -> .pte, once per TOSA
 specification.
 
-The Ethos-U backend's own Vela call is stood in for (vela.capture): each NPU partition gets
+The Ethos-U backend's own Vela call is stood in for (vela_files.capture): each NPU partition gets
 a placeholder payload naming its TOSA flatbuffer, so targets and Vela settings that share a
 TOSA specification share this stage, and the vela stage fills the payloads in per target.
 Also here: which operators stay on the CPU and why (delegation_report), and what the
@@ -27,8 +27,10 @@ from typing import Any
 from ..config import targets
 from ..config.schema import BuildConfig
 from ..errors import BuildError, EthosuError
+from ..files import markdown_table
 from ..store.cache import Entry
-from .quantize import Quantize, Quantized
+from .model_checks import example_inputs
+from .quantize import Quantize, Quantized, io_qparams
 from .quantizer import module_path
 from .stage import Run, Stage
 
@@ -56,7 +58,36 @@ class Lowered:
 
 class Lower(Stage[Lowered]):
     name = "lower"
+    version = 7
     result = Lowered
+
+    @classmethod
+    def key_inputs(cls, cfg: BuildConfig, keys: dict[str, str]) -> dict[str, Any]:
+        return {
+            "quantize": keys["quantize"],
+            # The partitioner and the TOSA passes see the target only through its TOSA spec.
+            "tosa_spec": targets.tosa_spec_string(cfg.target.accelerator),
+            "cpu_qdq_kernels": cfg.target.cpu_qdq_kernels,
+            "io_layout": cfg.lowering.io_layout,
+        }
+
+    @classmethod
+    def manifest(cls, run: Run) -> dict[str, Any]:
+        lowered = run.get(Lower)
+        quant = lowered.quant_info
+        return {
+            # What the lowering did beyond ExecuTorch's defaults (each computes the same outputs).
+            "lowering": {
+                "io_layout": run.cfg.lowering.io_layout,
+                "rewrites": quant.get("rewrites", []),
+                "unmatched": quant.get("rewrites_unmatched", []),  # listed rewrites that found nothing to do
+            },
+            "delegation": lowered.info["delegation"],
+        }
+
+    @staticmethod
+    def report(m: dict[str, Any], vela_dir: Path) -> list[str]:
+        return _delegation_section(m) + _runtime_section(m["delegation"].get("runtime"))
 
     @classmethod
     def inputs(cls, run: Run) -> tuple:
@@ -160,7 +191,6 @@ def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
 def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dict[str, Any]:
     """What the firmware must provide: CPU kernels, and the program's inputs and outputs with
     the quantization applied at the boundary (the NPU scratch size is in the Vela metrics)."""
-    from .evaluate import io_qparams
 
     def tensors(nodes):
         entries = []
@@ -193,8 +223,6 @@ def channels_last(program, specs: list):
     Same ops, same values."""
     import torch
 
-    from .export import example_inputs
-
     examples = tuple(
         x.to(memory_format=torch.channels_last) if x.dim() == 4 and x.is_floating_point() else x
         for x in example_inputs(specs)
@@ -216,12 +244,12 @@ def run_lower(
     `inspect(edge_program, tosa_by_payload)`, if given, sees the partitioned program before
     the CPU-side passes and serialization change it (the TOSA check runs there). Returns
     (pte, info, Vela's console text, files): files are each partition's TOSA flatbuffer as
-    `part<i>.tosa` and, with run_vela, Vela's CSVs (see vela.collect). A graph the
+    `part<i>.tosa` and, with run_vela, Vela's CSVs (see vela_files.collect). A graph the
     partitioner or Vela rejects raises BuildError naming the configuration."""
     from executorch.backends.arm.ethosu import EthosUPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
-    from . import pte, vela
+    from . import pte, vela_files
 
     t = cfg.target
     console = io.StringIO()
@@ -235,7 +263,7 @@ def run_lower(
             contextlib.redirect_stdout(console),
             warnings.catch_warnings(),
             tempfile.TemporaryDirectory(prefix="ethosu-lower-") as workdir,
-            vela.capture(Path(workdir) / "vela", run_vela) as partitions,
+            vela_files.capture(Path(workdir) / "vela", run_vela) as partitions,
             _partitioner_reasons() as reasons,
         ):
             warnings.simplefilter("ignore", FutureWarning)
@@ -247,7 +275,7 @@ def run_lower(
             if inspect is not None:
                 inspect(
                     edge.exported_program(),
-                    {p.processed_sha256: (p.folder / vela.TOSA_FILE).read_bytes() for p in partitions},
+                    {p.processed_sha256: (p.folder / vela_files.TOSA_FILE).read_bytes() for p in partitions},
                 )
             if t.cpu_qdq_kernels == "cortex_m":
                 # As ExecuTorch's aot_arm_compiler: boundary (de)quantize -> cortex_m:: kernels.
@@ -264,11 +292,11 @@ def run_lower(
             info["delegation"] = delegation
             reports = Path(workdir) / "reports"
             if run_vela:
-                info["vela"] = vela.collect(partitions, reports)
+                info["vela"] = vela_files.collect(partitions, reports)
             else:
                 reports.mkdir()
                 for p in partitions:
-                    shutil.copyfile(p.folder / vela.TOSA_FILE, reports / f"part{p.index}.tosa")
+                    shutil.copyfile(p.folder / vela_files.TOSA_FILE, reports / f"part{p.index}.tosa")
                 info["partitions"] = len(partitions)
                 info["retargetable"] = pte.round_trips(program.buffer)
             files = {f.name: f.read_bytes() for f in sorted(reports.iterdir())}
@@ -305,3 +333,65 @@ def lowering_failed(cfg: BuildConfig, exc: BaseException) -> BuildError:
 
 
 # --- evaluate -------------------------------------------------------------------------------
+
+
+# --- its sections of report.md ----------------------------------------------------------
+
+
+def _delegation_section(m: dict[str, Any]) -> list[str]:
+    d = m["delegation"]
+    cf = d.get("control_flow", {})
+    cf_text = "".join(
+        f" Control flow on the {side.upper()}: {', '.join(c['op'] + ' (' + c['node'] + ')' for c in cf[side])}."
+        for side in ("npu", "cpu")
+        if cf.get(side)
+    )
+    out = [
+        "",
+        "## Delegation",
+        "",
+        f"{d['npu_partitions']} NPU partition(s), {d['npu_ops']} NPU op(s); {d['cpu_op_count']} op(s) on the CPU, "
+        f"{d.get('cpu_compute_op_count', '-')} of them compute (not boundary quantize/dequantize).{cf_text}"
+        + _mac_share(d, m.get("metrics", {}).get("vela", {}).get("total", {})),
+        "",
+    ]
+    if d["cpu_ops"]:
+        out.append(
+            markdown_table(
+                ["CPU op", "node", "module", "partitioner's reason"],
+                [[o["op"], o["node"], o["module"], o.get("reason")] for o in d["cpu_ops"]],
+            )
+        )
+    return out
+
+
+def _mac_share(d: dict[str, Any], total: dict[str, Any]) -> str:
+    """The share of the multiply-accumulates the NPU runs (Vela's count against the CPU's
+    convolutions and matrix products)."""
+    npu, cpu = total.get("macs", 0) or 0, d.get("cpu_macs")
+    if cpu is None or not npu + cpu:
+        return ""
+    return f" The NPU runs {100 * npu / (npu + cpu):.1f}% of the MACs ({npu:,} of {npu + cpu:,})."
+
+
+def _runtime_section(runtime: dict[str, Any] | None) -> list[str]:
+    if not runtime:
+        return []
+
+    def boundary(x: dict[str, Any]) -> str:
+        q = x.get("quantization")
+        return f"{q['dtype']} scale {q['scale']:.6g} zp {q['zero_point']}" if q else "-"
+
+    io = [
+        [kind, x["shape"], x.get("layout"), x["dtype"], boundary(x)]
+        for kind, xs in (("input", runtime["inputs"]), ("output", runtime["outputs"]))
+        for x in xs
+    ]
+    return [
+        "",
+        "## Runtime contract",
+        "",
+        "CPU kernels: " + ", ".join(f"`{k}`" for k in runtime["cpu_kernels"]),
+        "",
+        markdown_table(["", "shape", "layout", "dtype", "quantized at the boundary as"], io),
+    ]

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..config import targets
 from ..config.schema import TargetConfig
+from ..files import markdown_table
 
 # Bytes of one element per ExecuTorch ScalarType (exir/scalar_type.py numbering).
 _ELEMENT_BYTES = {0: 1, 1: 1, 2: 2, 3: 4, 4: 8, 5: 2, 6: 4, 7: 8, 11: 1, 12: 1, 13: 1, 15: 2}
@@ -216,3 +217,41 @@ def bill(data: bytes, target: TargetConfig) -> dict[str, Any]:
 
 def kib(n: int) -> float:
     return round(n / 1024, 3)
+
+
+# --- in report.md ---------------------------------------------------------------------
+
+MEMORY_PARTS = {
+    "pte": "model.pte (command streams, weights, program)",
+    "planned": "ExecuTorch planned buffers (activations, IO)",
+    "method_allocator": "ExecuTorch method allocator (values, tensors, kernels)",
+    "npu_scratch": "NPU scratch (Vela tensor arena)",
+    "npu_fast_scratch": "NPU fast scratch (arena cache)",
+    "io": "input and output buffers (not planned)",
+}
+
+
+def report_section(bill: dict[str, Any] | None) -> list[str]:
+    """The memory bill in report.md (the vela stage's section: vela.py)."""
+    if not bill:
+        return []
+    # In a fixed order: a bill read back from the stage cache has its keys sorted, one computed
+    # in place does not, and the same build must render the same report.md.
+    order = [*MEMORY_PARTS, *sorted(set(bill["parts"]) - set(MEMORY_PARTS))]
+    rows = [
+        [MEMORY_PARTS.get(k, k), bill["parts"][k]["region"], f"{bill['parts'][k]['bytes']:,}", bill["parts"][k]["how"]]
+        for k in order
+        if k in bill["parts"] and bill["parts"][k]["bytes"]
+    ]
+    rows += [["**total**", region, f"**{n:,}**", ""] for region, n in sorted(bill["regions"].items())]
+    planned = ", ".join(f"id {b['mem_id']}: {b['bytes']:,} B" for b in bill["planned_buffers"]) or "none"
+    return [
+        "",
+        f"## Memory bill ({bill['memory_mode']})",
+        "",
+        markdown_table(["part", "region", "bytes", "how"], rows),
+        "",
+        f"Planned buffers per memory id: {planned}. The method allocator's figure is an estimate from the "
+        "program's counts; `ethosu-artifacts export --firmware` writes these sizes, with its margin, to memory.h "
+        "(docs/deploying.md).",
+    ]

@@ -97,8 +97,6 @@ def check_model(cfg: BuildConfig, model) -> None:
     """The inputs, override selectors and dataset sizes, against the real model and data."""
     import torch
 
-    from .export import example_inputs
-
     issues: list[ConfigIssue] = []
     specs = cfg.model.input_specs()
     outputs = None  # the outputs top-1 ranks: evaluate.py flattens each sample's output
@@ -258,3 +256,10 @@ def check_override_matches(matches: dict[str, int], cfg: BuildConfig) -> None:
     ]
     if issues:
         raise ConfigError(issues)
+
+
+def example_inputs(specs: list, batch: int = 1) -> tuple:
+    """Zeros of each input's shape and dtype (model.input_specs()), at `batch`."""
+    import torch
+
+    return tuple(torch.zeros([batch] + list(s.shape[1:]), dtype=getattr(torch, s.dtype)) for s in specs)

@@ -1,7 +1,7 @@
 """Fill a lowered program's Vela payloads in for one target, at the .pte level.
 
 The lower stage partitions and lowers to TOSA once per TOSA specification, leaving a
-placeholder payload per NPU partition (vela.placeholder). For each target, Vela compiles the
+placeholder payload per NPU partition (vela_files.placeholder). For each target, Vela compiles the
 partitions and `retarget` swaps the payloads and the delegate compile specs (the Vela flags
 and target name: the only entries that differ between targets of one TOSA specification) in
 the serialized program. The result is byte-identical to lowering for that target directly

@@ -16,6 +16,7 @@ path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -23,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
+from ..config import targets
 from ..config.schema import BuildConfig
 from ..errors import first_line
+from ..files import markdown_table
 from ..store.cache import Entry
 from . import control_flow, qat, quantizer, rewrites
 from .export import Export, Exported, batch_dynamic, export_program, load_program, program_bytes
 from .model_checks import check_override_matches
-from .stage import Run, Stage
+from .stage import Run, Stage, dataset_key
 
 log = logging.getLogger("ethosu_build.build")
 
@@ -54,8 +57,61 @@ class Quantized:
 
 class Quantize(Stage[Quantized]):
     name = "quantize"
+    version = 6  # 6: its result summarizes the samples it saw (data.summary)
     result = Quantized
     write_behind = True  # programs take 0.2-0.6 s each to serialize
+
+    @classmethod
+    def key_inputs(cls, cfg: BuildConfig, keys: dict[str, str]) -> dict[str, Any]:
+        quantization = dataclasses.asdict(cfg.quantization)
+        qat = quantization.pop("qat")
+        inputs = {
+            "export": keys["export"],
+            # The quantizer's passes depend on the target only through its TOSA specification,
+            # so targets that share one share the calibrated model.
+            "tosa_spec": targets.tosa_spec_string(cfg.target.accelerator),
+            "quantization": quantization,
+            "rewrites": cfg.lowering.rewrites,  # applied to the float graph before the quantizer sees it
+            # Order matters (a later override wins); the entries' names do not.
+            "overrides": [dataclasses.asdict(e) for e in cfg.overrides.values()],
+        }
+        if qat is not None:  # the ranges come from training, not from the calibration set
+            return {**inputs, "qat": {**qat, "data": data.fingerprint(qat["dataset"])}}
+        return {**inputs, "calibration": dataset_key(cfg.calibration, batch_size=True)}
+
+    @classmethod
+    def manifest(cls, run: Run) -> dict[str, Any]:
+        cfg = run.cfg
+        # The quantize stage's info, carried by the lowering (cached or not): the quantized
+        # program itself is not loaded when the lowering comes from the cache.
+        quant = run.fetched("lower").quant_info
+        return {
+            "quantization": {
+                "scheme": cfg.quantization.scheme,
+                "per_channel": cfg.quantization.per_channel,
+                "io": cfg.quantization.io,
+                "overrides": [
+                    {
+                        "name": n,
+                        "selector": e.describe(),
+                        "scheme": e.scheme,
+                        "ops_selected": quant.get("override_matches", {}).get(n),
+                    }
+                    for n, e in cfg.overrides.items()
+                ],
+                "applied": quant["applied"],
+                "calibration": quant["calibration"],
+                # Quantization-aware training: what the training loop did (null: post-training).
+                "qat": quant.get("qat"),
+                # cond / while_loop: each op's branches and how many calibration samples reached them.
+                "control_flow": quant.get("control_flow"),
+            }
+        }
+
+    @staticmethod
+    def report(m: dict[str, Any], vela_dir: Path) -> list[str]:
+        q = m["quantization"]
+        return _qat_section(q.get("qat")) + _control_flow_section(q.get("control_flow")) + _overrides_section(q)
 
     @classmethod
     def inputs(cls, run: Run) -> tuple:
@@ -185,3 +241,75 @@ def _post_training(cfg: BuildConfig, q, programs: dict[str, Any], samples) -> tu
         }
     }
     return convert_pt2e(prepared), info
+
+
+# --- the quantized program's boundary (the lowering's runtime contract, the evaluation) ---
+
+
+def io_qparams(program) -> tuple[list[tuple | None], list[tuple | None]]:
+    """Per user input, (scale, zero_point, dtype) of the quantize right after it, and per
+    output, of the dequantize right before it; None where the graph has no such node (an
+    integer input, a float output)."""
+    graph = program.graph_module.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    q_in = [next((u for u in p.users if "quantize_per_tensor" in str(u.target)), None) for p in placeholders]
+    outs = next(n for n in graph.nodes if n.op == "output").args[0]
+    dq_out = [o if "dequantize_per_tensor" in str(getattr(o, "target", "")) else None for o in outs]
+
+    def params(node):
+        return None if node is None else (float(node.args[1]), int(node.args[2]), node.args[5])
+
+    return [params(n) for n in q_in], [params(n) for n in dq_out]
+
+
+def boundary_qparams(program) -> tuple[tuple | None, tuple | None]:
+    """io_qparams of the first input and the first output."""
+    q_in, dq_out = io_qparams(program)
+    return (q_in[0] if q_in else None), (dq_out[0] if dq_out else None)
+
+
+# --- its sections of report.md ----------------------------------------------------------
+
+
+def _qat_section(qat: dict[str, Any] | None) -> list[str]:
+    if not qat:
+        return []
+    columns = ["samples", "epochs", "batch_size", "optimizer", "lr", "loss", "loss_first_epoch", "loss_last_epoch"]
+    header = ["samples", "epochs", "batch", "optimizer", "lr", "loss", "loss, first epoch", "loss, last epoch"]
+    return ["", "## Quantization-aware training", "", markdown_table(header, [[qat[c] for c in columns]])]
+
+
+def _control_flow_section(flow: dict[str, Any] | None) -> list[str]:
+    if not flow:
+        return []
+    out = ["", "## Control flow", "", "Where it runs: see Delegation.", ""]
+    out.append(
+        markdown_table(
+            ["op", "node", "branch", "submodule", "calibration samples reaching it"],
+            [
+                [f["op"], f["node"], b["role"], b["submodule"], flow["samples_per_branch"].get(b["submodule"])]
+                for f in flow["ops"]
+                for b in f["branches"]
+            ],
+        )
+    )
+    if flow.get("captured_parameters"):
+        out.append(
+            f"\nWeights captured by a cond branch ({', '.join(flow['captured_parameters'])}) are quantized at the "
+            'activation scale by ExecuTorch 1.5.1 (docs/quantization.md, "Control flow").'
+        )
+    return out
+
+
+def _overrides_section(q: dict[str, Any]) -> list[str]:
+    if not q["overrides"]:
+        return []
+    return [
+        "",
+        "## Overrides (in order; a later one wins)",
+        "",
+        markdown_table(
+            ["name", "selector", "scheme", "ops selected"],
+            [[o["name"], o["selector"], o["scheme"], o["ops_selected"]] for o in q["overrides"]],
+        ),
+    ]

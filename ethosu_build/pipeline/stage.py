@@ -1,11 +1,18 @@
 """The shape every stage shares, and the one place that runs a stage.
 
-A stage (export.py, quantize.py, lower.py, vela.py, evaluate.py) is a class with
-- `name`: its key in keys.StageKeys and its name in logs and the manifest;
+A stage (export.py, quantize.py, lower.py, vela.py, evaluate.py; listed once in stages.py)
+is a class that declares, in its own module, everything about it:
+- `name`: its key in StageKeys and its name in logs and the manifest;
+- `version`: bumped when its code changes what it produces (a new key, a new cache entry);
+- `key_inputs(cfg, keys)`: what its key is made of besides its name and version: the config
+  fields that change its output and the keys of the stages it consumes (keys.py hashes it);
 - `inputs(run)`: the results of the stages it consumes (its predecessors);
 - `compute(run, *inputs)`: its typed result;
 - `result`: the result's class, with `save(folder)` to write a cache entry and
   `load(entry)` to read one back (store/cache.py verified the entry before);
+- `manifest(run)`: its sections of the artifact's manifest; `files(run)`: the files it puts
+  in the artifact; `report(m, vela_dir)`: its sections of report.md (build.py and report.py
+  loop over the stages);
 - `write_behind`: its entry is stored by a forked child while the build goes on
   (background.py), for results that take long to serialize (exported programs).
 
@@ -32,7 +39,6 @@ from .. import background, data, numerics
 from ..config.schema import BuildConfig
 from ..errors import BuildError, EthosuError, first_line
 from ..store.cache import Entry, KeyLock, StageCache
-from .keys import StageKeys
 from .model_checks import check_model, load_model
 
 if TYPE_CHECKING:
@@ -62,9 +68,17 @@ class Result(Protocol):
 
 class Stage(Generic[R]):
     name: ClassVar[str]
+    version: ClassVar[int]
     result: ClassVar[type]
     needs_model: ClassVar[bool] = True  # computing it needs the float model (and its checks)
     write_behind: ClassVar[bool] = False  # store its entry from a forked child (background.py)
+
+    @classmethod
+    def key_inputs(cls, cfg: BuildConfig, keys: dict[str, str]) -> dict[str, Any]:
+        """What the key is made of besides the stage's name and version; `keys` holds the keys
+        of the stages before it. Paths, logging and launcher settings never enter a key;
+        inputs enter by content. Torch-free: keys are computed before anything is imported."""
+        raise NotImplementedError
 
     @classmethod
     def inputs(cls, run: Run) -> tuple:
@@ -73,6 +87,54 @@ class Stage(Generic[R]):
     @classmethod
     def compute(cls, run: Run, *inputs: Any) -> R:
         raise NotImplementedError
+
+    @classmethod
+    def manifest(cls, run: Run) -> dict[str, Any]:
+        """Its sections of the manifest, from results the build has fetched (build.py)."""
+        return {}
+
+    @classmethod
+    def files(cls, run: Run) -> dict[str, bytes]:
+        """The files it puts in the artifact, by path inside the artifact's folder."""
+        return {}
+
+    @staticmethod
+    def report(m: dict[str, Any], vela_dir: Path) -> list[str]:
+        """Its sections of report.md (Markdown lines), from a manifest: stored artifacts of
+        older versions lack newer keys, so read them with .get()."""
+        return []
+
+
+class StageKeys:
+    """The key of every stage of a build, by stage name, and `build`: the artifact's identity
+    (same key, same version). Read as attributes (keys.quantize) or as_dict()."""
+
+    def __init__(self, by_stage: dict[str, str]):
+        self._by_stage = dict(by_stage)
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self.__dict__["_by_stage"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self._by_stage)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StageKeys) and other._by_stage == self._by_stage
+
+    __hash__ = None  # type: ignore[assignment]  (equal by content, like the dict it holds)
+
+    def __repr__(self) -> str:
+        return f"StageKeys({self._by_stage!r})"
+
+
+def dataset_key(ds, batch_size: bool) -> dict[str, Any]:
+    """The samples a stage sees, for its key (and, for calibration, how they are batched:
+    observers merge per call). evaluation.batch_size is speed only: not in a key."""
+    key = {"data": data.fingerprint(ds.dataset), "num_samples": ds.num_samples, "seed": ds.seed}
+    return {**key, "batch_size": ds.batch_size} if batch_size else key
 
 
 class Run:
@@ -142,8 +204,16 @@ class Run:
             self._results[stage.name] = self._get(stage)
         return self._results[stage.name]
 
+    def fetched(self, name: str) -> Any:
+        """The result of a stage this run has fetched, by name: for a stage's manifest
+        sections that read another stage's result without importing it (build.py fetches
+        every stage whose result the manifest reads)."""
+        if name not in self._results:
+            raise RuntimeError(f"the {name} stage's result was not fetched before the manifest was made")
+        return self._results[name]
+
     def _get(self, stage: type[Stage[R]]) -> R:
-        key = getattr(self.keys, stage.name)
+        key = self.keys.as_dict()[stage.name]
         result = self._cached(stage, key)
         if result is not None:
             return result
@@ -200,7 +270,7 @@ class Run:
                 f"{name} stage failed: {type(exc).__name__}: {first_line(exc)} (traceback in the run's build.log)"
             ) from exc
         seconds = round(time.perf_counter() - t0, 3)
-        self.record[name] = {"key": getattr(self.keys, name), "status": "ran", "seconds": seconds}
+        self.record[name] = {"key": self.keys.as_dict()[name], "status": "ran", "seconds": seconds}
         log.info("%s: done in %.1f s", name, seconds)
         return out
 

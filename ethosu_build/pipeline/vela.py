@@ -1,17 +1,9 @@
-"""Stage `vela`: Vela per target on the shared lowering's partitions, and Vela's reports.
+"""Stage `vela`: Vela per target on the shared lowering's partitions.
 
 The stage (`Vela`, `run_vela`) compiles each partition's TOSA flatbuffer with the target's
 flags and fills the output and the target's compile spec into the lowering's .pte
-(pte.retarget). The rest of this module captures and reads Vela's own reports.
-
-The Ethos-U backend runs Vela once per partition in a temporary folder and throws the
-folder away. `capture()` wraps the backend's `vela_compile` so that each call runs in a
-folder of ours, or, for a lowering shared by several targets, does not run Vela at all and
-leaves a placeholder payload naming the partition's TOSA flatbuffer. `compile_partition()`
-then runs Vela per target, writing the per-layer CSV too (`--verbose-performance`). Nothing
-goes into the compile spec, which is embedded in the .pte: the bytes stay those of a plain
-build (tests/test_metrics.py checks this). Metrics come from the CSV files, never from
-console text.
+(pte.retarget). Vela's files (the capture during lowering, its CSVs read back) are
+vela_files.py's.
 
 ExecuTorch and numpy are imported inside functions: pipeline/build.py and `ethosu-artifacts show`
 import this module without building.
@@ -20,245 +12,26 @@ import this module without building.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
-import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import targets
 from ..config.schema import BuildConfig
-from ..files import csv_text, read_csv
+from ..files import markdown_table
+from ..fingerprint import file_sha256
 from ..store.cache import Entry
-from . import memory, pte
+from . import memory, pte, vela_files
 from .lower import Lower, Lowered, lowering_failed, run_lower, vela_exited
 from .quantize import Quantize
 from .stage import Run, Stage
+from .vela_files import Partition, collect, compile_partition, placeholder
 
 log = logging.getLogger("ethosu_build.build")
-SUMMARY_CSV = "summary.csv"
-PER_LAYER_CSV = "per_layer.csv"
-TOSA_FILE = "out.tosa"
-PLACEHOLDER_PREFIX = b"ethosu-build: Vela output of TOSA sha256 "
-
-# Summary columns summed over partitions (memory too: each partition has its own arena and
-# command stream, so the sum is what the program needs when they are not shared).
-_SUM = {
-    "cycles_total": "cycles",
-    "cycles_npu": "npu_cycles",
-    "nn_macs": "macs",
-    "sram_memory_used": "sram_kib",
-    "dram_memory_used": "dram_kib",
-    "on_chip_flash_memory_used": "on_chip_flash_kib",
-    "off_chip_flash_memory_used": "off_chip_flash_kib",
-    "total_original_weights": "weights_bytes",
-    "total_npu_encoded_weights": "encoded_weights_bytes",
-    "scratch_bytes": "scratch_bytes",  # added by collect() from Vela's .npz output
-}
-
-
-@dataclass
-class Partition:
-    index: int
-    folder: Path  # holds out.tosa and output/ (Vela's files)
-    processed_sha256: str = ""  # sha256 of the delegate payload Vela produced
-
-    def output_file(self, suffix: str) -> Path:
-        found = sorted((self.folder / "output").glob(f"*{suffix}"))
-        if not found:
-            raise FileNotFoundError(f"Vela wrote no *{suffix} in {self.folder / 'output'}")
-        return found[0]
-
-
-def placeholder(tosa_flatbuffer: bytes) -> bytes:
-    """The stand-in delegate payload of a partition lowered without Vela: it names the TOSA
-    flatbuffer, so equal partitions get equal payloads (as Vela's output would be)."""
-    return PLACEHOLDER_PREFIX + hashlib.sha256(tosa_flatbuffer).hexdigest().encode()
-
-
-@contextlib.contextmanager
-def capture(workdir: Path, run_vela: bool = True) -> Iterator[list[Partition]]:
-    """Within the block, every Vela call of the Ethos-U backend leaves its files in
-    `workdir/part<i>/` (the TOSA flatbuffer as out.tosa); the yielded list fills with one
-    Partition per call. With run_vela=False, Vela does not run: the delegate payload is
-    `placeholder(tosa)`, for `compile_partition` to fill in per target later."""
-    import executorch.backends.arm.ethosu.backend as backend
-    from executorch.backends.arm.arm_vela import VelaCompileResult
-
-    original = backend.vela_compile
-    partitions: list[Partition] = []
-
-    def vela_compile(tosa_flatbuffer, args, verbose=False, intermediate_path=None, block_placements=None):
-        part = Partition(len(partitions), workdir / f"part{len(partitions)}")
-        part.folder.mkdir(parents=True, exist_ok=True)
-        if run_vela:
-            # `args` is the spec's flag list, rebuilt for each partition; extending a copy
-            # leaves the serialized compile spec (and so the .pte) untouched.
-            result = original(
-                tosa_flatbuffer,
-                list(args) + ["--verbose-performance"],
-                verbose=verbose,
-                intermediate_path=str(part.folder),
-                block_placements=block_placements,
-            )
-        else:
-            (part.folder / TOSA_FILE).write_bytes(tosa_flatbuffer)
-            result = VelaCompileResult(processed_bytes=placeholder(tosa_flatbuffer))
-        part.processed_sha256 = hashlib.sha256(result.processed_bytes).hexdigest()
-        partitions.append(part)
-        return result
-
-    backend.vela_compile = vela_compile
-    try:
-        yield partitions
-    finally:
-        backend.vela_compile = original
-
-
-def compile_partition(tosa_flatbuffer: bytes, flags: list[str], part: Partition) -> bytes:
-    """Vela on one partition's TOSA flatbuffer, as the Ethos-U backend runs it (same flags,
-    no block placements), plus the per-layer CSV; returns the delegate payload."""
-    from executorch.backends.arm.arm_vela import vela_compile
-
-    part.folder.mkdir(parents=True, exist_ok=True)
-    result = vela_compile(
-        tosa_flatbuffer, list(flags) + ["--verbose-performance"], verbose=False, intermediate_path=str(part.folder)
-    )
-    if result.external_blocks:  # only with external block placements, which no config sets
-        raise RuntimeError("Vela returned external data blocks, which ethosu-build does not place")
-    part.processed_sha256 = hashlib.sha256(result.processed_bytes).hexdigest()
-    return result.processed_bytes
-
-
-def _number(text: str) -> float | int:
-    value = float(text)
-    return int(value) if value.is_integer() else value
-
-
-def collect(partitions: list[Partition], dest: Path) -> dict[str, Any]:
-    """Write `dest/summary.csv` and `dest/per_layer.csv` (Vela's rows with a `partition`
-    column in front) and `dest/part<i>.tosa`, and return the metrics for the manifest."""
-    import numpy as np  # 60 ms that the up-to-date path (which imports this module) does not pay
-
-    dest.mkdir(parents=True, exist_ok=True)
-    summaries, layers = [], []
-    for part in partitions:
-        (row,) = read_csv(part.output_file("_summary_*.csv"))
-        with np.load(part.output_file("_vela.npz"), allow_pickle=False) as npz:
-            # The scratch (arena) the runtime must give this partition's command stream.
-            row["scratch_bytes"] = str(int(npz["scratch_shape"][0]))
-        summaries.append({"partition": str(part.index), **row})
-        layers.extend({"partition": str(part.index), **r} for r in read_csv(part.output_file("_per-layer.csv")))
-        shutil.copyfile(part.folder / TOSA_FILE, dest / f"part{part.index}.tosa")
-    _write_rows(dest / SUMMARY_CSV, summaries)
-    _write_rows(dest / PER_LAYER_CSV, layers)
-    return metrics_from_csv(dest)
-
-
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    path.write_text(csv_text(rows) if rows else "")
-
-
-def metrics_from_csv(folder: Path) -> dict[str, Any]:
-    """Per-partition and total figures from the stored CSVs (so anyone can recompute them)."""
-    summaries = read_csv(folder / SUMMARY_CSV) if (folder / SUMMARY_CSV).stat().st_size else []
-    layers = read_csv(folder / PER_LAYER_CSV) if (folder / PER_LAYER_CSV).stat().st_size else []
-    parts = []
-    for row in summaries:
-        clock = float(row["core_clock"])
-        p: dict[str, Any] = {"partition": int(row["partition"]), "core_clock_hz": _number(row["core_clock"])}
-        p.update({name: _number(row[col]) for col, name in _SUM.items()})
-        p["inference_ms"] = p["cycles"] / clock * 1000.0
-        p["npu_ops"] = sum(1 for r in layers if r["partition"] == row["partition"] and r.get("Target") == "NPU")
-        parts.append(p)
-    total: dict[str, Any] = {
-        name: sum(p[name] for p in parts) for name in list(_SUM.values()) + ["inference_ms", "npu_ops"]
-    }
-    total["partitions"] = len(parts)
-    total["flash_kib"] = total["on_chip_flash_kib"] + total["off_chip_flash_kib"]
-    if parts:
-        total["core_clock_hz"] = parts[0]["core_clock_hz"]
-    return {"total": total, "partitions": parts}
-
-
-def top_layers(folder: Path, n: int = 10) -> list[dict[str, Any]]:
-    """The n layers with the most cycles, from the stored per-layer CSV."""
-    path = folder / PER_LAYER_CSV
-    rows = read_csv(path) if path.stat().st_size else []
-    rows.sort(key=lambda r: float(r["Op Cycles"]), reverse=True)
-    return [
-        {
-            "partition": int(r["partition"]),
-            "op": r["Original Operator"],
-            "name": r["Name"],
-            "cycles": _number(r["Op Cycles"]),
-            "network_pct": round(float(r["Network% (cycles)"]), 2),
-            "macs": _number(r["MAC Count"]),
-        }
-        for r in rows[:n]
-    ]
-
-
-# Vela's "Original Operator" names (TOSA operators) by what they spend cycles on. Layout ops
-# move data without computing: at the edges of the NPU graph and around reshapes they are the
-# overhead the PyTorch path adds compared with a model converted from TFLite.
-OPERATOR_KINDS = {
-    "compute": ("Conv2D", "DepthwiseConv2D", "FullyConnected", "MatMul", "TransposeConv2D", "Conv3D"),
-    "pooling": ("AvgPool", "AvgPool2D", "MaxPool", "MaxPool2D", "ReduceSum", "ReduceMax", "ReduceMin", "Mean"),
-    "layout": (
-        "Transpose",
-        "Reshape",
-        "Concat",
-        "Slice",
-        "StridedSlice",
-        "Pad",
-        "Tile",
-        "Squeeze",
-        "ExpandDims",
-        "Pack",
-        "Unpack",
-        "Gather",
-    ),
-    "rescale": ("Rescale", "Quantize", "Dequantize", "Cast"),
-}
-
-
-def operator_kind(op: str) -> str:
-    return next((kind for kind, ops in OPERATOR_KINDS.items() if op in ops), "elementwise/other")
-
-
-def cycles_by_operator(folder: Path) -> list[dict[str, Any]]:
-    """NPU cycles per Vela operator type, all partitions together, most expensive first:
-    where the cycles go, from the stored per-layer CSV."""
-    path = folder / PER_LAYER_CSV
-    rows = read_csv(path) if path.is_file() and path.stat().st_size else []
-    total = sum(float(r["Op Cycles"]) for r in rows) or 1.0
-    by_op: dict[str, list[float]] = {}
-    for r in rows:
-        entry = by_op.setdefault(r["Original Operator"], [0, 0.0])
-        entry[0] += 1
-        entry[1] += float(r["Op Cycles"])
-    return sorted(
-        (
-            {
-                "op": op,
-                "kind": operator_kind(op),
-                "layers": n,
-                "cycles": _number(str(c)),
-                "pct": round(100.0 * c / total, 2),
-            }
-            for op, (n, c) in by_op.items()
-        ),
-        key=lambda x: -x["cycles"],
-    )
-
-
-# --- the stage ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -289,8 +62,46 @@ class Compiled:
 
 class Vela(Stage[Compiled]):
     name = "vela"
+    version = 1
     result = Compiled
     needs_model = False  # only the lowering's files
+
+    @classmethod
+    def key_inputs(cls, cfg: BuildConfig, keys: dict[str, str]) -> dict[str, Any]:
+        t = cfg.target
+        return {
+            "lower": keys["lower"],
+            "accelerator": t.accelerator,
+            "system_config": targets.resolved_system_config(t),
+            "memory_mode": targets.resolved_memory_mode(t),
+            "config_ini": t.config_ini,
+            "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
+            "vela_flags": targets.vela_flags(t),
+        }
+
+    @classmethod
+    def manifest(cls, run: Run) -> dict[str, Any]:
+        compiled = run.get(Vela)
+        # The bill from the program itself, as export --firmware reads it; kept by this stage
+        # (no ExecuTorch import); an entry from before it was kept computes it here.
+        bill = compiled.memory or memory.bill(compiled.pte, run.cfg.target)
+        return {"metrics": {"vela": compiled.metrics}, "memory": bill}  # memory: what firmware must reserve, per region
+
+    @classmethod
+    def files(cls, run: Run) -> dict[str, bytes]:
+        # Only what the vela stage's entry lists travels into the artifact (store/cache.py).
+        compiled = run.get(Vela)
+        return {"model.pte": compiled.pte, **{f"vela/{name}": blob for name, blob in compiled.reports.items()}}
+
+    @staticmethod
+    def report(m: dict[str, Any], vela_dir: Path) -> list[str]:
+        v = m.get("metrics", {}).get("vela", {})
+        return (
+            _performance_section(v)
+            + memory.report_section(m.get("memory"))
+            + _cycles_section(vela_dir, m.get("lowering") or {})
+            + _top_layers_section(vela_dir)
+        )
 
     @classmethod
     def inputs(cls, run: Run) -> tuple:
@@ -342,3 +153,85 @@ def run_vela(
     except Exception as exc:
         raise lowering_failed(cfg, exc) from exc
     return program, metrics, console.getvalue(), files
+
+
+# --- its sections of report.md ----------------------------------------------------------
+
+_PARTITION_COLUMNS = ["partition", "cycles", "inference ms", "SRAM KiB", "flash KiB", "DRAM KiB", "scratch bytes",
+                      "MACs", "NPU ops"]  # fmt: skip
+
+
+def _performance_section(v: dict[str, Any]) -> list[str]:
+    total = v.get("total", {})
+    if not total:
+        return []
+    rows = [
+        [
+            p["partition"],
+            p["cycles"],
+            p["inference_ms"],
+            p["sram_kib"],
+            p["on_chip_flash_kib"] + p["off_chip_flash_kib"],
+            p["dram_kib"],
+            p.get("scratch_bytes"),
+            p["macs"],
+            p["npu_ops"],
+        ]
+        for p in v["partitions"]
+    ]
+    rows.append(
+        ["**total**"]
+        + [total.get(k) for k in ("cycles", "inference_ms", "sram_kib", "flash_kib", "dram_kib", "scratch_bytes")]
+        + [total["macs"], total["npu_ops"]]
+    )
+    return [
+        "",
+        "## Performance (Vela estimate)",
+        "",
+        markdown_table(_PARTITION_COLUMNS, rows),
+        f"\nClock {total.get('core_clock_hz', 0) / 1e6:g} MHz. Figures of several partitions are summed.",
+    ]
+
+
+def _cycles_section(vela_dir: Path, low: dict[str, Any]) -> list[str]:
+    by_op = vela_files.cycles_by_operator(vela_dir)
+    if not by_op:
+        return []
+    kinds: dict[str, float] = {}
+    for x in by_op:
+        kinds[x["kind"]] = kinds.get(x["kind"], 0.0) + x["pct"]
+    out = [
+        "",
+        "## Where the NPU cycles go",
+        "",
+        "By operator (Vela's per-layer estimate, all partitions): "
+        + ", ".join(f"{k} {v:.1f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        + ".",
+        "",
+        markdown_table(
+            ["operator", "kind", "layers", "cycles", "% of NPU cycles"],
+            [[x["op"], x["kind"], x["layers"], x["cycles"], x["pct"]] for x in by_op],
+        ),
+    ]
+    if kinds.get("layout") and low.get("io_layout", "nchw") == "nchw":
+        out.append(
+            "\nTransposes convert between PyTorch's NCHW and the NPU's NHWC layout: those at the program's "
+            "inputs and outputs go with `lowering.io_layout=nhwc` (or `lowering=fast`; docs/lowering.md); "
+            "others (around a reshape or flatten) stay."
+        )
+    return out
+
+
+def _top_layers_section(vela_dir: Path) -> list[str]:
+    layers = vela_files.top_layers(vela_dir) if (vela_dir / vela_files.PER_LAYER_CSV).is_file() else []
+    if not layers:
+        return []
+    return [
+        "",
+        "## Top layers by cycles",
+        "",
+        markdown_table(
+            ["partition", "op", "name", "cycles", "% of partition", "MACs"],
+            [[x["partition"], x["op"], x["name"], x["cycles"], x["network_pct"], x["macs"]] for x in layers],
+        ),
+    ]

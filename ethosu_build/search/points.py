@@ -79,7 +79,7 @@ def layer_macs(model, specs: list) -> list[tuple[str, int]]:
     """(leaf module, MACs) for each Conv/Linear call, in execution order."""
     import torch
 
-    from ..pipeline.export import example_inputs
+    from ..pipeline.model_checks import example_inputs
 
     kinds = tuple(import_class(k) for k in WEIGHT_LAYERS)
     calls: list[tuple[str, int]] = []
