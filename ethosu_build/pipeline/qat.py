@@ -7,9 +7,15 @@ on the up-to-date path.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from ..errors import first_line
+from . import quantizer
+from .export import printed_to_log
 from .progress import bar
+
+log = logging.getLogger("ethosu_build.build")
 
 
 def fold_batchnorm(graph_module) -> None:
@@ -89,16 +95,25 @@ def train(prepared, float_model, samples, qat, batched: bool) -> dict[str, Any]:
     }
 
 
-def quantize(quantizer, programs: dict[str, Any], samples, float_model, qat) -> tuple[Any, dict[str, Any]]:
+def quantize(q, programs: dict[str, Any], samples, float_model, qat) -> tuple[Any, dict[str, Any]]:
     """Fold BatchNorm -> prepare_qat_pt2e -> train on `samples` (the qat dataset) ->
-    convert_pt2e, in batches on the batch-dynamic program when there is one. Returns (the
-    converted module, info for the manifest)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    convert_pt2e, in batches on the batch-dynamic program when there is one and it prepares
+    (else on the static program, one sample per step, the reason in one log line and the
+    manifest). Returns (the converted module, info for the manifest)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    batched = programs["dynamic"] is not None
-    module = programs["dynamic" if batched else "static"].module(check_guards=False)
-    fold_batchnorm(module)
-    prepared = prepare_qat_pt2e(module, quantizer)
+    prepared, reason = None, programs["unbatched_reason"]
+    if programs["dynamic"] is not None:
+        try:  # nothing is trained yet: the static program's weights are untouched by a failure
+            with printed_to_log("quantize (QAT): preparing the batch-dynamic program"):
+                prepared = _prepared(q, programs["dynamic"], True)
+        except Exception as exc:
+            reason = f"preparing the batch-dynamic program failed ({type(exc).__name__}: {first_line(exc)})"
+            log.info("quantize (QAT): %s; training one sample per step on the batch-1 program", reason)
+            log.debug("quantize (QAT): the batch-dynamic program did not prepare", exc_info=True)
+    batched = prepared is not None
+    if not batched:
+        prepared = _prepared(q, programs["static"], False)
     trained = train(prepared, float_model, samples, qat, batched)
     info = {
         "calibration": {
@@ -106,9 +121,15 @@ def quantize(quantizer, programs: dict[str, Any], samples, float_model, qat) -> 
             "batch_size": trained["batch_size"],
             "calls": 0,
             "batched": batched,
-            "unbatched_reason": None if batched else "the batch dimension could not be exported as dynamic",
+            "unbatched_reason": reason,
             "note": "quantization-aware training: the ranges come from training, not from the calibration set",
         },
         "qat": trained,
     }
     return convert_pt2e(prepared), info
+
+
+def _prepared(q, program, batched: bool):
+    module = program.module(check_guards=False)
+    fold_batchnorm(module)
+    return quantizer.prepare(q, module, batched, qat=True)

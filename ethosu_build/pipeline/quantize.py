@@ -30,7 +30,7 @@ from ..errors import first_line
 from ..files import markdown_table
 from ..store.cache import Entry
 from . import control_flow, qat, quantizer, rewrites
-from .export import Export, Exported, batch_dynamic, export_program, load_program, program_bytes
+from .export import Export, Exported, batch_dynamic, export_program, load_program, printed_to_log, program_bytes
 from .model_checks import check_override_matches
 from .stage import Run, Stage, dataset_key
 
@@ -57,7 +57,7 @@ class Quantized:
 
 class Quantize(Stage[Quantized]):
     name = "quantize"
-    version = 6  # 6: its result summarizes the samples it saw (data.summary)
+    version = 7  # 7: the batched path binds symbolic sizes, and falls back on any failure (issue 32)
     result = Quantized
     write_behind = True  # programs take 0.2-0.6 s each to serialize
 
@@ -131,13 +131,17 @@ class Quantize(Stage[Quantized]):
         if flows:
             control_flow.check(cfg, flows)
         q = quantizer.build_quantizer(cfg)
-        if flows:
-            converted, info = control_flow.quantize(q, programs["static"], samples, flows)
-        elif cfg.quantization.qat is not None:
-            converted, info = qat.quantize(q, programs, samples, run.model(), cfg.quantization.qat)
+        specs = cfg.model.input_specs()
+        if flows or cfg.quantization.qat is not None:
+            if flows:
+                converted, info = control_flow.quantize(q, programs["static"], samples, flows)
+            else:
+                converted, info = qat.quantize(q, programs, samples, run.model(), cfg.quantization.qat)
+            info["applied"] = quantizer.applied_schemes(converted)  # before re-export drops the annotations
+            program = export_program(converted, specs)
+            batched = _evaluation_program(converted, specs, samples) if info["calibration"]["batched"] else None
         else:
-            converted, info = _post_training(cfg, q, programs, samples)
-        info["applied"] = quantizer.applied_schemes(converted)  # before re-export drops the annotations
+            converted, program, batched, info = _post_training(cfg, q, programs, samples)
         which = "calibration" if cfg.quantization.qat is None else "quantization.qat"
         info["data"] = {"source": which, **data.summary(samples, cfg.model.input_specs())}  # what ranges fit
         info["first_layer"] = first_layer(exported.static)
@@ -148,16 +152,6 @@ class Quantize(Stage[Quantized]):
         info["rewrites_unmatched"] = [n for n in cfg.lowering.rewrites if n not in {c["rewrite"] for c in changes}]
         for name in info["rewrites_unmatched"]:
             log.warning("lowering.rewrites: %s found nothing to rewrite in this model (recorded in the manifest)", name)
-        program = export_program(converted, cfg.model.input_specs())
-        # The same quantized model with its batch dimension kept, for evaluation in batches (a
-        # call of the batch-1 program costs milliseconds, per sample). Exported here, once:
-        # exported lazily, each child that needs it (storing, comparing) would export it again,
-        # more work in all for a sweep that keeps both cores busy.
-        batched = (
-            batch_dynamic(converted, cfg.model.input_specs(), "quantize (evaluation program)")
-            if info["calibration"]["batched"]
-            else None
-        )
         return Quantized(program, batched, info)
 
 
@@ -196,51 +190,103 @@ def _rewritten(cfg: BuildConfig, exported: Exported) -> tuple[dict[str, Any], li
     specs = cfg.model.input_specs()
     static, changes = rewrites.apply(exported.static, cfg.lowering.rewrites, lambda m: export_program(m, specs))
     dynamic = exported.dynamic
+    why = exported.dynamic_reason or (None if dynamic else "the batch dimension could not be exported as dynamic")
     if dynamic is not None and changes:
         try:
-            dynamic, _ = rewrites.apply(
-                dynamic, cfg.lowering.rewrites, lambda m: export_program(m, specs, dynamic_batch=True)
-            )
+            with printed_to_log("quantize: the rewrites of the batch-dynamic program"):
+                dynamic, _ = rewrites.apply(
+                    dynamic, cfg.lowering.rewrites, lambda m: export_program(m, specs, dynamic_batch=True)
+                )
         except Exception as exc:
-            log.info("quantize: the rewritten model cannot keep a dynamic batch (%s)", first_line(exc))
+            why = f"the rewritten model cannot keep a dynamic batch ({type(exc).__name__}: {first_line(exc)})"
+            log.info("quantize: %s; calibrating one sample at a time", why)
+            log.debug("quantize: the rewrites of the batch-dynamic program failed", exc_info=True)
             dynamic = None
-    return {"static": static, "dynamic": dynamic}, changes
+    return {"static": static, "dynamic": dynamic, "unbatched_reason": why}, changes
 
 
-def _post_training(cfg: BuildConfig, q, programs: dict[str, Any], samples) -> tuple[Any, dict[str, Any]]:
-    """Calibrates in batches on the batch-dynamic program; if the quantizer's annotation
-    passes left shape code that only holds for the traced batch (seen with mean()
-    decompositions), a batch fails and calibration starts again, one sample at a time, on
-    fresh observers of the static program."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+def _post_training(cfg: BuildConfig, q, programs: dict[str, Any], samples) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """prepare_pt2e -> calibrate -> convert_pt2e, in batches on the batch-dynamic program
+    where it can: (the converted module, its batch-1 program, its batch-dynamic program for
+    the evaluation or None, info for the manifest).
 
-    def prepare(program):
-        # torch 2.13 inserts a guards node in .module() that the Arm quantizer passes reject.
-        return prepare_pt2e(program.module(check_guards=False), q)
+    If anything on the batched path fails (preparing the batch-dynamic program, a batch, the
+    conversion, or the batch-1 export of its result), calibration starts again one sample at
+    a time on fresh observers of the static program: the path ExecuTorch's aot_arm_compiler
+    takes, which the batched one only speeds up. One log line says why, the manifest keeps
+    it (calibration.unbatched_reason), and whatever torch printed on the way, the failure's
+    traceback too, goes to the build log only."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    batched, reason = programs["dynamic"] is not None, None
-    if batched:
-        prepared = prepare(programs["dynamic"])
+    specs, reason = cfg.model.input_specs(), programs["unbatched_reason"]
+    if programs["dynamic"] is not None:
+        step = "preparing the batch-dynamic program"
         try:
+            with printed_to_log(f"quantize: {step}"):
+                prepared = quantizer.prepare(q, _module(programs["dynamic"]), batched=True)
+            step = "calibrating in batches"
             calls = quantizer.calibrate(prepared, samples, cfg.calibration.batch_size, True)
+            step = "converting the batch-calibrated model"
+            with printed_to_log(f"quantize: {step}"):
+                converted = convert_pt2e(prepared)
+                applied = quantizer.applied_schemes(converted)  # before re-export drops the annotations
+                program = export_program(converted, specs)
+            batched = _evaluation_program(converted, specs, samples)
+            return converted, program, batched, _calibration_info(cfg, samples, calls, None, applied)
         except Exception as exc:
-            batched, reason = False, f"{type(exc).__name__}: {first_line(exc)}"
-            log.info("quantize: batched calibration failed (%s); calibrating one sample at a time", reason)
-    else:
-        reason = "the batch dimension could not be exported as dynamic"
-    if not batched:
-        prepared = prepare(programs["static"])
-        calls = quantizer.calibrate(prepared, samples, 1, False)
-    info = {
+            reason = f"{step} failed ({type(exc).__name__}: {first_line(exc)})"
+            log.info("quantize: %s; calibrating one sample at a time on the batch-1 program", reason)
+            log.debug("quantize: %s failed", step, exc_info=True)
+    prepared = quantizer.prepare(q, _module(programs["static"]), batched=False)
+    calls = quantizer.calibrate(prepared, samples, 1, False)
+    converted = convert_pt2e(prepared)
+    applied = quantizer.applied_schemes(converted)
+    program = export_program(converted, specs)
+    return converted, program, None, _calibration_info(cfg, samples, calls, reason, applied)
+
+
+def _module(program):
+    # torch 2.13 inserts a guards node in .module() that the Arm quantizer passes reject.
+    return program.module(check_guards=False)
+
+
+def _calibration_info(cfg: BuildConfig, samples, calls: int, reason: str | None, applied) -> dict[str, Any]:
+    batched = reason is None
+    return {
         "calibration": {
             "samples": len(samples),
             "batch_size": cfg.calibration.batch_size if batched else 1,
             "calls": calls,
             "batched": batched,
             "unbatched_reason": reason,
-        }
+        },
+        "applied": applied,
     }
-    return convert_pt2e(prepared), info
+
+
+def _evaluation_program(converted, specs: list, samples) -> Any | None:
+    """The quantized model with its batch dimension kept, for evaluation in batches (a call
+    of the batch-1 program costs milliseconds, per sample), or None. Exported here, once:
+    exported lazily, each child that needs it (storing, comparing) would export it again,
+    more work in all for a sweep that keeps both cores busy. Tried on a batch of 3 (neither
+    the batch 1 lowered nor the batch 2 traced): a program that cannot run at another batch
+    is not kept, and the evaluation runs sample by sample."""
+    import torch
+
+    what = "quantize (evaluation program)"
+    program = batch_dynamic(converted, specs, what)
+    if program is None:
+        return None
+    trial = tuple(torch.cat([x[:1]] * 3) for x in samples.x)
+    try:
+        with torch.no_grad(), printed_to_log(what):
+            quantizer.call(program.module(), *trial)
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {first_line(exc)}"
+        log.info("%s: it fails at batch 3 (%s); evaluating one sample at a time", what, why)
+        log.debug("%s: the trial at batch 3 failed", what, exc_info=True)
+        return None
+    return program
 
 
 # --- the quantized program's boundary (the lowering's runtime contract, the evaluation) ---

@@ -59,6 +59,7 @@ def build_quantizer(cfg: BuildConfig):
     q = cfg.quantization
     qat = q.qat is not None
     quantizer = EthosUQuantizer(targets.compile_spec(cfg.target))
+    quantizer.validate = _validate  # its own check, but over tensors only (see _validate)
     quantizer.set_global(scheme_config(q.scheme, q.per_channel, qat))
     if q.io is not None:
         quantizer.set_io(scheme_config(q.io, q.per_channel, qat))
@@ -91,6 +92,84 @@ def node_finder(entry: OverrideEntry):
     return InputNodeFinder()
 
 
+def _validate(model) -> None:
+    """EthosUQuantizer.validate (ExecuTorch 1.5.1: the tensor inputs of each operator live on
+    one device), over tensors only. Its own check takes every input's value for a tensor, and
+    a symbolic size (the batch-dynamic export's `4*s77` of an attention's batch x heads view)
+    has no device: it rejected such models outright ("different device inputs: {'cpu', 'Could
+    not get device from 4*s77'}")."""
+    import torch
+
+    for node in model.graph.nodes:
+        if node.op != "call_function":
+            continue
+        devices = set()
+        for arg in node.all_input_nodes:
+            val = arg.meta.get("val")
+            for v in val if isinstance(val, (tuple, list)) else [val]:
+                if isinstance(v, torch.Tensor):
+                    devices.add(str(v.device))
+        if len(devices) > 1:
+            raise ValueError(f"Quantizer detected operator {node.name} with different device inputs: {devices}.")
+
+
+def prepare(quantizer, module, batched: bool, qat: bool = False):
+    """prepare_pt2e (prepare_qat_pt2e when `qat`) of an exported program's module; on a
+    batch-dynamic one, each symbolic size a quantizer pass wrote into the graph as a value is
+    then computed from the input's size (bind_symbolic_sizes)."""
+    import warnings
+
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    prepare_fn = prepare_qat_pt2e if qat else prepare_pt2e
+    if not batched:
+        return prepare_fn(module, quantizer)
+    with warnings.catch_warnings():  # torch.fx warns of each such size: bound right after
+        warnings.filterwarnings("ignore", message="Raw SymInt value", category=UserWarning)
+        prepared = prepare_fn(module, quantizer)
+    bind_symbolic_sizes(prepared)
+    return prepared
+
+
+def bind_symbolic_sizes(graph_module) -> int:
+    """Computes in the graph each symbolic size that a quantizer pass wrote into it as a
+    value: ExecuTorch 1.5.1's DecomposeMeanDimPass writes the traced shape, the batch's
+    symbol (`s77`) included, into its reshapes, and the generated code then names `s77`,
+    which nothing defines (NameError on any call). torch.fx's own materialize_symints turns
+    each into nodes that compute it from the size of the input that gives the symbol, so the
+    graph runs at any batch. Returns how many it bound; raises (AssertionError) if an input
+    gives none of a size's symbols."""
+    import torch
+    from torch.utils._pytree import tree_leaves, tree_map
+
+    graph = graph_module.graph
+
+    def sizes(node) -> list:
+        return [v for v in tree_leaves((node.args, node.kwargs)) if isinstance(v, torch.SymInt)]
+
+    users = [n for n in graph.nodes if n.op == "call_function" and sizes(n)]
+    if not users:
+        return 0
+    values = [v for n in users for v in sizes(n)]
+    with graph.inserting_before(next(n for n in graph.nodes if n.op != "placeholder")):
+        computed = iter(graph.materialize_symints(values))  # one call: shared sizes computed once
+    for node in users:  # tree_map visits the leaves in tree_leaves' order
+        node.args, node.kwargs = tree_map(
+            lambda v: next(computed) if isinstance(v, torch.SymInt) else v, (node.args, node.kwargs)
+        )
+    graph_module.recompile()
+    return len(values)
+
+
+def call(module, *args):
+    """module(*args) without torch.fx's error wrapper, which prints the whole generated code
+    of a failing GraphModule to stderr before it raises (torch/fx/graph_module.py,
+    _WrappedCall); the exception, traceback included, is the same."""
+    import torch
+
+    return torch.nn.Module.__call__(module, *args)
+
+
 def calibrate(prepared, samples, batch_size: int, batched: bool, label: str = "calibrating") -> int:
     """Run the samples (data.Samples) through the observers, `batch_size` at a time when the
     export has a dynamic batch dimension (observer cost is per call), else one by one.
@@ -100,7 +179,7 @@ def calibrate(prepared, samples, batch_size: int, batched: bool, label: str = "c
     chunks = samples.chunks(batch_size if batched else 1)
     with torch.no_grad(), bar(label, "samples", total=len(samples)) as (progress, task):
         for chunk in chunks:
-            prepared(*chunk)
+            call(prepared, *chunk)
             progress.advance(task, len(chunk[0]))
     return len(chunks)
 

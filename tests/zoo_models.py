@@ -1,0 +1,124 @@
+"""A zoo of common architectures, defined here with seeded weights (no downloads), for the
+model-coverage tests (tests/test_zoo.py): each is named by `model.factory._target_`, e.g.
+`model.factory._target_=zoo_models.vit_tiny`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# --- a small vision transformer ----------------------------------------------------------------
+
+
+class _Block(nn.Module):
+    """A pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, width: int, heads: int, mlp: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp), nn.GELU(), nn.Linear(mlp, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """4x4 patches of a 3x32x32 image (64 tokens), two pre-norm blocks of width 64 with
+    nn.MultiheadAttention (4 heads), LayerNorm and GELU, mean over the tokens, 10 classes.
+    Its attention reshapes to batch x heads, which a batch-dynamic export keeps symbolic
+    (`4*s77`): the case of issue 32."""
+
+    def __init__(self, width: int = 64, heads: int = 4, depth: int = 2, classes: int = 10):
+        super().__init__()
+        self.patch = nn.Conv2d(3, width, kernel_size=4, stride=4)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, 64, width))
+        self.blocks = nn.Sequential(*[_Block(width, heads, 2 * width) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        return self.head(self.norm(self.blocks(tokens)).mean(dim=1))
+
+
+def vit_tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyViT().eval()
+
+
+# --- a Conv1d keyword spotter ------------------------------------------------------------------
+
+
+class KwsConv1d(nn.Module):
+    """40 MFCC coefficients x 49 frames (input 1x40x49): Conv1d/BatchNorm/ReLU layers over
+    time, a mean over time, 12 keywords."""
+
+    def __init__(self, mfcc: int = 40, width: int = 64, classes: int = 12):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(mfcc, width, 5, padding=2),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=-1))
+
+
+def kws_conv1d() -> nn.Module:
+    torch.manual_seed(0)
+    model = KwsConv1d()
+    with torch.no_grad():  # running statistics other than the identity, so BatchNorm folds into something
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm1d)):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+# --- a detector with two outputs (tests/test_outputs.py) ----------------------------------------
+
+
+class TwoHeadDetector(nn.Module):
+    """A detector's shape on a digits image (1x8x8): a small conv body, then two heads from
+    the same features: class logits (N, classes) and box offsets (N, 4). `as_dict` returns
+    them as {"scores": ..., "boxes": ...} instead of a tuple."""
+
+    def __init__(self, classes: int = 10, as_dict: bool = False):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(4),
+            nn.Flatten(),
+        )
+        self.scores = nn.Linear(16, classes)
+        self.boxes = nn.Linear(16, 4)
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor):
+        features = self.body(x)
+        scores, boxes = self.scores(features), torch.sigmoid(self.boxes(features))
+        return {"scores": scores, "boxes": boxes} if self.as_dict else (scores, boxes)
+
+
+def detector() -> nn.Module:
+    torch.manual_seed(0)
+    return TwoHeadDetector().eval()
+
+
+def detector_dict() -> nn.Module:
+    torch.manual_seed(0)
+    return TwoHeadDetector(as_dict=True).eval()
