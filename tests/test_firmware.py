@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import subprocess
 
@@ -20,6 +21,7 @@ from ethosu_build.pipeline.memory import bill
 
 QUICK = ["calibration.num_samples=16", "evaluation.num_samples=32", "evaluation.tosa_samples=6"]
 CC = shutil.which("cc") or shutil.which("gcc")  # .ci/run installs one where missing
+ARM_CC = shutil.which("arm-none-eabi-gcc")  # the firmware's compiler, where installed
 
 
 def cli(args, root, cwd=None):
@@ -82,31 +84,53 @@ def test_each_memory_mode_places_the_bill_where_its_ini_says(built):
     assert {dedicated["parts"][k]["region"] for k in ("planned", "method_allocator", "npu_scratch")} == {"dram"}
 
 
-def test_the_headers_compile_and_hold_the_artifact(built, exported, tmp_path):
-    m = built.manifest()
-    main = tmp_path / "main.c"
-    main.write_text(
-        "\n".join(
-            [
-                "#include <stdio.h>",
-                "unsigned char first_byte(void);",
-                '#include "model_pte.h"',
-                '#include "model_io.h"',
-                '#include "memory.h"',
-                "int main(int argc, char **argv) {",
-                '  FILE *f = fopen(argv[1], "wb");',
-                "  fwrite(model_pte, 1, MODEL_PTE_SIZE, f);",
-                "  fclose(f);",
-                "  int shape[] = MODEL_INPUT_0_SHAPE;",
-                '  printf("%.17g %d %.17g %d %d %lu %u %u\\n", (double)MODEL_INPUT_0_SCALE, MODEL_INPUT_0_ZERO_POINT,',
-                "         (double)MODEL_OUTPUT_0_SCALE, MODEL_OUTPUT_0_ZERO_POINT, shape[MODEL_INPUT_0_RANK - 1],",
-                "         (unsigned long)((size_t)model_pte % 16), ET_ARM_BAREMETAL_METHOD_ALLOCATOR_POOL_SIZE,",
-                "         ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE);",
-                "  return argc == 2 && first_byte() == model_pte[0] ? 0 : 1;",
-                "}",
+def _main_c(runtime: dict) -> str:
+    """A firmware's main: writes model_pte to argv[1], prints the counts, then a line per
+    input and output (name, last dimension, numel, and scale and zero point where quantized),
+    the array's alignment and the pool sizes."""
+    lines = [
+        "#include <stdio.h>",
+        "unsigned char first_byte(void);",
+        '#include "model_pte.h"',
+        '#include "model_io.h"',
+        '#include "memory.h"',
+        "int main(int argc, char **argv) {",
+        '  FILE *f = fopen(argv[1], "wb");',
+        "  fwrite(model_pte, 1, MODEL_PTE_SIZE, f);",
+        "  fclose(f);",
+        '  printf("%d %d\\n", MODEL_INPUT_COUNT, MODEL_OUTPUT_COUNT);',
+    ]
+    for kind in ("INPUT", "OUTPUT"):
+        for i in range(len(runtime[kind.lower() + "s"])):
+            p = f"MODEL_{kind}_{i}"
+            lines += [
+                "  {",
+                f"    int shape[] = {p}_SHAPE;",
+                f'    printf("%s %d %lu", {p}_NAME, shape[{p}_RANK - 1], (unsigned long){p}_NUMEL);',
+                f"#if {p}_QUANTIZED",
+                f'    printf(" %.17g %d", (double){p}_SCALE, {p}_ZERO_POINT);',
+                "#endif",
+                '    printf("\\n");',
+                "  }",
             ]
-        )
-    )
+    lines += [
+        '  printf("%lu %u %u\\n", (unsigned long)((size_t)model_pte % 16),',
+        "         ET_ARM_BAREMETAL_METHOD_ALLOCATOR_POOL_SIZE, ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE);",
+        "  return argc == 2 && first_byte() == model_pte[0] ? 0 : 1;",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def check_headers(m: dict, folder, pte, tmp_path) -> list[list[str]]:
+    """Compiles the bundle's headers into two translation units with the host C and C++
+    compilers (-Wall -Wextra -Werror; and for a Cortex-M55 with arm-none-eabi-gcc where
+    installed), runs them, and checks what they print against the manifest: every input's and
+    output's shape and quantization, the array's bytes and alignment, the pools. Returns the
+    printed line of each input and output (the C build's), split."""
+    runtime = m["delegation"]["runtime"]
+    main = tmp_path / "main.c"
+    main.write_text(_main_c(runtime))
     # A second translation unit including every header links beside the first (model_pte.h
     # defines the array in one file only: MODEL_PTE_EXTERN elsewhere).
     other = tmp_path / "other.c"
@@ -115,6 +139,15 @@ def test_the_headers_compile_and_hold_the_artifact(built, exported, tmp_path):
         "unsigned char first_byte(void) { return model_pte[0]; }\n"
     )
     assert CC, "no C compiler on PATH (cc or gcc)"
+    if ARM_CC:  # the firmware's own compiler, object files only (no board's startup code here)
+        for source in (main, other):
+            cc = subprocess.run(
+                [ARM_CC, "-mcpu=cortex-m55", "-mthumb", "-Wall", "-Wextra", "-Werror", "-I", str(folder), "-c",
+                 "-o", str(source.with_suffix(".o")), str(source)],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            assert cc.returncode == 0, cc.stderr
+    printed = []
     for compiler, source in ((CC, main), (shutil.which("c++") or shutil.which("g++"), main.with_suffix(".cpp"))):
         if compiler is None:  # C++ too where the machine has it
             continue
@@ -131,22 +164,36 @@ def test_the_headers_compile_and_hold_the_artifact(built, exported, tmp_path):
             )
         exe = tmp_path / f"check_{source.suffix[1:]}"
         cc = subprocess.run(
-            [compiler, "-Wall", "-Wextra", "-Werror", "-I", str(exported), "-o", str(exe), str(source), str(second)],
+            [compiler, "-Wall", "-Wextra", "-Werror", "-I", str(folder), "-o", str(exe), str(source), str(second)],
             capture_output=True,
             text=True,
         )
         assert cc.returncode == 0, cc.stderr
         out = subprocess.run([str(exe), str(tmp_path / "bytes.bin")], capture_output=True, text=True, check=True)
-        assert (tmp_path / "bytes.bin").read_bytes() == (built.path / "model.pte").read_bytes()
-        in_scale, in_zp, out_scale, out_zp, width, misalign, method_pool, scratch_pool = out.stdout.split()
-        runtime = m["delegation"]["runtime"]
-        q_in, q_out = runtime["inputs"][0]["quantization"], runtime["outputs"][0]["quantization"]
-        assert float(in_scale) == q_in["scale"] and int(in_zp) == q_in["zero_point"]
-        assert float(out_scale) == q_out["scale"] and int(out_zp) == q_out["zero_point"]
-        assert int(width) == runtime["inputs"][0]["shape"][-1] and misalign == "0"
+        assert (tmp_path / "bytes.bin").read_bytes() == pte.read_bytes()
+        counts, *entries, last = [line.split() for line in out.stdout.splitlines()]
+        assert counts == [str(len(runtime["inputs"])), str(len(runtime["outputs"]))]
+        for line, x in zip(entries, runtime["inputs"] + runtime["outputs"]):
+            assert int(line[1]) == x["shape"][-1] and int(line[2]) == math.prod(x["shape"])
+            q = x.get("quantization")
+            if q:
+                assert (float(line[3]), int(line[4])) == (q["scale"], q["zero_point"])
+            else:
+                assert len(line) == 3
+        misalign, method_pool, scratch_pool = last
+        assert misalign == "0"
         parts = m["memory"]["parts"]
         assert int(method_pool) >= parts["planned"]["bytes"] + parts["method_allocator"]["bytes"]
         assert int(scratch_pool) >= parts["npu_scratch"]["bytes"] > 0
+        printed = printed or entries
+    return printed
+
+
+def test_the_headers_compile_and_hold_the_artifact(built, exported, tmp_path):
+    m = built.manifest()
+    entries = check_headers(m, exported, built.path / "model.pte", tmp_path)
+    assert [e[0] for e in entries] == ["input", "output_0"]  # one output: no names of its own
+    assert all(len(e) == 5 for e in entries)  # both quantized at the boundary
     ops = (exported / "selected_ops.txt").read_text().strip().split(",")
     assert ops and all("::" in op and op.endswith(".out") for op in ops)
 
@@ -157,15 +204,21 @@ def test_a_new_export_folder_is_made_as_mkdir_would(exported, tmp_path):
     assert exported.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
 
 
-def test_the_bundled_program_checks_what_the_tosa_check_computed(built, exported):
+def check_bundle(artifact, folder) -> int:
+    """model.bpte holds the artifact's program and, per test case, every input and every
+    expected output of the stored TOSA check, in order; returns the number of outputs."""
     from executorch.devtools.bundled_program.serialize import deserialize_from_flatbuffer_to_bundled_program
 
-    bundle = deserialize_from_flatbuffer_to_bundled_program((exported / "model.bpte").read_bytes())
-    assert bytes(bundle.program) == (built.path / "model.pte").read_bytes()
+    bundle = deserialize_from_flatbuffer_to_bundled_program((folder / "model.bpte").read_bytes())
+    assert bytes(bundle.program) == (artifact.path / "model.pte").read_bytes()
     (suite,) = bundle.method_test_suites
     assert suite.method_name == "forward" and len(suite.test_cases) == 4  # the default of --bundle-samples
-    with np.load(io.BytesIO((built.path / "check" / "tosa_io.npz").read_bytes())) as z:
+    with np.load(io.BytesIO((artifact.path / "check" / "tosa_io.npz").read_bytes())) as z:
         stored = {k: z[k] for k in z.files}
+    outputs = len(artifact.manifest()["delegation"]["runtime"]["outputs"])
+    assert sorted(stored) == sorted(
+        [f"input_{k}" for k in range(len(stored) - outputs)] + [f"output_{k}" for k in range(outputs)]
+    )
 
     def array(value):
         t = value.val
@@ -173,8 +226,16 @@ def test_the_bundled_program_checks_what_the_tosa_check_computed(built, exported
         return np.frombuffer(bytes(t.data), dtype=dtype).reshape(t.sizes)
 
     for i, case in enumerate(suite.test_cases):
-        np.testing.assert_array_equal(array(case.inputs[0]), stored["input_0"][i : i + 1])
-        np.testing.assert_array_equal(array(case.expected_outputs[0]), stored["output_0"][i : i + 1])
+        assert len(case.expected_outputs) == outputs
+        for k, value in enumerate(case.inputs):
+            np.testing.assert_array_equal(array(value), stored[f"input_{k}"][i : i + 1])
+        for k, value in enumerate(case.expected_outputs):
+            np.testing.assert_array_equal(array(value), stored[f"output_{k}"][i : i + 1])
+    return outputs
+
+
+def test_the_bundled_program_checks_what_the_tosa_check_computed(built, exported):
+    assert check_bundle(built, exported) == 1
 
 
 def test_export_refuses_bad_input_and_writes_nothing(built, tmp_path):

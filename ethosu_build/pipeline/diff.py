@@ -358,7 +358,8 @@ def _outputs(
             za[k].shape != zb[k].shape or not np.array_equal(za[k], zb[k]) for k in inputs
         ):
             return {"compared": False, "reason": "their TOSA checks ran on different samples"}
-        outputs = sorted(k for k in za.files if k.startswith("output_"))
+        # in the program's order: output_2 before output_10 (the runtime contract's order)
+        outputs = sorted((k for k in za.files if k.startswith("output_")), key=_position)
         worst = 0.0
         for i, k in enumerate(outputs):
             if k not in zb.files or za[k].shape != zb[k].shape:
@@ -367,6 +368,12 @@ def _outputs(
             diff = float(np.abs(za[k].astype(np.float64) - zb[k].astype(np.float64)).max()) if za[k].size else 0.0
             worst = max(worst, diff / scale if scale else diff)
         return {"compared": True, "samples": int(za[inputs[0]].shape[0]) if inputs else 0, "max_lsb": round(worst, 3)}
+
+
+def _position(key: str) -> tuple[int, str]:
+    """An npz key's position: output_10 after output_2."""
+    tail = key.rsplit("_", 1)[-1]
+    return (int(tail), key) if tail.isdigit() else (1 << 30, key)
 
 
 def _vela(a: Artifact, b: Artifact, ma: dict[str, Any], mb: dict[str, Any]) -> list[Difference]:

@@ -1,24 +1,24 @@
 """Stage `evaluate`: numbers that say whether a build can be trusted, measured on the host
 (no NPU here). Key: the lowering and the evaluation settings, not Vela (keys.py).
 
-- `compare()`: float model vs the PT2E quantized model on the evaluation samples: top-1 where
-  labels exist, and always output SQNR, cosine similarity and max abs error.
-- `tosa_check()`: the exact TOSA flatbuffer Vela consumed, run on the TOSA reference model
-  (tosa-tools), against the PT2E quantized model in the integer domain.
+- `compare()`: float model vs the PT2E quantized model on the evaluation samples, per output
+  (outputs.py): top-1 where labels exist (on the first output), and always output SQNR,
+  cosine similarity and max abs error; with several outputs the top-level figures are the
+  worst output's.
+- the TOSA check (tosa_check.py): the exact TOSA flatbuffer Vela consumed, run on the TOSA
+  reference model (tosa-tools), against the PT2E quantized model in the integer domain.
 
-torch and the TOSA reference model are imported inside functions: pipeline/build.py imports
-this module on the up-to-date path.
+torch is imported inside functions: pipeline/build.py imports this module on the up-to-date
+path.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,21 +27,60 @@ from typing import Any
 from .. import background, data, numerics
 from ..config.schema import BuildConfig
 from ..data import preprocess
-from ..errors import EthosuError, first_line
-from ..files import markdown_table
+from ..errors import first_line
+from ..files import format_cell, markdown_table
 from ..store.cache import Entry, KeyLock
 from .lower import Lower, run_lower
-from .quantize import Quantize, Quantized, boundary_qparams
+from .outputs import flat_outputs
+from .quantize import Quantize, Quantized
 from .stage import Run, Stage, dataset_key
+from .tosa_check import TosaCheck, tosa_section
 
 log = logging.getLogger("ethosu_build.build")
 
 
-def _outputs(fn, samples, batch: int = 1):
+def _outputs(fn, samples, batch: int = 1) -> tuple[list[str], list[Any]]:
+    """Each output of `fn` on the samples, `batch` samples per call: (names, one (N, -1)
+    tensor per output)."""
     import torch
 
+    names, parts = [], []
     with torch.no_grad():
-        return torch.cat([fn(*chunk).reshape(len(chunk[0]), -1) for chunk in samples.chunks(batch)])
+        for chunk in samples.chunks(batch):
+            names, tensors = flat_outputs(fn(*chunk))
+            parts.append([t.reshape(len(chunk[0]), -1) for t in tensors])
+    return names, [torch.cat(each) for each in zip(*parts)]
+
+
+@contextlib.contextmanager
+def _stderr_logged(what: str):
+    """What is printed to sys.stderr meanwhile is held back: written out if the block ends
+    well (a warning is the user's), else logged at debug level only (torch.fx prints a failing
+    GraphModule's generated code there before raising: the build log's, not the console's)."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    except Exception:
+        if printed.getvalue():
+            log.debug("evaluate: %s printed:\n%s", what, printed.getvalue())
+        raise
+    sys.stderr.write(printed.getvalue())
+
+
+def _run(what: str, fn, samples, batch: int = 1, level: int | None = None) -> tuple[list[str], list[Any]] | None:
+    """_outputs; with a `level`, None if a call fails (a model written for batch 1 only, or a
+    batch-dynamic export whose shape code holds only for the traced batch), and a line at
+    that level says why."""
+    try:
+        with _stderr_logged(what):
+            return _outputs(fn, samples, batch)
+    except Exception as exc:
+        if level is None:
+            raise
+        why = f"{type(exc).__name__}: {first_line(exc)}"
+        log.log(level, "evaluate: %s failed in batches of %d (%s); running it one sample at a time", what, batch, why)
+        return None
 
 
 def error_metrics(reference, test) -> dict[str, float]:
@@ -65,140 +104,38 @@ def _top1(logits, labels) -> float | None:
 def compare(float_model, quantized_program, samples, batched_program=None, batch: int = 32) -> dict[str, Any]:
     """Float vs PT2E quantized outputs on the same samples (accuracy in percent). The
     quantized model runs in batches when `batched_program` (its batch-dynamic export) is
-    given, else sample by sample on the batch-1 program."""
-    try:
-        float_out = _outputs(float_model, samples, batch=batch)
-    except Exception:  # a model written for batch 1 only (e.g. reshape(1, -1))
-        float_out = _outputs(float_model, samples)
+    given, else, or if a batch fails, sample by sample on the batch-1 program.
+
+    Per output: SQNR, cosine and max abs error; top-1 on the first output only (where labels
+    exist). With several outputs, `outputs` holds each one's figures, and the top-level ones
+    (what budgets, objectives and sweeps read) are the worst: the lowest SQNR and cosine, the
+    largest error, the first output's top-1. One output gives the top-level figures alone."""
+    # A float model written for batch 1 only (e.g. reshape(1, -1)) is the user's right: no line for it.
+    what = "the float model"
+    float_out = _run(what, float_model, samples, batch, logging.DEBUG) or _run(what, float_model, samples)
+    quant_out = None
     if batched_program is not None:
-        quant_out = _outputs(batched_program.module(), samples, batch=batch)
-    else:
-        quant_out = _outputs(quantized_program.module(), samples)
-    result: dict[str, Any] = {"samples": len(samples), **error_metrics(float_out, quant_out)}
-    f1, q1 = _top1(float_out, samples.y), _top1(quant_out, samples.y)
-    result.update({"float_top1": f1, "quantized_top1": q1, "accuracy_drop": None if f1 is None else round(f1 - q1, 3)})
-    return result
-
-
-def _inverse(perm: tuple[int, ...]) -> list[int]:
-    inverse = [0] * len(perm)
-    for i, axis in enumerate(perm):
-        inverse[axis] = i
-    return inverse
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """The reference model prints a TOSA version warning from native code, below Python's
-    sys.stdout/sys.stderr; keep it off the user's terminal for the duration of a run."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    try:
-        with open(os.devnull, "w") as null:
-            for fd in saved:
-                os.dup2(null.fileno(), fd)
-            yield
-    finally:
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
-
-
-def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_program, samples, num: int) -> dict[str, Any]:
-    """Run the lowered program as deployed, with every NPU partition executed by the TOSA
-    reference model on the exact flatbuffer Vela compiled and the CPU ops in PyTorch, and
-    compare its outputs with the PT2E quantized model: max difference in output LSBs (of the
-    output's quantization scale) and top-1 agreement, over `num` samples."""
-    import hashlib
-
-    import numpy as np
-    import torch
-    import tosa_reference_model as reference
-
-    failures: list[str] = []
-
-    def physical(tensor, node):
-        """The tensor in its memory layout (dim order), as the runtime hands it over."""
-        val = node.meta.get("val") if hasattr(node, "meta") else None
-        return (tensor.permute(tuple(val.dim_order())) if val is not None else tensor).contiguous().numpy()
-
-    def logical(array, val):
-        """A partition's output back in logical (NCHW) order, from its memory layout."""
-        tensor = torch.from_numpy(np.asarray(array).copy())
-        return tensor.permute(_inverse(tuple(val.dim_order()))) if val is not None else tensor
-
-    class DeployedInterpreter(torch.fx.Interpreter):
-        def run_node(self, n):
-            if n.op != "call_function" or "executorch_call_delegate" not in str(
-                getattr(n.target, "__name__", n.target)
-            ):
-                return super().run_node(n)
-            args, _ = self.fetch_args_kwargs_from_env(n)
-            graph = tosa_by_payload[hashlib.sha256(args[0].processed_bytes).hexdigest()]
-            # A partition reads and writes channels-last tensors (lowering.io_layout=nhwc) as
-            # NHWC in memory; the rest of the graph works in logical order.
-            with _quiet_stderr():
-                outputs, status = reference.run(graph, [physical(a, node) for a, node in zip(args[1:], n.args[1:])])
-            if str(status) != "GraphStatus.TOSA_VALID":
-                failures.append(str(status))
-            vals = n.meta.get("val")
-            vals = vals if isinstance(vals, (tuple, list)) else [None] * len(outputs)
-            return tuple(logical(o, v) for o, v in zip(outputs, vals))
-
-    sig = edge_program.graph_signature
-    state = {**edge_program.state_dict, **edge_program.constants}
-    interpreter = DeployedInterpreter(edge_program.graph_module)
-    module = quantized_program.module()
-    _, dq_out = boundary_qparams(quantized_program)
-    scale = dq_out[0] if dq_out is not None else None
-    max_diff, agree, n = 0.0, 0, min(num, len(samples))
-    outputs: list[list[Any]] = []
-    for i in range(n):
-        x = iter(samples.select(slice(i, i + 1)))  # the user inputs, in the signature's order
-        args = [next(x) if spec.kind.name == "USER_INPUT" else state[spec.target] for spec in sig.input_specs]
-        deployed = interpreter.run(*args)
-        deployed = list(deployed) if isinstance(deployed, (tuple, list)) else [deployed]
-        outputs.append([o.detach().numpy() for o in deployed])
-        deployed = deployed[0]
-        with torch.no_grad():
-            expected = module(*samples.select(slice(i, i + 1)))
-        if failures:
-            return {"status": "failed", "reason": f"reference model status {failures[0]}"}, None
-        diff = (deployed.double().flatten() - expected.double().flatten()).abs().max().item()
-        max_diff = max(max_diff, diff)
-        agree += int(deployed.flatten().argmax() == expected.flatten().argmax())
+        quant_out = _run("the batch-dynamic quantized program", batched_program.module(), samples, batch, logging.INFO)
+    names, quant = quant_out or _run("the quantized program", quantized_program.module(), samples)
+    if len(quant) != len(float_out[1]):
+        raise ValueError(f"the float model has {len(float_out[1])} outputs, the quantized one {len(quant)}")
+    each = []
+    for k, (name, f, q) in enumerate(zip(names, float_out[1], quant)):
+        f1, q1 = (_top1(f, samples.y), _top1(q, samples.y)) if k == 0 else (None, None)
+        drop = None if f1 is None else round(f1 - q1, 3)
+        top1 = {"float_top1": f1, "quantized_top1": q1, "accuracy_drop": drop}
+        each.append({"name": name, **error_metrics(f, q), **top1})
+    first = each[0]
     result: dict[str, Any] = {
-        "status": "done",
-        "samples": n,
-        "max_abs_diff": max_diff,
-        "top1_agreement": round(100.0 * agree / n, 3),
+        "samples": len(samples),
+        "sqnr_db": min(e["sqnr_db"] for e in each),
+        "cosine": min(e["cosine"] for e in each),
+        "max_abs_error": max(e["max_abs_error"] for e in each),
+        **{k: first[k] for k in ("float_top1", "quantized_top1", "accuracy_drop")},
     }
-    result["max_lsb_diff"] = None if scale is None else int(round(max_diff / scale))
-    # What the program as deployed computed, on which inputs: for `ethosu-artifacts diff`
-    # and the firmware's self-test vectors.
-    arrays = {f"input_{k}": x[:n].numpy() for k, x in enumerate(samples.x)}
-    arrays.update(
-        {f"output_{k}": np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))} if outputs else {}
-    )
-    return result, arrays
-
-
-def npz_bytes(arrays: dict[str, Any]) -> bytes:
-    """An .npz of `arrays` with fixed timestamps: the same arrays give the same bytes."""
-    import zipfile
-
-    import numpy as np
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in sorted(arrays):
-            one = io.BytesIO()
-            np.save(one, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            z.writestr(
-                zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), one.getvalue(), zipfile.ZIP_DEFLATED
-            )
-    return buf.getvalue()
+    if len(each) > 1:
+        result["outputs"] = each
+    return result
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -222,60 +159,6 @@ class Evaluated:
         info = entry.read_json("info.json")
         tosa_io = entry.read("tosa_io.npz") if entry.has("tosa_io.npz") else None
         return cls(info["accuracy"], info["tosa_check"], tosa_io, info.get("data"))
-
-
-class TosaCheck:
-    """Called by the lowering with the partitioned program (Run.inspect_lowering): runs
-    tosa_check on it. A check that cannot run is a finding, not a failed build. The rest of
-    the lowering does not wait for it: where it can, a child runs it (background.py)."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        self._outcome: tuple[dict[str, Any], bytes | None] | None = None
-        self._child: background.Child | None = None
-
-    def __call__(self, edge_program, tosa_by_payload: dict[str, bytes]) -> None:
-        if not background.possible():
-            self._outcome = self._check(edge_program, tosa_by_payload)
-            return
-
-        def in_child() -> dict[str, Any]:
-            result, npz = self._check(edge_program, tosa_by_payload)
-            return {"result": result, "npz": None if npz is None else base64.b64encode(npz).decode()}
-
-        self._child = background.Child("checking on the TOSA reference model", in_child, close_fds=KeyLock.held)
-        self.run.children.append(self._child)
-
-    def _check(self, edge_program, tosa_by_payload: dict[str, bytes]) -> tuple[dict[str, Any], bytes | None]:
-        run = self.run
-        try:
-            with numerics.numeric_stage():  # in a child too: the stage's numeric platform
-                result, arrays = tosa_check(
-                    edge_program,
-                    tosa_by_payload,
-                    run.get(Quantize).program,
-                    run.samples("evaluation"),
-                    run.cfg.evaluation.tosa_samples,
-                )
-            return result, (npz_bytes(arrays) if arrays else None)
-        except EthosuError:
-            raise
-        except Exception as exc:
-            log.debug("TOSA check failed", exc_info=True)
-            return {"status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc)}"}, None
-
-    def outcome(self) -> tuple[dict[str, Any], bytes | None] | None:
-        """(result, the npz of its inputs and outputs) once the check ran, waiting for its
-        child; None if no lowering ran it."""
-        if self._child is not None:
-            child, self._child = self._child, None
-            self.run.children.remove(child)
-            try:
-                said = child.result()
-            except background.ChildFailed as exc:
-                exc.reraise()
-            self._outcome = (said["result"], None if said["npz"] is None else base64.b64decode(said["npz"]))
-        return self._outcome
 
 
 class Evaluate(Stage[Evaluated]):
@@ -316,7 +199,7 @@ class Evaluate(Stage[Evaluated]):
         return (
             _accuracy_section(metrics.get("accuracy"))
             + _data_section(m.get("data"))
-            + _tosa_section(metrics.get("tosa_check"))
+            + tosa_section(metrics.get("tosa_check"))
         )
 
     @classmethod
@@ -387,15 +270,24 @@ def data_section(cfg: BuildConfig, quant: dict[str, Any], evaluation: dict[str, 
 
 
 def _accuracy_section(acc: dict[str, Any] | None) -> list[str]:
+    """The figures, or with several outputs a row per output and which figures the build's
+    budgets, objectives and sweeps read (the worst output's)."""
     if not acc:
         return []
     columns = ["float_top1", "quantized_top1", "accuracy_drop", "sqnr_db", "cosine", "max_abs_error"]
     header = ["float top-1 %", "quantized top-1 %", "drop (points)", "SQNR dB", "cosine", "max abs error"]
+    out = ["", f"## Accuracy ({acc['samples']} evaluation samples)", ""]
+    each = acc.get("outputs")
+    if not each:
+        return [*out, markdown_table(header, [[acc[c] for c in columns]])]
+    worst = min(each, key=lambda e: e["sqnr_db"])
     return [
+        *out,
+        markdown_table(["output", *header], [[e["name"], *(e[c] for c in columns)] for e in each]),
         "",
-        f"## Accuracy ({acc['samples']} evaluation samples)",
-        "",
-        markdown_table(header, [[acc[c] for c in columns]]),
+        f"Top-1 is measured on the first output. The build's figures (budgets, objectives, sweeps) are the worst "
+        f"output's: SQNR {format_cell(acc['sqnr_db'])} dB (`{worst['name']}`), cosine {format_cell(acc['cosine'])}, "
+        f"max abs error {format_cell(acc['max_abs_error'])}.",
     ]
 
 
@@ -442,20 +334,3 @@ def _absorb(steps: list[dict[str, Any]], layer: dict[str, Any] | None) -> list[s
         f"The first layer ({layer['op']} `{layer['node']}`) could absorb the {' and '.join(affine)} step(s): folding "
         f"them into its weights and bias lets the device feed the raw pixels{exact}.",
     ]
-
-
-def _tosa_section(tosa: dict[str, Any] | None) -> list[str]:
-    if not tosa:
-        return []
-    out = ["", "## TOSA reference check", ""]
-    if tosa.get("status") == "done":
-        out.append(
-            "The program as deployed (NPU partitions on the TOSA reference model, with the flatbuffers Vela "
-            "compiled; CPU ops in PyTorch), "
-            f"{tosa['samples']} samples: max difference {tosa['max_lsb_diff']} output LSB "
-            f"({tosa['max_abs_diff']:.4g} absolute) "
-            f"from the PT2E quantized model, top-1 agreement {tosa['top1_agreement']}%."
-        )
-    else:
-        out.append(f"{tosa.get('status')}: {tosa.get('reason')}")
-    return out

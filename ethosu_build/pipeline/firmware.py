@@ -5,7 +5,8 @@ the kernels from the program, the self-test vectors from the TOSA check the buil
 
 - `model_pte.h`: the program as a 16-byte aligned C array in a named linker section, as
   ExecuTorch's Arm example runner declares it (`model_pte`, section `network_model_sec`);
-- `model_io.h`: per input and output, name, shape, dtype, layout and boundary quantization;
+- `model_io.h`: per input and output (every output of a model of several, in the program's
+  order), name, shape, dtype, layout and boundary quantization;
   and the preprocessing (model.preprocess) a device applies to a raw frame, with its float
   steps folded into one multiply-add per channel, to the float input and to the quantized one;
 - `memory.h`: the runner's pool sizes from the memory bill (pipeline/memory.py), with margin;
@@ -13,7 +14,7 @@ the kernels from the program, the self-test vectors from the TOSA check the buil
   takes them (`EXECUTORCH_SELECT_OPS_LIST`, the Arm build script's `--select_ops_list`);
 - `model.bpte`: a bundled program (executorch.devtools.bundled_program) whose test cases are
   the TOSA check's inputs and, as expected outputs, what the program as deployed computed on
-  the TOSA reference model.
+  the TOSA reference model (every output).
 
 ExecuTorch and numpy are imported inside functions: `ethosu-artifacts` loads this module only
 for an export.
@@ -234,10 +235,15 @@ def program_operators(pte: bytes) -> list[str]:
 
 
 def io_names(m: dict[str, Any]) -> dict[str, list[str]]:
-    """Input names from the config (model.inputs, or the one input of model.input_shape)."""
+    """Input names from the config (model.inputs, or the one input of model.input_shape);
+    output names, for a model of several outputs, as the evaluation named them (`output_<i>`,
+    or a dict's keys: pipeline/outputs.py), else none (`output_<i>` in model_io.h)."""
     model = (m.get("config") or {}).get("model") or {}
     inputs = model.get("inputs") or []
-    return {"inputs": [str(i.get("name")) for i in inputs] if inputs else ["input"], "outputs": []}
+    outputs = ((m.get("metrics") or {}).get("accuracy") or {}).get("outputs") or []
+    runtime = ((m.get("delegation") or {}).get("runtime") or {}).get("outputs") or []
+    named = [str(o.get("name")) for o in outputs] if len(outputs) == len(runtime) else []
+    return {"inputs": [str(i.get("name")) for i in inputs] if inputs else ["input"], "outputs": named}
 
 
 def bundled_program(pte: bytes, tosa_io: bytes, samples: int) -> tuple[bytes, int]:

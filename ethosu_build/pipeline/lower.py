@@ -189,8 +189,9 @@ def delegation_report(graph_module, reasons: dict[str, str]) -> dict[str, Any]:
 
 
 def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dict[str, Any]:
-    """What the firmware must provide: CPU kernels, and the program's inputs and outputs with
-    the quantization applied at the boundary (the NPU scratch size is in the Vela metrics)."""
+    """What the firmware must provide: CPU kernels, and the program's inputs and outputs (every
+    one, in the order the runtime hands them over) with the quantization applied at the
+    boundary (the NPU scratch size is in the Vela metrics)."""
 
     def tensors(nodes):
         entries = []
@@ -204,11 +205,19 @@ def runtime_contract(edge_program, quantized, delegation: dict[str, Any]) -> dic
             entries.append(entry)
         return entries
 
+    def user_outputs(program, values: list) -> list:  # not the buffers a program writes back
+        specs = program.graph_signature.output_specs
+        if len(specs) != len(values):
+            return values
+        return [v for v, spec in zip(values, specs) if spec.kind.name == "USER_OUTPUT"]
+
     graph = edge_program.graph_module.graph
     user_inputs = set(edge_program.graph_signature.user_inputs)
     inputs = tensors([n for n in graph.nodes if n.op == "placeholder" and n.name in user_inputs])
-    outputs = tensors([a for a in next(n for n in graph.nodes if n.op == "output").args[0] if hasattr(a, "meta")])
+    outs = user_outputs(edge_program, list(next(n for n in graph.nodes if n.op == "output").args[0]))
+    outputs = tensors([a for a in outs if hasattr(a, "meta")])  # every output, in the program's order
     q_in, dq_out = io_qparams(quantized)
+    dq_out = user_outputs(quantized, dq_out)
     for entries, qs in ((inputs, q_in), (outputs, dq_out)):
         for entry, q in zip(entries, qs if len(qs) == len(entries) else []):
             if q is not None:
