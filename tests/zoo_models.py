@@ -122,3 +122,144 @@ def detector() -> nn.Module:
 def detector_dict() -> nn.Module:
     torch.manual_seed(0)
     return TwoHeadDetector(as_dict=True).eval()
+
+
+# --- an LSTM keyword spotter ---------------------------------------------------------------------
+
+
+class KwsLstm(nn.Module):
+    """Frames of 10 MFCC coefficients (input frames x 10), one LSTM layer of 64, the last step's
+    state to 12 keywords."""
+
+    def __init__(self, mfcc: int = 10, hidden: int = 64, classes: int = 12):
+        super().__init__()
+        self.lstm = nn.LSTM(mfcc, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def kws_lstm() -> nn.Module:
+    torch.manual_seed(0)
+    return KwsLstm().eval()
+
+
+# --- a MobileNetV3-style network: depthwise-separable, squeeze-excite, hardswish ---------------
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeeze: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * nn.functional.hardsigmoid(self.expand(nn.functional.relu(self.reduce(s))))
+
+
+class _Bneck(nn.Module):
+    """MobileNetV3's inverted residual: expand 1x1, depthwise 3x3, squeeze-excite, project."""
+
+    def __init__(self, channels: int, expanded: int):
+        super().__init__()
+        self.expand = nn.Sequential(
+            nn.Conv2d(channels, expanded, 1, bias=False), nn.BatchNorm2d(expanded), nn.Hardswish()
+        )
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(expanded, expanded, 3, padding=1, groups=expanded, bias=False),
+            nn.BatchNorm2d(expanded),
+            nn.Hardswish(),
+        )
+        self.se = _SqueezeExcite(expanded, expanded // 4)
+        self.project = nn.Sequential(nn.Conv2d(expanded, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(self.se(self.depthwise(self.expand(x))))
+
+
+class MobileNetV3Block(nn.Module):
+    """A 3x64x64 image: a strided stem with hardswish, two inverted residual blocks with
+    squeeze-excite, global pooling, 10 classes."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.Hardswish()
+        )
+        self.blocks = nn.Sequential(_Bneck(16, 64), _Bneck(16, 48))
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def mobilenet_v3_block() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomized_norms(MobileNetV3Block()).eval()
+
+
+# --- a small U-Net: nearest upsampling, skip concatenation --------------------------------------
+
+
+def _conv(cin: int, cout: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+
+
+class TinyUNet(nn.Module):
+    """A 1x32x32 image to a 2-class mask of the same size: two levels down (max pooling), up by
+    nearest upsampling, each level's features concatenated back."""
+
+    def __init__(self):
+        super().__init__()
+        self.down1, self.down2, self.bottom = _conv(1, 8), _conv(8, 16), _conv(16, 32)
+        self.up2, self.up1 = _conv(32 + 16, 16), _conv(16 + 8, 8)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d1 = self.down1(x)
+        d2 = self.down2(nn.functional.max_pool2d(d1, 2))
+        b = self.bottom(nn.functional.max_pool2d(d2, 2))
+        u2 = self.up2(torch.cat([nn.functional.interpolate(b, scale_factor=2.0, mode="nearest"), d2], dim=1))
+        u1 = self.up1(torch.cat([nn.functional.interpolate(u2, scale_factor=2.0, mode="nearest"), d1], dim=1))
+        return self.out(u1)
+
+
+def unet_tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyUNet().eval()
+
+
+# --- several inputs --------------------------------------------------------------------------------
+
+
+class ImageAndFeatures(nn.Module):
+    """Two inputs: a 1x16x16 image through a conv body and 8 side features through a linear
+    layer, concatenated into 5 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.side = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.body(image).flatten(1), self.side(features)], dim=1))
+
+
+def two_inputs() -> nn.Module:
+    torch.manual_seed(0)
+    return ImageAndFeatures().eval()
+
+
+def _randomized_norms(model: nn.Module) -> nn.Module:
+    """Batch norms with seeded statistics, as a trained network has (fresh ones are identity)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
