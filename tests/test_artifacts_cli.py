@@ -70,6 +70,7 @@ def test_check_finds_bytes_changed_on_disk(tmp_path):
     assert export.returncode == 2 and "sha256 differs" in export.stderr and not fw.exists()
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_diff_export_and_gc(tmp_path):
     a = build_in_process(["calibration.num_samples=16"], tmp_path).artifact
     b = build_in_process(["calibration.num_samples=16", "target=ethos-u85-256"], tmp_path).artifact

@@ -52,6 +52,7 @@ def _entries(root) -> dict[str, dict[str, object]]:
     return out
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_children_store_and_check_exactly_what_the_build_would_in_place(tmp_path):
     """The CLI forking whatever the machine's load (ETHOSU_BUILD_BACKGROUND=on) against the
     same CLI with a second thread, which makes it do all of that work in place. Both end with

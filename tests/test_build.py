@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import build_in_process, manifest, run_cli
 
 from ethosu_build.fingerprint import file_sha256
@@ -65,6 +66,7 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_used(tmp_path):
     assert pte_sha(again) == pte_sha(first)
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_a16w8_block_override_changes_the_program_and_is_reported(shared_root):
     plain = build_in_process([], shared_root)
     mixed = build_in_process(["+overrides.b1={module_name: blocks.1, scheme: a16w8}"], shared_root)
@@ -95,6 +97,7 @@ def test_float_override_leaves_its_ops_on_the_cpu(shared_root):
     assert m["delegation"]["cpu_op_count"] > plain["delegation"]["cpu_op_count"]
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_module_type_override_and_later_override_wins(shared_root):
     by_type = build_in_process(["overrides=linear_a16w8"], shared_root).artifact.manifest()
     assert by_type["quantization"]["applied"]["modules"]["head"] == "a16w8"

@@ -33,6 +33,7 @@ def test_two_identical_builds_are_identical(store):
     assert json.loads(res.stdout)["verdict"] == "identical"
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_int8_and_a16w8_are_different_and_the_cause_is_their_quantization(store):
     build_in_process([*QUICK, "name=wide", "quantization=a16w8"], store)
     res = diff(store, "digits_cnn/v1", "wide/v1", "--json")

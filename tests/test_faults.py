@@ -14,6 +14,7 @@ from conftest import BIN, assert_store_consistent, run_cli
 from ethosu_build.store.artifacts import ArtifactStore
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 @pytest.mark.parametrize("moment", ["quantize: running", "lower: running", "vela: done"])
 def test_a_build_killed_at_any_moment_leaves_a_consistent_store(moment, tmp_path):
     proc = subprocess.Popen(

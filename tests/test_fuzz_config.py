@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import string
 
+import pytest
 from conftest import compose_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -98,6 +99,7 @@ def _touched(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(override(), min_size=1, max_size=4))
 @example(["~model.input_shape", "model=ds_cnn"])  # found here once: an interpolated key removed

@@ -38,6 +38,7 @@ def test_the_default_recipe_builds_its_published_bytes(shared_root):
     assert file_sha256(built.path / "model.pte").startswith(published_sha("ethosu-build"))
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_a_lock_names_the_platform_that_changed(user_repo):
     args = ["hydra.searchpath=[file://conf]", "recipe=tiny_u85", "store.root=store"]
     assert run_cli(["lock", "tiny_u85", "--searchpath", "conf"], user_repo, tool="ethosu-artifacts").returncode == 0

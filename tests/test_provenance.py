@@ -27,6 +27,7 @@ def git_repo(user_repo):
     return user_repo
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_manifest_records_the_recipe_commit_and_refuses_an_uncommitted_recipe(git_repo):
     ok = run_cli(ARGS, git_repo)
     assert ok.returncode == 0, ok.stderr[-2000:]
@@ -48,6 +49,7 @@ def test_manifest_records_the_recipe_commit_and_refuses_an_uncommitted_recipe(gi
     assert manifest(git_repo / "store" / "artifacts" / "tiny_u85" / "v2")["provenance"]["git"]["file_dirty"] is True
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_lock_drift_warns_and_fails_under_strict(user_repo):
     lock = run_cli(["lock", "tiny_u85", "--searchpath", "conf"], user_repo, tool="ethosu-artifacts")
     assert lock.returncode == 0, lock.stderr

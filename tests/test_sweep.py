@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from conftest import BIN, csv_rows, manifest, run_cli
 
 
@@ -21,6 +22,7 @@ def _rows(sweep_dir):
     return csv_rows(sweep_dir / "summary.csv")
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_multirun_builds_each_configuration_and_writes_the_summary(tmp_path):
     args = ["-m", "target=ethos-u55-128,ethos-u65-256", "calibration.num_samples=32"]
     res = run_cli(args, tmp_path)
@@ -55,6 +57,7 @@ def test_multirun_builds_each_configuration_and_writes_the_summary(tmp_path):
     assert all(r["stages_ran"] == "" for r in _rows(newest))
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_failed_configuration_is_a_row_and_the_sweep_goes_on(user_repo):
     res = run_cli(
         [
@@ -81,6 +84,7 @@ def test_failed_configuration_is_a_row_and_the_sweep_goes_on(user_repo):
     assert rows["a16w8"]["artifact"] == "" and rows["int8"]["status"] == "built"
 
 
+@pytest.mark.slow  # 9-18 s of end-to-end work: -m 'not slow' stays short for iterating
 def test_a_killed_sweep_can_be_summarized(tmp_path):
     """SIGKILL after the first job's result: `ethosu-artifacts summarize` lists it as built
     and the job that was running as incomplete."""
