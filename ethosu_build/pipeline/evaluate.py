@@ -15,11 +15,9 @@ path.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from ..data import preprocess
 from ..errors import first_line
 from ..files import format_cell, markdown_table
 from ..store.cache import Entry, KeyLock
+from .export import printed_to_log
 from .lower import Lower, run_lower
 from .outputs import flat_outputs
 from .quantize import Quantize, Quantized
@@ -52,28 +51,12 @@ def _outputs(fn, samples, batch: int = 1) -> tuple[list[str], list[Any]]:
     return names, [torch.cat(each) for each in zip(*parts)]
 
 
-@contextlib.contextmanager
-def _stderr_logged(what: str):
-    """What is printed to sys.stderr meanwhile is held back: written out if the block ends
-    well (a warning is the user's), else logged at debug level only (torch.fx prints a failing
-    GraphModule's generated code there before raising: the build log's, not the console's)."""
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(printed):
-            yield
-    except Exception:
-        if printed.getvalue():
-            log.debug("evaluate: %s printed:\n%s", what, printed.getvalue())
-        raise
-    sys.stderr.write(printed.getvalue())
-
-
 def _run(what: str, fn, samples, batch: int = 1, level: int | None = None) -> tuple[list[str], list[Any]] | None:
     """_outputs; with a `level`, None if a call fails (a model written for batch 1 only, or a
     batch-dynamic export whose shape code holds only for the traced batch), and a line at
     that level says why."""
     try:
-        with _stderr_logged(what):
+        with printed_to_log(f"evaluate: {what}"):
             return _outputs(fn, samples, batch)
     except Exception as exc:
         if level is None:

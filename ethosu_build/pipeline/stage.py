@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from .. import background, data, numerics
@@ -105,29 +106,21 @@ class Stage(Generic[R]):
         return []
 
 
+@dataclass(frozen=True)
 class StageKeys:
     """The key of every stage of a build, by stage name, and `build`: the artifact's identity
     (same key, same version). Read as attributes (keys.quantize) or as_dict()."""
 
-    def __init__(self, by_stage: dict[str, str]):
-        self._by_stage = dict(by_stage)
+    by_stage: dict[str, str]
 
-    def __getattr__(self, name: str) -> str:
+    def __getattr__(self, name: str) -> str:  # only for names that are not fields
         try:
-            return self.__dict__["_by_stage"][name]
+            return self.__dict__["by_stage"][name]
         except KeyError:
             raise AttributeError(name) from None
 
     def as_dict(self) -> dict[str, str]:
-        return dict(self._by_stage)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, StageKeys) and other._by_stage == self._by_stage
-
-    __hash__ = None  # type: ignore[assignment]  (equal by content, like the dict it holds)
-
-    def __repr__(self) -> str:
-        return f"StageKeys({self._by_stage!r})"
+        return dict(self.by_stage)
 
 
 def dataset_key(ds, batch_size: bool) -> dict[str, Any]:
