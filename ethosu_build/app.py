@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import numerics, run_dirs, tracking
+from . import background, numerics, run_dirs, tracking
 from .config import help as config_help
 from .config.hydra_errors import from_hydra, missing_interpolation
 from .config.validate import search_config, store_root_issue, validate
@@ -77,6 +77,7 @@ class PreRunCheck(Callback):
 
     def on_run_start(self, config: DictConfig, config_name=None, **kwargs) -> None:
         try:
+            background.mode()  # a bad ETHOSU_BUILD_BACKGROUND, before Hydra makes anything
             container = _resolve(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             if config_name == "search":
                 search_config(container.pop("search", None))
