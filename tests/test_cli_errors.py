@@ -190,6 +190,24 @@ def test_an_exception_without_a_message_is_named_by_its_type():
     assert outcome(RuntimeError()).message == "RuntimeError: RuntimeError"
 
 
+def test_a_ctrl_c_while_a_config_error_is_handled_is_still_an_interrupt():
+    """The CLI translates Hydra's refusals before the one map (app._main); a KeyboardInterrupt
+    or a closed pipe raised while a config error was being handled (a sweep's summary, a
+    failed job's record) keeps its own exit, not the config error's."""
+    from ethosu_build.config.hydra_errors import from_hydra
+    from ethosu_build.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, ConfigError, ConfigIssue, outcome
+
+    for raised, code in ((KeyboardInterrupt(), EXIT_INTERRUPTED), (BrokenPipeError(), EXIT_BROKEN_PIPE)):
+        try:
+            try:
+                raise ConfigError(ConfigIssue("target", "'nope' is not a target"))
+            except ConfigError:
+                raise raised  # noqa: B904 (an interrupt mid-handling: the context is the point)
+        except BaseException as exc:  # noqa: BLE001
+            assert exc.__context__ is not None  # the config error it interrupted
+            assert outcome(from_hydra(exc) or exc).exit_code == code
+
+
 def test_listing_and_checking_import_neither_torch_nor_executorch(store, tmp_path):
     probe = (
         "import sys\n"

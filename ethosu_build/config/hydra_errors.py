@@ -14,7 +14,10 @@ from .schema import accepted_keys
 def from_hydra(exc: BaseException) -> ConfigError | None:
     """A config error for Hydra's and OmegaConf's own refusals (a missing option, an override
     that does not parse, an interpolation that does not resolve), or one of ours raised
-    through them (a resolver's); None for anything else."""
+    through them (a resolver's); None for anything else. A Ctrl-C or a closed pipe is never
+    one, whatever it interrupted (a config error's handling, say): it keeps its own exit."""
+    if isinstance(exc, (KeyboardInterrupt, BrokenPipeError)):
+        return None
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:  # ours, raised inside a resolver
