@@ -1,8 +1,8 @@
 """`ethosu-build` and `ethosu-search`: plain @hydra.main apps (so --help, --cfg, -m and every
 launcher work), and the console-script wrappers that turn errors into exit codes through
-config.errors.report, the one map both CLIs share (docs/artifacts.md, "Exit codes").
+errors.report, the one map both CLIs share (docs/artifacts.md, "Exit codes").
 
-Every job also leaves its result in its Hydra output dir (sweep.py); in a multirun a
+Every job also leaves its result in its Hydra output dir (sweep/summary.py); in a multirun a
 failed job is recorded and the sweep goes on.
 """
 

@@ -1,6 +1,6 @@
 """Compose a config as `ethosu-build OVERRIDES` would, outside a Hydra app: for
 `ethosu-artifacts lock` / `verify --recipe` and for tests. Hydra's refusals become config
-errors (errors.from_hydra)."""
+errors (hydra_errors.from_hydra)."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ class OverrideEntry:
 
 @dataclass
 class DatasetConfig:
-    """Where samples come from: `dataset` is a Hydra `_target_` call (see data.py)."""
+    """Where samples come from: `dataset` is a Hydra `_target_` call (see data/)."""
 
     dataset: dict[str, Any] = field(default_factory=dict)  # the source: a `_target_` and its arguments
     num_samples: int | None = 128  # null: the whole dataset (the image and folder options' default)

@@ -278,7 +278,7 @@ def thread_lock_for_tqdm() -> None:
     """Call before any stage runs. torch.fx's Interpreter opens a (disabled) tqdm bar during
     constant folding (torchao's and ExecuTorch's), and tqdm's first bar creates a
     multiprocessing lock: a named semaphore, which a sweep worker stopped at the end of a
-    sweep (sweep.py) never releases and the resource tracker then reports as leaked. Bars
+    sweep (sweep/summary.py) never releases and the resource tracker then reports as leaked. Bars
     are never shared between processes here, so a thread lock serves."""
     try:
         import tqdm  # not torch: tqdm is small; absent, nothing creates that lock either

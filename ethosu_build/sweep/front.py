@@ -1,4 +1,4 @@
-"""An optimizing sweep's answer (hydra/sweeper=optimize, search/optimize.py): the Pareto front
+"""An optimizing sweep's answer (hydra/sweeper=optimize, optimize.py): the Pareto front
 of its feasible rows on the objective, a recipe per front row, and what the summary and the
 command's last line say of them, also when no trial was feasible (then nothing was written,
 and the trial closest to the budgets is named)."""
@@ -28,7 +28,7 @@ def objective_front(rows: list[dict[str, Any]], pairs: list[list[str]]) -> list[
 
 
 def front_recipes(sweep_dir: Path, rows: list[dict[str, Any]], plan: dict[str, Any]) -> list[Path]:
-    """A recipe per front row, from its job's composed config (search/recipes.py)."""
+    """A recipe per front row, from its job's composed config (recipes.py)."""
     from ..config.validate import validate
     from . import recipes
 

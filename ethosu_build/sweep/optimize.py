@@ -249,7 +249,7 @@ class Outcome:
 
 
 def outcome_of(row: dict[str, Any], pairs: list[tuple[str, str]]) -> tuple[list[float], dict[str, float], str, str]:
-    """(values, constraints, state, reason) of a job's result row (sweep.py)."""
+    """(values, constraints, state, reason) of a job's result row (summary.py)."""
     constraints = {b: 0.0 for b in BUDGETS} | {REJECTED: 0.0}
     worst = [math.inf if d == "min" else -math.inf for _, d in pairs]
     values = row.get("objective")

@@ -141,7 +141,7 @@ def objective_chart(rows: list[dict[str, Any]], best: list[dict[str, Any]], plan
     else:
         caption = "Red, numbered: the best feasible trial(s) on the objective."
     caption += " The numbers are the recipes' (NAME_front<k>); the table below says what each is."
-    if not best:  # every trial over a budget or rejected (sweep_front.no_front)
+    if not best:  # every trial over a budget or rejected (front.no_front)
         caption = "No feasible trial (each over a budget or rejected): no Pareto front, and no recipe was written."
     return Chart(
         xlabel=names[0] if len(pairs) > 1 else "job",

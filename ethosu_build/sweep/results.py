@@ -1,4 +1,4 @@
-"""What a sweep's files hold, checked before use: a job's `result.json` (sweep.py, the
+"""What a sweep's files hold, checked before use: a job's `result.json` (summary.py, the
 optimizing sweeper) and an optimizing sweep's plan in `sweep.json`. They are read back from
 disk, from any folder `ethosu-artifacts summarize` is given, so content not in the shape
 ethosu-build writes (it writes both atomically) becomes an unreadable row or no plan, never a

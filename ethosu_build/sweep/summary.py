@@ -135,7 +135,7 @@ def _where() -> dict[str, Any]:
 
 
 def failure_row(failure, exc: BaseException, overrides: list[str], container: dict[str, Any] | None) -> dict[str, Any]:
-    """The result row of a job that stored nothing (`failure`: config.errors.outcome of
+    """The result row of a job that stored nothing (`failure`: errors.outcome of
     `exc`); names what it was building, and for a budget breach what it measured."""
     c = container or {}
 
@@ -250,7 +250,7 @@ def _plan(sweep_dir: Path) -> dict[str, Any]:
 
 
 def _optimize_plan(sweep_dir: Path) -> dict[str, Any] | None:
-    """An optimizing sweep's plan (search/optimize.py writes it), or None: also when its
+    """An optimizing sweep's plan (optimize.py writes it), or None: also when its
     sweep.json does not hold one in that shape (the rows are then summarized as a grid's)."""
     plan = _plan(sweep_dir).get("optimize")
     problem = None if plan is None else results.plan_problem(plan)

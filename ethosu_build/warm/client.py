@@ -1,7 +1,7 @@
 """The caller's side of a warm build, and `ethosu-build --warm start|stop|status`.
 
 Loaded by every invocation before anything heavy (cli.py): the standard library only. The
-exit codes of config/errors.py are imported where they are returned, off a warm build's path
+exit codes of errors.py are imported where they are returned, off a warm build's path
 (that module's imports take 10 ms).
 """
 
