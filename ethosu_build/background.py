@@ -23,6 +23,7 @@ runs none of the parent's exit code and writes none of its buffers.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -49,19 +50,28 @@ def mode() -> Switch:
 
 def possible() -> bool:
     """Whether to hand work to a child now (see the module's docstring)."""
+    return workers() > 1
+
+
+def workers() -> int:
+    """How many processes may share work now, this one included: 1 means do it in place.
+    `auto`: this process's core and each core no other process's task wants (`_spare_cores`);
+    `on`: every core, and at least 2."""
     chosen = mode()
     if chosen == "off" or not hasattr(os, "fork") or threading.active_count() != 1:
-        return False
-    return chosen == "on" or _idle_core()
+        return 1
+    if chosen == "on":
+        return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+    return _spare_cores()
 
 
-def _idle_core() -> bool:
-    """A core that no other process's runnable task wants: Linux's instantaneous count of
-    runnable tasks (/proc/loadavg), less this process and its own running children (which
-    share that core). The least of five readings 2 ms apart: with one reading, a task
-    runnable for a moment (likely a kernel thread writing back what a child just stored)
-    kept the comparison on a cold build's critical path in 2 of 3 builds here (docs/warm.md).
-    Where the count cannot be read, assume a core is idle."""
+def _spare_cores() -> int:
+    """This process's core and each core that no other process's runnable task wants: Linux's
+    instantaneous count of runnable tasks (/proc/loadavg), less this process and its own
+    running children (which share this process's core). The least of five readings 2 ms
+    apart: with one reading, a task runnable for a moment (likely a kernel thread writing back
+    what a child just stored) kept the comparison on a cold build's critical path in 2 of 3
+    builds here (docs/warm.md). Where the count cannot be read, assume one core is spare."""
     try:
         cores = len(os.sched_getaffinity(0))
         readings = []
@@ -70,9 +80,32 @@ def _idle_core() -> bool:
                 time.sleep(0.002)
             readings.append(_runnable())
     except (OSError, AttributeError, ValueError, IndexError):
-        return True
+        return 2
     ours = 1 + sum(1 for child in list(_running) if child.running())
-    return min(readings) - ours < cores - 1
+    return max(1, cores - max(0, min(readings) - ours))
+
+
+def encode_arrays(arrays) -> list[str]:
+    """numpy arrays (or tensors) as JSON values, for a child's report: base64 of their .npy
+    bytes, exact."""
+    import io
+
+    import numpy as np
+
+    out = []
+    for a in arrays:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(a), allow_pickle=False)
+        out.append(base64.b64encode(buf.getvalue()).decode())
+    return out
+
+
+def decode_arrays(encoded: list[str]) -> list:
+    import io
+
+    import numpy as np
+
+    return [np.load(io.BytesIO(base64.b64decode(e)), allow_pickle=False) for e in encoded]
 
 
 def _runnable() -> int:

@@ -70,7 +70,13 @@ def test_children_store_and_check_exactly_what_the_build_would_in_place(tmp_path
         res = run_cli([f"store.root={root}", *QUICK], tmp_path, env=env)
         assert res.returncode == 0, res.stderr[-2000:]
         assert f"built digits_cnn/v1 -> {root}/" in res.stdout + res.stderr and marker.read_text() == "yes"
-    children = ["storing the export stage's", "storing the quantize stage's", "comparing float", "checking on the TOSA"]
+    children = [
+        "storing the export stage's",
+        "storing the quantize stage's",
+        "running the float model",
+        "running the quantized model",
+        "on the TOSA reference model",
+    ]
     assert all(f"{what}" in _build_log(tmp_path / "forked") for what in children)
     assert "in child process" not in _build_log(tmp_path / "in_place")
 
@@ -190,8 +196,10 @@ def test_forking_is_chosen_only_where_it_is_safe(monkeypatch):
 def test_an_idle_core_is_one_no_other_task_wants_for_a_while(monkeypatch):
     """A task runnable for a moment (a kernel thread writing back what a child stored) does
     not take the idle core away; tasks runnable at every reading do."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
-    for readings, idle in (([2, 1, 1, 1, 1], True), ([2, 2, 2, 2, 2], False), ([1, 1, 1, 1, 1], True)):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    # this process is runnable in every reading: 1 is nobody else
+    cases = (([2, 1, 1, 1, 1], 4), ([2, 2, 2, 2, 2], 3), ([1, 1, 1, 1, 1], 4), ([5, 4, 6, 4, 9], 1), ([9] * 5, 1))
+    for readings, spare in cases:
         it = iter(readings)
         monkeypatch.setattr(background, "_runnable", lambda it=it: next(it))
-        assert background._idle_core() is idle, readings
+        assert background._spare_cores() == spare, readings

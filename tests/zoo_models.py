@@ -254,6 +254,65 @@ def two_inputs() -> nn.Module:
     return ImageAndFeatures().eval()
 
 
+# --- a full-size network: MobileNetV2 1.0 ----------------------------------------------------------
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Module:
+    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([nn.ReLU6()] if relu else []))
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        expand_layer = [_conv_bn(cin, hidden, 1)] if expand != 1 else []
+        self.conv = nn.Sequential(
+            *expand_layer,
+            _conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            _conv_bn(hidden, cout, 1, relu=False),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 1.0 as torchvision defines it (3.5 M parameters, 1000 classes, 224x224):
+    written out here because no torchvision wheel works beside the pinned CPU torch 2.13.0."""
+
+    # expansion, output channels, repeats, first stride
+    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2)]
+    SETTINGS += [(6, 320, 1, 1)]
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        layers, cin = [_conv_bn(3, 32, 3, 2)], 32
+        for t, c, n, s in self.SETTINGS:
+            for i in range(n):
+                layers.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(_conv_bn(cin, 1280, 1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean((2, 3)))
+
+
+def mobilenet_v2() -> nn.Module:
+    torch.manual_seed(0)
+    model = MobileNetV2()
+    for m in model.modules():  # torchvision's initialization
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return _randomized_norms(model).eval()
+
+
 def _randomized_norms(model: nn.Module) -> nn.Module:
     """Batch norms with seeded statistics, as a trained network has (fresh ones are identity)."""
     for m in model.modules():

@@ -29,6 +29,7 @@ from ..errors import first_line
 from ..files import format_cell, markdown_table
 from ..store.cache import Entry, KeyLock
 from .export import printed_to_log
+from .fused_qdq import runnable
 from .lower import Lower, run_lower
 from .outputs import flat_outputs
 from .quantize import Quantize, Quantized
@@ -84,33 +85,44 @@ def _top1(logits, labels) -> float | None:
     return round(100.0 * (logits.argmax(1) == labels).double().mean().item(), 3)
 
 
-def compare(float_model, quantized_program, samples, batched_program=None, batch: int = 32) -> dict[str, Any]:
-    """Float vs PT2E quantized outputs on the same samples (accuracy in percent). The
-    quantized model runs in batches when `batched_program` (its batch-dynamic export) is
-    given, else, or if a batch fails, sample by sample on the batch-1 program.
+def float_outputs(float_model, samples, batch: int = 32) -> tuple[list[str], list[Any]]:
+    """The float model's outputs on the samples, in batches; one sample at a time if a batch
+    fails (a float model written for batch 1 only, e.g. reshape(1, -1), is the user's right:
+    no line for it)."""
+    what = "the float model"
+    return _run(what, float_model, samples, batch, logging.DEBUG) or _run(what, float_model, samples)
+
+
+def quantized_outputs(quantized_program, samples, batched_program=None, batch: int = 32) -> tuple[list[str], list[Any]]:
+    """The PT2E quantized model's outputs: in batches on `batched_program` (its batch-dynamic
+    export) when given, else, or if a batch fails, sample by sample on the batch-1 program.
+    Its quantize -> dequantize pairs run fused (fused_qdq.py: the same numbers, faster)."""
+    if batched_program is not None:
+        out = _run("the batch-dynamic quantized program", runnable(batched_program), samples, batch, logging.INFO)
+        if out is not None:
+            return out
+    return _run("the quantized program", runnable(quantized_program), samples)
+
+
+def metrics(float_out: tuple[list[str], list[Any]], quant_out: tuple[list[str], list[Any]], labels) -> dict[str, Any]:
+    """Float vs PT2E quantized outputs on the same samples (accuracy in percent).
 
     Per output: SQNR, cosine and max abs error; top-1 on the first output only (where labels
     exist). With several outputs, `outputs` holds each one's figures, and the top-level ones
     (what budgets, objectives and sweeps read) are the worst: the lowest SQNR and cosine, the
     largest error, the first output's top-1. One output gives the top-level figures alone."""
-    # A float model written for batch 1 only (e.g. reshape(1, -1)) is the user's right: no line for it.
-    what = "the float model"
-    float_out = _run(what, float_model, samples, batch, logging.DEBUG) or _run(what, float_model, samples)
-    quant_out = None
-    if batched_program is not None:
-        quant_out = _run("the batch-dynamic quantized program", batched_program.module(), samples, batch, logging.INFO)
-    names, quant = quant_out or _run("the quantized program", quantized_program.module(), samples)
+    names, quant = quant_out
     if len(quant) != len(float_out[1]):
         raise ValueError(f"the float model has {len(float_out[1])} outputs, the quantized one {len(quant)}")
     each = []
     for k, (name, f, q) in enumerate(zip(names, float_out[1], quant)):
-        f1, q1 = (_top1(f, samples.y), _top1(q, samples.y)) if k == 0 else (None, None)
+        f1, q1 = (_top1(f, labels), _top1(q, labels)) if k == 0 else (None, None)
         drop = None if f1 is None else round(f1 - q1, 3)
         top1 = {"float_top1": f1, "quantized_top1": q1, "accuracy_drop": drop}
         each.append({"name": name, **error_metrics(f, q), **top1})
     first = each[0]
     result: dict[str, Any] = {
-        "samples": len(samples),
+        "samples": len(quant[0]),
         "sqnr_db": min(e["sqnr_db"] for e in each),
         "cosine": min(e["cosine"] for e in each),
         "max_abs_error": max(e["max_abs_error"] for e in each),
@@ -119,6 +131,15 @@ def compare(float_model, quantized_program, samples, batched_program=None, batch
     if len(each) > 1:
         result["outputs"] = each
     return result
+
+
+def compare(float_model, quantized_program, samples, batched_program=None, batch: int = 32) -> dict[str, Any]:
+    """`metrics` of the float model against the PT2E quantized one on the samples."""
+    return metrics(
+        float_outputs(float_model, samples, batch),
+        quantized_outputs(quantized_program, samples, batched_program, batch),
+        samples.y,
+    )
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -189,29 +210,29 @@ class Evaluate(Stage[Evaluated]):
     def inputs(cls, run: Run) -> tuple:
         check = TosaCheck(run) if run.cfg.evaluation.tosa_check else None
         run.inspect_lowering = check  # seen by the lowering, if it runs now
-        quantized, samples = run.get(Quantize), run.samples("evaluation")
-        ahead = None
-        if background.possible():
-            # The comparison needs only the quantized model: a child computes it on the other
-            # core while this process lowers (background.py); the same code on the same
-            # process image, so the same numbers.
-            run.model()
-            ahead = background.Child(
-                "comparing float and quantized", lambda: _compare(run, quantized, samples), close_fds=KeyLock.held
-            )
-            run.children.append(ahead)
+        samples = run.samples("evaluation")
+        # Where a core is idle, children run the float and the quantized model on it
+        # (background.py): the same code on the same process image, so the same numbers.
+        # The float model needs no quantization: when the quantize stage is about to run,
+        # its outputs are computed beside it; the quantized model's beside the lowering.
+        float_ahead = None
+        if run.will_run(Quantize):
+            float_ahead = _ahead(run, "running the float model", _float_outputs, samples)
+        quantized = run.get(Quantize)
+        both = float_ahead is None
+        what = "running the float and quantized models" if both else "running the quantized model"
+        quant_ahead = _ahead(run, what, lambda: _quantized_outputs(run, quantized, samples, with_float=both))
         run.get(Lower)
-        return quantized, samples, check, ahead
+        return quantized, samples, check, float_ahead, quant_ahead
 
     @classmethod
-    def compute(cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None, ahead=None) -> Evaluated:
-        accuracy = None
-        if ahead is not None:
-            run.children.remove(ahead)
-            with contextlib.suppress(background.ChildFailed):  # then computed here, where its error is raised as ever
-                accuracy = ahead.result()
-        if accuracy is None:
-            accuracy = _compare(run, quantized, samples)
+    def compute(
+        cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None, float_ahead=None, quant_ahead=None
+    ) -> Evaluated:
+        said = _taken(run, quant_ahead) or {}
+        float_out = said.get("float") or _taken(run, float_ahead) or _float_outputs(run, samples)
+        quant_out = said.get("quantized") or _quantized_outputs(run, quantized, samples, with_float=False)["quantized"]
+        accuracy = metrics(_decoded(float_out), _decoded(quant_out), samples.y)
         seen = {"source": "evaluation", **data.summary(samples, run.cfg.model.input_specs())}
         if check is None:
             return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"}, None, seen)
@@ -221,9 +242,55 @@ class Evaluate(Stage[Evaluated]):
         return Evaluated(accuracy, result, npz, seen)
 
 
-def _compare(run: Run, quantized: Quantized, samples) -> dict[str, Any]:
+# --- the models' outputs, computed here or in a child --------------------------------------------
+
+
+def _ahead(run: Run, what: str, fn, *args) -> background.Child | None:
+    """`fn(run, *args)` (or `fn()`) in a child where a core is idle (background.py), else None."""
+    if not background.possible():
+        return None
+    run.model()  # loaded here, so that the child's copy has it and the parent keeps it
+    call = (lambda: fn(run, *args)) if args else fn
+    child = background.Child(what, call, close_fds=KeyLock.held)
+    run.children.append(child)
+    return child
+
+
+def _taken(run: Run, child: background.Child | None) -> Any:
+    """A child's result; None if it failed (the work is then done here, where its error is
+    raised as ever)."""
+    if child is None:
+        return None
+    run.children.remove(child)
+    with contextlib.suppress(background.ChildFailed):
+        return child.result()
+    return None
+
+
+def _float_outputs(run: Run, samples) -> dict[str, Any]:
     with numerics.numeric_stage():  # in a child too: the stage's numeric platform
-        return compare(run.model(), quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)
+        return _encoded(float_outputs(run.model(), samples, run.cfg.evaluation.batch_size))
+
+
+def _quantized_outputs(run: Run, quantized: Quantized, samples, with_float: bool) -> dict[str, Any]:
+    batch = run.cfg.evaluation.batch_size
+    with numerics.numeric_stage():
+        out = {"quantized": _encoded(quantized_outputs(quantized.program, samples, quantized.batched, batch))}
+    if with_float:
+        out["float"] = _float_outputs(run, samples)
+    return out
+
+
+def _encoded(outputs: tuple[list[str], list[Any]]) -> dict[str, Any]:
+    """Outputs as JSON (a child reports JSON), exact."""
+    names, tensors = outputs
+    return {"names": names, "arrays": background.encode_arrays(t.detach().numpy() for t in tensors)}
+
+
+def _decoded(said: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    import torch
+
+    return said["names"], [torch.from_numpy(a) for a in background.decode_arrays(said["arrays"])]
 
 
 def data_section(cfg: BuildConfig, quant: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, Any]:

@@ -205,6 +205,11 @@ class Run:
             raise RuntimeError(f"the {name} stage's result was not fetched before the manifest was made")
         return self._results[name]
 
+    def will_run(self, stage: type[Stage]) -> bool:
+        """Whether `stage` is neither fetched nor in the cache: a hint for scheduling work
+        beside it, never for a result (a damaged entry runs the stage anyway)."""
+        return stage.name not in self._results and not self.cache.path(self.keys.as_dict()[stage.name]).exists()
+
     def _get(self, stage: type[Stage[R]]) -> R:
         key = self.keys.as_dict()[stage.name]
         result = self._cached(stage, key)

@@ -10,7 +10,6 @@ imports the stage modules on the up-to-date path.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import logging
@@ -22,6 +21,7 @@ from .. import background, numerics
 from ..errors import EthosuError, first_line
 from ..files import markdown_table
 from ..store.cache import KeyLock
+from .fused_qdq import runnable
 from .outputs import flat_outputs
 from .quantize import Quantize, io_qparams
 from .stage import Run
@@ -103,43 +103,52 @@ def _user_outputs(program, values: list) -> list:
     return [v for v, spec in zip(values, specs) if spec.kind.name == "USER_OUTPUT"]
 
 
-def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_program, samples, num: int) -> dict[str, Any]:
-    """Run the lowered program as deployed, with every NPU partition executed by the TOSA
-    reference model on the exact flatbuffer Vela compiled and the CPU ops in PyTorch, and
-    compare each of its outputs with the PT2E quantized model's, over `num` samples: max
-    difference in LSBs of that output's quantization scale, max abs difference, and the top-1
-    agreement of the first output. With several outputs the top-level figures are the worst
-    output's and `outputs` holds each one's."""
-    import numpy as np
-    import torch
-
+def deployed_outputs(edge_program, tosa_by_payload: dict[str, bytes], samples, indices) -> list[list[Any]] | str:
+    """The lowered program as deployed, every NPU partition executed by the TOSA reference
+    model on the exact flatbuffer Vela compiled and the CPU ops in PyTorch, on the samples at
+    `indices`: per sample, its user outputs as numpy arrays; or the reference model's status
+    where a partition was not valid. The costly part of the check, which samples split."""
     failures: list[str] = []
     sig = edge_program.graph_signature
     state = {**edge_program.state_dict, **edge_program.constants}
     interpreter = _deployed_interpreter(tosa_by_payload, failures)(edge_program.graph_module)
-    module = quantized_program.module()
-    dq_out = _user_outputs(quantized_program, io_qparams(quantized_program)[1])
-    agree, n = 0, min(num, len(samples))
-    names: list[str] = []
-    diffs: list[float] = []
-    outputs: list[list[Any]] = []
-    for i in range(n):
+    outputs = []
+    for i in indices:
         x = iter(samples.select(slice(i, i + 1)))  # the user inputs, in the signature's order
         args = [next(x) if spec.kind.name == "USER_INPUT" else state[spec.target] for spec in sig.input_specs]
         deployed = interpreter.run(*args)
+        if failures:
+            return f"reference model status {failures[0]}"
         deployed = list(deployed) if isinstance(deployed, (tuple, list)) else [deployed]
-        deployed = _user_outputs(edge_program, deployed)
-        outputs.append([o.detach().numpy() for o in deployed])
+        outputs.append([o.detach().numpy() for o in _user_outputs(edge_program, deployed)])
+    return outputs
+
+
+def compare_deployed(deployed: list[list[Any]] | str, quantized_program, samples) -> tuple[dict[str, Any], Any]:
+    """Each output of the deployed program (`deployed_outputs` on the first samples, in order)
+    against the PT2E quantized model's: max difference in LSBs of that output's quantization
+    scale, max abs difference, and the top-1 agreement of the first output. With several
+    outputs the top-level figures are the worst output's and `outputs` holds each one's."""
+    import numpy as np
+    import torch
+
+    if isinstance(deployed, str):
+        return {"status": "failed", "reason": deployed}, None
+    module = runnable(quantized_program)  # the same numbers, bit for bit, faster
+    dq_out = _user_outputs(quantized_program, io_qparams(quantized_program)[1])
+    agree, n = 0, len(deployed)
+    names: list[str] = []
+    diffs: list[float] = []
+    for i, outputs in enumerate(deployed):
         with torch.no_grad():
             names, expected = flat_outputs(module(*samples.select(slice(i, i + 1))))
-        if failures:
-            return {"status": "failed", "reason": f"reference model status {failures[0]}"}, None
-        if len(expected) != len(deployed):
-            return {"status": "failed", "reason": f"{len(deployed)} deployed outputs, {len(expected)} quantized"}, None
-        diffs = diffs or [0.0] * len(deployed)
-        for k, (d, e) in enumerate(zip(deployed, expected)):
+        if len(expected) != len(outputs):
+            return {"status": "failed", "reason": f"{len(outputs)} deployed outputs, {len(expected)} quantized"}, None
+        diffs = diffs or [0.0] * len(outputs)
+        for k, (d, e) in enumerate(zip(outputs, expected)):
+            d = torch.from_numpy(np.asarray(d))
             diffs[k] = max(diffs[k], (d.double().flatten() - e.double().flatten()).abs().max().item())
-        agree += int(deployed[0].flatten().argmax() == expected[0].flatten().argmax())
+        agree += int(np.asarray(outputs[0]).flatten().argmax() == expected[0].flatten().argmax().item())
     scales = [q[0] if q is not None else None for q in dq_out[: len(diffs)]] if len(dq_out) >= len(diffs) else []
     lsbs = [None if s is None else int(round(d / s)) for d, s in zip(diffs, scales)] if scales else [None] * len(diffs)
     result: dict[str, Any] = {
@@ -158,7 +167,7 @@ def tosa_check(edge_program, tosa_by_payload: dict[str, bytes], quantized_progra
     # and the firmware's self-test vectors.
     arrays = {f"input_{k}": x[:n].numpy() for k, x in enumerate(samples.x)}
     arrays.update(
-        {f"output_{k}": np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0]))} if outputs else {}
+        {f"output_{k}": np.concatenate([o[k] for o in deployed]) for k in range(len(deployed[0]))} if deployed else {}
     )
     return result, arrays
 
@@ -181,57 +190,90 @@ def npz_bytes(arrays: dict[str, Any]) -> bytes:
 
 
 class TosaCheck:
-    """Called by the lowering with the partitioned program (Run.inspect_lowering): runs
-    tosa_check on it. A check that cannot run is a finding, not a failed build. The rest of
-    the lowering does not wait for it: where it can, a child runs it (background.py)."""
+    """Called by the lowering with the partitioned program (Run.inspect_lowering): runs the
+    deployed program on the evaluation's first `evaluation.tosa_samples` samples, then
+    compares (`outcome`). A check that cannot run is a finding, not a failed build. The rest
+    of the lowering does not wait for it: where cores are idle, children run the samples, split
+    between them (background.py); the comparison, which is cheap, runs here."""
 
     def __init__(self, run: Run):
         self.run = run
         self._outcome: tuple[dict[str, Any], bytes | None] | None = None
-        self._child: background.Child | None = None
+        self._deployed: list[list[Any]] | str | None = None  # run in place
+        self._children: list[background.Child] = []
 
     def __call__(self, edge_program, tosa_by_payload: dict[str, bytes]) -> None:
-        if not background.possible():
-            self._outcome = self._check(edge_program, tosa_by_payload)
+        n = min(self.run.cfg.evaluation.tosa_samples, len(self.run.samples("evaluation")))
+        workers = min(background.workers(), n)
+        if workers <= 1:
+            self._deployed = self._run(edge_program, tosa_by_payload, range(n))
             return
+        # One child per worker, each on its own run of samples: this process has only the
+        # lowering's tail left, and then waits for them.
+        for part in _parts(n, workers):
 
-        def in_child() -> dict[str, Any]:
-            result, npz = self._check(edge_program, tosa_by_payload)
-            return {"result": result, "npz": None if npz is None else base64.b64encode(npz).decode()}
+            def in_child(part=part):
+                deployed = self._run(edge_program, tosa_by_payload, part)
+                return deployed if isinstance(deployed, str) else [background.encode_arrays(o) for o in deployed]
 
-        self._child = background.Child("checking on the TOSA reference model", in_child, close_fds=KeyLock.held)
-        self.run.children.append(self._child)
+            what = f"running samples {part.start}-{part.stop - 1} on the TOSA reference model"
+            child = background.Child(what, in_child, close_fds=KeyLock.held)
+            self._children.append(child)
+            self.run.children.append(child)
 
-    def _check(self, edge_program, tosa_by_payload: dict[str, bytes]) -> tuple[dict[str, Any], bytes | None]:
-        run = self.run
+    def _run(self, edge_program, tosa_by_payload: dict[str, bytes], indices) -> list[list[Any]] | str:
         try:
             with numerics.numeric_stage():  # in a child too: the stage's numeric platform
-                result, arrays = tosa_check(
-                    edge_program,
-                    tosa_by_payload,
-                    run.get(Quantize).program,
-                    run.samples("evaluation"),
-                    run.cfg.evaluation.tosa_samples,
-                )
-            return result, (npz_bytes(arrays) if arrays else None)
+                return deployed_outputs(edge_program, tosa_by_payload, self.run.samples("evaluation"), indices)
         except EthosuError:
             raise
         except Exception as exc:
             log.debug("TOSA check failed", exc_info=True)
-            return {"status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc)}"}, None
+            return f"{type(exc).__name__}: {first_line(exc)}"
 
-    def outcome(self) -> tuple[dict[str, Any], bytes | None] | None:
-        """(result, the npz of its inputs and outputs) once the check ran, waiting for its
-        child; None if no lowering ran it."""
-        if self._child is not None:
-            child, self._child = self._child, None
+    def _gathered(self) -> list[list[Any]] | str | None:
+        """The deployed outputs of every sample, in order, waiting for the children."""
+        children, self._children = self._children, []
+        if not children:
+            return self._deployed
+        deployed: list[list[Any]] = []
+        failure = None
+        for child in children:
             self.run.children.remove(child)
             try:
                 said = child.result()
             except background.ChildFailed as exc:
                 exc.reraise()
-            self._outcome = (said["result"], None if said["npz"] is None else base64.b64decode(said["npz"]))
+            if isinstance(said, str):
+                failure = failure or said
+            else:
+                deployed += [background.decode_arrays(o) for o in said]
+        return failure or deployed
+
+    def outcome(self) -> tuple[dict[str, Any], bytes | None] | None:
+        """(result, the npz of its inputs and outputs) once the check ran, waiting for its
+        children; None if no lowering ran it."""
+        if self._outcome is None:
+            deployed = self._gathered()
+            if deployed is None:
+                return None
+            run = self.run
+            try:
+                with numerics.numeric_stage():
+                    result, arrays = compare_deployed(deployed, run.get(Quantize).program, run.samples("evaluation"))
+            except EthosuError:
+                raise
+            except Exception as exc:
+                log.debug("TOSA check failed", exc_info=True)
+                result, arrays = {"status": "failed", "reason": f"{type(exc).__name__}: {first_line(exc)}"}, None
+            self._outcome = (result, npz_bytes(arrays) if arrays else None)
         return self._outcome
+
+
+def _parts(n: int, k: int) -> list[range]:
+    """0..n-1 in k consecutive runs, as even as can be."""
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 def tosa_section(tosa: dict[str, Any] | None) -> list[str]:
