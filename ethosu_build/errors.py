@@ -118,7 +118,9 @@ class BudgetBreached(EthosuError):
         # (an optimizing sweep records a breached point with its values: config/objective.py)
         self.measured = measured or {}
         lines = [
-            f"  - budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g} {b['unit']}"
+            f"  - {b['message']}"
+            if b.get("message")  # a breach that is not a number against a limit (a board's fit)
+            else f"  - budget.{b['budget']}: measured {b['measured']:g} {b['unit']}, limit {b['limit']:g} {b['unit']}"
             + (f" (judged: {b['judged']})" if b.get("judged") else "")
             for b in breaches
         ]

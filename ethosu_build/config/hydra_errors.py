@@ -113,6 +113,12 @@ def unset_section(key: str, hydra_text: str) -> str:
     options = keys_help.options_setting(group, section) if section and "." not in section else []
     if wanted != key:
         text += f", so {wanted}={value} has nothing to change"
+    if group == "board" and not section:  # no board chosen, or a sweep's base config (which has none)
+        return text + (
+            "; accepted: board=NAME before it; in a sweep over boards (-m board=a,b), Hydra composes the sweep's "
+            "base config without a board: sweep the key too (board.regions.SRAM.size=a,b), or for the memory mode "
+            "use target.memory_mode=auto"
+        )
     if not options:
         return text + f"; accepted: '+{key}=VALUE' adds it"
     rest = wanted[len(key) + 1 :]

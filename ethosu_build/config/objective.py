@@ -36,13 +36,27 @@ class Metric:
     what: str
 
 
+def board_headroom_kib(m: dict[str, Any]) -> float | None:
+    """A board build's least headroom (KiB) over the regions it placed pools in; minus the
+    bytes over where it does not fit (pipeline/placement.py); None without a board."""
+    fit = m.get("board")
+    if not fit:
+        return None
+    if not fit["fits"]:
+        return _kib(-fit["over"])
+    return _kib(min((r["headroom"] for r in fit["regions"] if r["pools"]), default=0))
+
+
 # name -> where it is in the manifest. sram_kib/flash_kib are the memory bill's regions, as the
 # budgets judge them; vela_sram_kib is Vela's own SRAM figure for its partitions.
 METRICS: dict[str, Metric] = {
     "cycles": Metric(lambda m: _get(m, "metrics", "vela", "total", "cycles"), "min", "Vela's NPU cycles"),
     "inference_ms": Metric(
-        lambda m: _get(m, "metrics", "vela", "total", "inference_ms"), "min", "Vela's inference time at its clock"
+        lambda m: _get(m, "board", "cpu", "total_ms") or _get(m, "metrics", "vela", "total", "inference_ms"),
+        "min",
+        "Vela's inference time at its clock; on a board, plus the CPU's estimate (docs/boards.md)",
     ),
+    "cpu_ms": Metric(lambda m: _get(m, "board", "cpu", "cpu_ms"), "min", "the board CPU's estimated time (board=NAME)"),
     "sram_kib": Metric(lambda m: _kib(_get(m, "memory", "regions", "sram") or 0), "min", "the memory bill's SRAM"),
     "flash_kib": Metric(lambda m: _kib(_get(m, "memory", "regions", "flash") or 0), "min", "the memory bill's flash"),
     "dram_kib": Metric(lambda m: _kib(_get(m, "memory", "regions", "dram") or 0), "min", "the memory bill's DRAM"),
@@ -60,6 +74,7 @@ METRICS: dict[str, Metric] = {
     "accuracy_drop": Metric(
         lambda m: _get(m, "metrics", "accuracy", "accuracy_drop"), "min", "float minus quantized top-1 (labels)"
     ),
+    "headroom_kib": Metric(board_headroom_kib, "max", "a board's least headroom in a region it uses (board=NAME)"),
     "tosa_max_lsb": Metric(
         lambda m: _get(m, "metrics", "tosa_check", "max_lsb_diff"), "min", "TOSA check's largest output difference"
     ),

@@ -174,6 +174,43 @@ class BudgetConfig:
     max_inference_ms: float | None = None  # Vela's estimated inference time
 
 
+# A board's memory (board=NAME, conf/board/; placement: pipeline/placement.py).
+REGION_KINDS: tuple[str, ...] = ("tcm", "sram", "mram", "flash", "ddr")
+READ_ONLY_KINDS: tuple[str, ...] = ("mram", "flash")  # at run time: the program may sit there, no buffer may
+# Vela's two AXI areas (the memory mode's const/arena/cache_mem_area): on a U85, Axi0 is its
+# AXI_SRAM ports and Axi1 its AXI_EXT port.
+NPU_PORTS: tuple[str, ...] = ("axi0", "axi1")
+CPUS: tuple[str, ...] = ("cortex-m55", "cortex-m85")  # the CPUs whose kernel costs are known (pipeline/cpu_cost.py)
+AUTO = "auto"  # target.memory_mode / board.memory_mode: the build chooses among board.memory_modes
+
+
+@dataclass
+class RegionConfig:
+    """One memory region of a board, as its linker script and the NPU see it."""
+
+    kind: str = "sram"  # tcm | sram | mram | flash | ddr (mram and flash are read-only at run time)
+    size: int = 0  # bytes
+    cpu_address: int = 0  # where the CPU sees it (the linker script's ORIGIN)
+    npu_address: int | None = None  # where the NPU sees it, if not there (an Alif TCM's global alias)
+    npu_ports: list[str] = field(default_factory=list)  # Vela's AXI areas that reach it (axi0, axi1); []: none
+    reserved: dict[str, int] = field(default_factory=dict)  # what the firmware keeps here (code, stack, heap: bytes)
+
+
+@dataclass
+class BoardConfig:
+    """A board: its NPU (a target), CPU and memory regions (board=NAME; docs/boards.md)."""
+
+    name: str = ""  # the board's name
+    npu: str = ""  # its Ethos-U configuration: target.accelerator must be this
+    cpu: str = "cortex-m55"  # the CPU that runs what stays off the NPU
+    cpu_clock_hz: int = 0  # its clock, for the CPU estimate
+    # the memory mode to build for, or auto: the fastest of memory_modes that fits (target.memory_mode follows it)
+    memory_mode: str = ""
+    memory_modes: list[str] = field(default_factory=list)  # the modes the board's firmware supports
+    regions: dict[str, RegionConfig] = field(default_factory=dict)  # by the linker script's name, in its order
+    sources: list[str] = field(default_factory=list)  # where every number came from
+
+
 TRACKING_BACKENDS: tuple[str, ...] = ("none", "mlflow")
 
 
@@ -197,6 +234,7 @@ class BuildConfig:
     name: str | None = None  # the artifact's name; null: the recipe name, else model.name
     model: ModelConfig = field(default_factory=ModelConfig)  # the network and its example input
     target: TargetConfig = field(default_factory=TargetConfig)  # the Ethos-U configuration and Vela's settings
+    board: BoardConfig | None = None  # the board it ships on (board=NAME): fit region by region; null: none
     lowering: LoweringConfig = field(default_factory=LoweringConfig)  # how the graph reaches the NPU
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)  # the global scheme
     # per-module schemes: named entries, each with one selector, applied in order after the global scheme
@@ -259,3 +297,18 @@ def accepted_keys(dotted: str) -> list[str] | None:
         if typing.get_origin(tp) in (typing.Union, types.UnionType):
             tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
     return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else None
+
+
+def type_name(tp: Any) -> str:
+    """How an error names a schema type: "an integer", "a list of a string", ..."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))

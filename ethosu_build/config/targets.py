@@ -215,6 +215,39 @@ def _ini_sections(path: str) -> tuple[set[str], set[str]]:
     return systems, modes
 
 
+@functools.lru_cache(maxsize=64)
+def _ini_section(path: str, name: str) -> tuple[tuple[str, str], ...]:
+    parser = configparser.ConfigParser(strict=False)
+    parser.read(path)
+
+    def section(name: str, seen: tuple[str, ...] = ()) -> dict[str, str]:
+        values = dict(parser[name]) if parser.has_section(name) else {}
+        parent = values.pop("inherit", None)
+        if parent and parent not in seen:
+            return {**section(parent, (*seen, name)), **values}
+        return values
+
+    return tuple(section(name).items())
+
+
+def ini_section(config_ini: str | None, name: str) -> dict[str, str]:
+    """A section of the .ini Vela will use, its `inherit=` followed (lower-case keys)."""
+    return dict(_ini_section(str(resolve_config_ini(config_ini)), name))
+
+
+def mode_areas(t: TargetConfig, memory_mode: str | None = None) -> dict[str, str]:
+    """Which of Vela's AXI areas ("axi0", "axi1") the memory mode puts the constants (the
+    program's weights), the arena (the NPU scratch) and the cache (the fast scratch) on."""
+    mode = ini_section(t.config_ini, f"Memory_Mode.{memory_mode or resolved_memory_mode(t)}")
+    return {area: mode.get(f"{area}_mem_area", "Axi0").lower() for area in ("const", "arena", "cache")}
+
+
+def arena_cache_size(t: TargetConfig, memory_mode: str | None = None) -> int:
+    """The fast scratch Vela compiles for: target.arena_cache_size, else the memory mode's; 0 if neither."""
+    mode = ini_section(t.config_ini, f"Memory_Mode.{memory_mode or resolved_memory_mode(t)}")
+    return t.arena_cache_size or int(mode.get("arena_cache_size", 0) or 0)
+
+
 def ini_choices(config_ini: str | None) -> tuple[set[str], set[str]]:
     """(system configs, memory modes) defined in the .ini Vela will use."""
     return _ini_sections(str(resolve_config_ini(config_ini)))

@@ -23,7 +23,7 @@ from typing import Any
 from .. import data
 from ..data import preprocess
 from ..errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
-from . import objective, targets
+from . import boards, objective, targets
 from .hydra_errors import RECIPE_HINT
 from .schema import (
     CHOICES,
@@ -36,10 +36,12 @@ from .schema import (
     OverrideEntry,
     QatConfig,
     SearchConfig,
+    type_name,
 )
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+_HEX = re.compile(r"0[xX][0-9a-fA-F]+")  # Hydra's grammar reads 0x400000 as text; YAML files read it as a number
 
 
 def validate(container: dict[str, Any], default_name: str | None = None) -> BuildConfig:
@@ -66,20 +68,6 @@ def _related(a: str, b: str) -> bool:
 # --- structure and types, driven by the dataclasses in schema.py -----------------------------
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
 def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -91,13 +79,13 @@ def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
         return __convert_dataclass(tp, value, key, issues)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            issues.append(ConfigIssue(key, f"{value!r} is not a list; accepted: {_type_name(tp)}"))
+            issues.append(ConfigIssue(key, f"{value!r} is not a list; accepted: {type_name(tp)}"))
             return []
         (item_tp,) = typing.get_args(tp)
         return [convert(item_tp, v, f"{key}.{i}", issues) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            issues.append(ConfigIssue(key, f"{value!r} is not a mapping; accepted: {_type_name(tp)}"))
+            issues.append(ConfigIssue(key, f"{value!r} is not a mapping; accepted: {type_name(tp)}"))
             return {}
         _, val_tp = typing.get_args(tp)
         if val_tp is Any:
@@ -109,6 +97,9 @@ def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        value = (
+            int(value, 16) if isinstance(value, str) and _HEX.fullmatch(value) else value
+        )  # 0x.. on the command line
         if isinstance(value, int) and not isinstance(value, bool):
             if not INT_MIN <= value <= INT_MAX:  # torch, Vela and the file formats take 64-bit integers
                 issues.append(ConfigIssue(key, f"{value!r} is out of range; accepted: an integer of at most 64 bits"))
@@ -118,7 +109,7 @@ def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 issues.append(
-                    ConfigIssue(key, f"{value!r} is not a finite number; accepted: {_type_name(tp)}, not nan or inf")
+                    ConfigIssue(key, f"{value!r} is not a finite number; accepted: {type_name(tp)}, not nan or inf")
                 )
                 return None
             return float(value)
@@ -136,7 +127,7 @@ def convert(tp: Any, value: Any, key: str, issues: list[ConfigIssue]) -> Any:
                 )
             )
             return None
-    issues.append(ConfigIssue(key, f"{value!r} is not {_type_name(tp)}"))
+    issues.append(ConfigIssue(key, f"{value!r} is not {type_name(tp)}"))
     return None
 
 
@@ -201,6 +192,7 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
         cfg.store.root = os.path.expanduser(cfg.store.root)
     _check_model(cfg, issues)
     _check_target(cfg, issues)
+    boards.check(cfg, issues)
     _check_lowering(cfg, issues)
     _choice(issues, "quantization.scheme", cfg.quantization.scheme)
     _choice(issues, "quantization.io", cfg.quantization.io)
@@ -381,7 +373,7 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
                 f"{t.system_config!r} is not in {ini.name}; {accepted(sorted(systems), t.system_config)}",
             )
         )
-    if targets.resolved_memory_mode(t) not in modes:
+    if t.memory_mode != boards.AUTO and targets.resolved_memory_mode(t) not in modes:  # auto: boards.py checks each
         issues.append(
             ConfigIssue(
                 "target.memory_mode",

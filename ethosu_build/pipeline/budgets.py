@@ -52,11 +52,19 @@ def check(
     accuracy: dict[str, Any],
     memory: dict[str, Any],
     measured_as_manifest: dict[str, Any] | None = None,
+    board: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per budget: limit, measured value and whether it passed; raises BudgetBreached, which
-    carries `measured_as_manifest` (what the build measured, for a sweep's record)."""
+    carries `measured_as_manifest` (what the build measured, for a sweep's record). With a
+    board, a program that does not fit its regions (placement.py) is a breach too."""
     values = measured(delegation, vela, accuracy, memory)
     results, breaches = {}, []
+    if board is not None:  # judged as bytes over the board's regions, limit 0
+        unit = f"B over {board['board']}'s regions"
+        results["board_fit"] = {"limit": 0, "measured": board["over"], "unit": unit, "passed": board["fits"]}
+        if not board["fits"]:
+            breaches.append({"budget": "board_fit", "limit": 0, "measured": board["over"], "unit": unit,
+                             "message": fit_breach(board)})  # fmt: skip
     for f in dataclasses.fields(budget):
         limit = getattr(budget, f.name)
         if limit is None:
@@ -93,3 +101,16 @@ def report_section(gates: dict[str, Any] | None) -> list[str]:
             [[k, g["limit"], g["measured"], g["unit"], g["passed"]] for k, g in gates.items()],
         ),
     ]
+
+
+def fit_breach(fit: dict[str, Any]) -> str:
+    """Why the program does not fit the board, and what would make it fit."""
+    tried = fit.get("tried")
+    if tried:
+        why = "; ".join(f"{t['memory_mode']}: {' / '.join(t['problems'])}" for t in tried)
+        hint = "a smaller program, a board with more memory there, or less kept by its firmware (regions.*.reserved)"
+        return f"board {fit['board']}: no memory mode fits ({why}); what would fit: {hint}"
+    return (
+        f"board {fit['board']} ({fit['memory_mode']}): {' / '.join(fit['problems'])}; what would fit: "
+        "board.memory_mode=auto tries the board's other memory modes and keeps the fastest that fits"
+    )

@@ -124,12 +124,18 @@ def _compute_and_publish(
         files = {path: blob for stage in STAGES for path, blob in stage.files(run).items()}
         _warn(cfg, sections)
         measured = {  # as the manifest will hold them: a breach carries them to the sweep's record
-            **{k: sections[k] for k in ("metrics", "memory", "delegation")},
+            **{k: sections[k] for k in ("metrics", "memory", "delegation", "board") if k in sections},
             "files": {"model.pte": {"size": len(files["model.pte"])}},
         }
         m = sections["metrics"]
         gates = budgets.check(  # may raise
-            cfg.budget, sections["delegation"], m["vela"], m["accuracy"], sections["memory"], measured
+            cfg.budget,
+            sections["delegation"],
+            m["vela"],
+            m["accuracy"],
+            sections["memory"],
+            measured,
+            sections.get("board"),
         )
 
     stop_if_interrupted()

@@ -28,6 +28,7 @@ import re
 from typing import Any
 
 from ..data import preprocess
+from . import memory
 from .memory import ESTIMATE_MARGIN
 
 DEFAULT_SECTION = "network_model_sec"  # ExecuTorch examples/arm/executor_runner/pte_to_header.py
@@ -182,16 +183,13 @@ def _preprocess_lines(m: dict[str, Any], steps: list[dict[str, Any]], first: dic
     return [*out, ""]
 
 
-def _round16(n: float) -> int:
-    return int(math.ceil(n / 16.0) * 16)
-
-
 def memory_h(m: dict[str, Any]) -> str:
     bill = m["memory"]
     parts = bill["parts"]
     planned, method = parts["planned"]["bytes"], parts["method_allocator"]["bytes"]
     scratch, fast = parts["npu_scratch"]["bytes"], parts["npu_fast_scratch"]["bytes"]
-    method_pool = _round16(planned + method * (1 + ESTIMATE_MARGIN))
+    sizes = memory.pools(bill)
+    method_pool = sizes["method_pool"]
     lines = [
         f"/* Memory pools for {m['name']}/v{m['version']} on {m['config']['target']['accelerator']},",
         f" * memory mode {bill['memory_mode']}: written by `ethosu-artifacts export --firmware` from the",
@@ -212,9 +210,16 @@ def memory_h(m: dict[str, Any]) -> str:
         f"/* the NPU scratch: the Ethos-U backend takes it from the temp allocator (no margin: Vela's figure), in "
         f"{parts['npu_scratch']['region']} */",
         "#ifndef ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE",
-        f"#define ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE {max(16, _round16(scratch))}u",
+        f"#define ET_ARM_BAREMETAL_SCRATCH_TEMP_ALLOCATOR_POOL_SIZE {sizes['temp_pool']}u",
         "#endif",
     ]
+    fit = m.get("board")
+    if fit:
+        lines += ["", f"/* Placed on {fit['board']} as board.ld says: each pool's input section and its region. */"]
+        for p in fit["pools"]:
+            name = p["pool"].upper()
+            lines += [f'#define ETHOSU_BUILD_{name}_SECTION "{p["section"]}"',
+                      f'#define ETHOSU_BUILD_{name}_REGION "{p["region"] or p.get("closest") or "none"}"']  # fmt: skip
     if fast:
         lines += [
             f"/* the arena cache Vela compiled for (Dedicated_Sram), in {parts['npu_fast_scratch']['region']} */",
@@ -223,6 +228,56 @@ def memory_h(m: dict[str, Any]) -> str:
             "#endif",
         ]
     return "\n".join([*lines, ""])
+
+
+def linker_fragment(m: dict[str, Any]) -> str:
+    """board.ld: a GNU ld fragment with the board's regions (MEMORY) and an output section per
+    pool (SECTIONS), each in the region the build placed it in (manifest `board`,
+    placement.py). A region's firmware reserve is its own MEMORY region, <NAME>_FIRMWARE, at its
+    start, for the firmware's code, data, heap and stack: the pools get the rest, so the link
+    overflows exactly where the build said the program does not fit (a pool that fits nowhere
+    is put in the region that came closest)."""
+    fit = m["board"]
+    regions = {r["name"]: r for r in fit["regions"]}
+    memory_lines = []
+    for r in fit["regions"]:
+        attrs = "rx" if r["kind"] in ("flash", "mram") else "rwx"
+        start, rest = r["cpu_address"], r["size"] - r["reserved"]
+        if r["reserved"]:
+            memory_lines.append(
+                f"  {r['name']}_FIRMWARE ({attrs}) : ORIGIN = {start:#010x}, LENGTH = {r['reserved']:#x}"
+            )
+        if rest:
+            memory_lines.append(f"  {r['name']} ({attrs}) : ORIGIN = {start + r['reserved']:#010x}, LENGTH = {rest:#x}")
+    section_lines = []
+    for p in fit["pools"]:
+        region = p["region"] or p.get("closest")
+        if region is None or not regions[region]["size"] - regions[region]["reserved"]:
+            continue
+        noload = "" if p["pool"] == "pte" else " (NOLOAD)"
+        section_lines += [
+            f"  .ethosu_build.{p['pool']}{noload} : ALIGN(16)",
+            f"  {{\n    KEEP(*({p['section']}))\n    . = ALIGN(16);\n  }} > {region}",
+        ]
+    return "\n".join(
+        [
+            f"/* The memory map of {m['name']}/v{m['version']} on {fit['board']} ({fit['memory_mode']}): written by",
+            " * `ethosu-artifacts export --firmware` from the build's placement (docs/boards.md). INCLUDE it",
+            " * before the firmware's own SECTIONS (an input section goes to the first output section that",
+            " * names it), and put the firmware's code, data, heap and stack in the <NAME>_FIRMWARE regions:",
+            " * what board.regions.<NAME>.reserved keeps for it. The pools' arrays are named in memory.h. */",
+            "MEMORY",
+            "{",
+            *memory_lines,
+            "}",
+            "",
+            "SECTIONS",
+            "{",
+            *section_lines,
+            "}",
+            "",
+        ]
+    )
 
 
 def program_operators(pte: bytes) -> list[str]:

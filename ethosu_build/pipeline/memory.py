@@ -28,7 +28,6 @@ firmware module import this one on paths that load no executorch.
 
 from __future__ import annotations
 
-import configparser
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -149,27 +148,15 @@ def method_allocator_estimate(f: ProgramFacts) -> int:
     return int(allocations)
 
 
-def _memory_of(target: TargetConfig) -> dict[str, str]:
+def _memory_of(target: TargetConfig) -> dict[str, Any]:
     """The memory each area of the target's memory mode lies in: {const, arena, cache} ->
-    "sram" | "flash" | "dram" (from the .ini Vela reads, inherit= followed)."""
-    parser = configparser.ConfigParser(strict=False)
-    parser.read(str(targets.resolve_config_ini(target.config_ini)))
-
-    def section(name: str, seen: tuple[str, ...] = ()) -> dict[str, str]:
-        values = dict(parser[name]) if parser.has_section(name) else {}
-        parent = values.pop("inherit", None)
-        if parent and parent not in seen:
-            return {**section(parent, (*seen, name)), **values}
-        return values
-
-    mode = section(f"Memory_Mode.{targets.resolved_memory_mode(target)}")
-    system = section(f"System_Config.{targets.resolved_system_config(target)}")
+    "sram" | "flash" | "dram" (the AXI port's memory in the system config)."""
+    system = targets.ini_section(target.config_ini, f"System_Config.{targets.resolved_system_config(target)}")
     kinds = {"Sram": "sram", "OffChipFlash": "flash", "OnChipFlash": "flash", "Dram": "dram"}
-    out = {}
-    for area in ("const", "arena", "cache"):
-        axi = mode.get(f"{area}_mem_area", "Axi0").lower()  # Axi0 / Axi1
-        out[area] = kinds.get(system.get(f"{axi}_port", "Sram"), "sram")
-    out["arena_cache_size"] = target.arena_cache_size or int(mode.get("arena_cache_size", 0) or 0)
+    out: dict[str, Any] = {
+        area: kinds.get(system.get(f"{axi}_port", "Sram"), "sram") for area, axi in targets.mode_areas(target).items()
+    }
+    out["arena_cache_size"] = targets.arena_cache_size(target)
     return out
 
 
@@ -213,6 +200,42 @@ def bill(data: bytes, target: TargetConfig) -> dict[str, Any]:
             "delegates": f.delegates,
         },
     }
+
+
+def _round16(n: float) -> int:
+    return int(-(-n // 16) * 16)
+
+
+# The pools firmware reserves for a program, as ExecuTorch's Arm runner names them: its
+# ET_ARM_BAREMETAL_* pool sizes and the input sections of its linker scripts.
+POOL_SECTIONS = {
+    "pte": "network_model_sec",  # model_pte.h's array (firmware.model_pte_h)
+    "method_pool": ".bss.method_allocator_sec",
+    "temp_pool": ".bss.tensor_arena",
+    "fast_scratch": ".bss.ethosu_scratch",
+    "io": ".bss.ethosu_build_io",
+}
+# What of the memory mode each pool must sit on: the NPU reads the program's weights in place
+# (Vela's const area) and takes its scratch from the temp pool (the arena) and its fast scratch
+# (the cache); the method pool and unplanned IO are the CPU's alone.
+POOL_AREAS = {"pte": "const", "temp_pool": "arena", "fast_scratch": "cache", "method_pool": None, "io": None}
+
+
+def pools(bill: dict[str, Any]) -> dict[str, int]:
+    """The bytes of each pool firmware reserves (16-byte multiples): the program; the method
+    allocator pool (the planned buffers and the method allocator's estimate with its
+    ESTIMATE_MARGIN); the temp pool (Vela's largest scratch, no margin); the fast scratch
+    (Dedicated_Sram); the inputs and outputs when the plan left them unplanned."""
+    parts = bill["parts"]
+    method = parts["method_allocator"]["bytes"] * (1 + ESTIMATE_MARGIN)
+    out = {
+        "pte": _round16(parts["pte"]["bytes"]),
+        "method_pool": _round16(parts["planned"]["bytes"] + method),
+        "temp_pool": max(16, _round16(parts["npu_scratch"]["bytes"])),
+        "fast_scratch": _round16(parts["npu_fast_scratch"]["bytes"]),
+        "io": _round16(parts["io"]["bytes"]) if "io" in parts else 0,
+    }
+    return {k: v for k, v in out.items() if v}
 
 
 def kib(n: int) -> float:

@@ -1,5 +1,5 @@
 """The firmware bundle of an export (`ethosu-artifacts export ID DIR --firmware`,
-docs/deploying.md): model_pte.h, model_io.h, memory.h, selected_ops.txt and model.bpte,
+docs/deploying.md): model_pte.h, model_io.h, memory.h, selected_ops.txt, model.bpte and, for a board, board.ld,
 derived (pipeline/firmware.py) from a checked manifest and the verified bytes of its files.
 Reading the version and writing DIR are the store's (store/export.py); the bundle is added
 to the files it copies.
@@ -36,6 +36,8 @@ def firmware_files(
         "memory.h": firmware.memory_h(m).encode(),
         "selected_ops.txt": (",".join(firmware.program_operators(pte)) + "\n").encode(),
     }
+    if m.get("board"):  # built for a board: its memory map, placed as the build said (docs/boards.md)
+        files["board.ld"] = firmware.linker_fragment(m).encode()
     notes = []
     check_io = verified.get("check/tosa_io.npz")
     if check_io is not None:

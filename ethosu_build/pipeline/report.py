@@ -31,6 +31,17 @@ def render(m: dict[str, Any], vela_dir: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _memory_mode(m: dict[str, Any]) -> str:
+    """The memory mode built for: the config's, or the one a board's auto kept."""
+    mode = m["config"]["target"]["memory_mode"]
+    board = m.get("board")
+    return f"{board['memory_mode']}, chosen by auto" if board and mode == "auto" else (mode or "-")
+
+
+def _board(fit: dict[str, Any]) -> str:
+    return f"{fit['board']}: " + ("fits" if fit["fits"] else f"does not fit ({fit['over']:,} B over)")
+
+
 def _summary(m: dict[str, Any]) -> list[str]:
     cfg, q, d = m["config"], m["quantization"], m["delegation"]
     t = cfg["target"]
@@ -47,7 +58,8 @@ def _summary(m: dict[str, Any]) -> list[str]:
     )
     rows = [
         ["model", f"{cfg['model']['name']} {_inputs(cfg['model'])}"],
-        ["target", f"{t['accelerator']} ({t['system_config']}, {t['memory_mode']})"],
+        ["target", f"{t['accelerator']} ({t['system_config']}, {_memory_mode(m)})"],
+        *([["board", _board(m["board"])]] if m.get("board") else []),
         ["quantization", scheme],
         ["lowering", _lowering(m.get("lowering"))],
         ["recipe", m.get("recipe")],

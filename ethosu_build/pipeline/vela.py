@@ -12,6 +12,7 @@ import this module without building.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -20,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import targets
+from ..config import boards, targets
 from ..config.schema import BuildConfig
 from ..files import markdown_table
 from ..fingerprint import file_sha256
 from ..store.cache import Entry
-from . import memory, pte, vela_files
+from . import cpu_cost, memory, placement, pte, vela_files
 from .lower import Lower, Lowered, lowering_failed, run_lower, vela_exited
 from .quantize import Quantize
 from .stage import Run, Stage
@@ -42,6 +43,7 @@ class Compiled:
     # The memory bill of the program for this target (memory.py), kept with it: reading it back
     # needs no ExecuTorch (an entry from before it was kept has None; build.py computes it).
     memory: dict[str, Any] | None = None
+    fit: dict[str, Any] | None = None  # with a board: where each pool goes (placement.py)
 
     REPORT_SUFFIXES = (".csv", ".tosa")
 
@@ -50,14 +52,15 @@ class Compiled:
         for name, blob in self.reports.items():
             (folder / name).write_bytes(blob)
         (folder / "info.json").write_text(json.dumps(self.metrics, indent=1, sort_keys=True))
-        if self.memory is not None:
-            (folder / "memory.json").write_text(json.dumps(self.memory, indent=1, sort_keys=True))
+        for name, value in (("memory.json", self.memory), ("fit.json", self.fit)):
+            if value is not None:
+                (folder / name).write_text(json.dumps(value, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, entry: Entry) -> Compiled:
         reports = {n: entry.read(n) for n in sorted(entry.files) if n.endswith(cls.REPORT_SUFFIXES)}
-        bill = entry.read_json("memory.json") if entry.has("memory.json") else None
-        return cls(entry.read("model.pte"), reports, entry.read_json("info.json"), bill)
+        bill, fit = (entry.read_json(n) if entry.has(n) else None for n in ("memory.json", "fit.json"))
+        return cls(entry.read("model.pte"), reports, entry.read_json("info.json"), bill, fit)
 
 
 class Vela(Stage[Compiled]):
@@ -77,6 +80,8 @@ class Vela(Stage[Compiled]):
             "config_ini": t.config_ini,
             "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
             "vela_flags": targets.vela_flags(t),
+            # a board's regions decide the fit, and with memory_mode auto the program
+            **({"board": boards.describe(cfg.board), "placement": placement.VERSION} if cfg.board is not None else {}),
         }
 
     @classmethod
@@ -85,7 +90,8 @@ class Vela(Stage[Compiled]):
         # The bill from the program itself, as export --firmware reads it; kept by this stage
         # (no ExecuTorch import); an entry from before it was kept computes it here.
         bill = compiled.memory or memory.bill(compiled.pte, run.cfg.target)
-        return {"metrics": {"vela": compiled.metrics}, "memory": bill}  # memory: what firmware must reserve, per region
+        board = {"board": compiled.fit} if compiled.fit is not None else {}  # the fit, region by region
+        return {"metrics": {"vela": compiled.metrics}, "memory": bill, **board}  # memory: what firmware must reserve
 
     @classmethod
     def files(cls, run: Run) -> dict[str, bytes]:
@@ -99,6 +105,8 @@ class Vela(Stage[Compiled]):
         return (
             _performance_section(v)
             + memory.report_section(m.get("memory"))
+            + placement.report_section(m.get("board"))
+            + cpu_cost.report_section((m.get("board") or {}).get("cpu"))
             + _cycles_section(vela_dir, m.get("lowering") or {})
             + _top_layers_section(vela_dir)
         )
@@ -109,16 +117,43 @@ class Vela(Stage[Compiled]):
 
     @classmethod
     def compute(cls, run: Run, lowered: Lowered) -> Compiled:
-        if lowered.info.get("retargetable"):
-            pte, metrics, console, files = run_vela(run.cfg, lowered.template, lowered.tosa)
-        else:
-            # A program whose serialized form does not round-trip cannot have its payloads
-            # swapped: lower it again for this target, with Vela in place.
-            log.info("vela: the shared lowering cannot be retargeted; lowering for %s", run.cfg.target.accelerator)
-            pte, info, console, files = run_lower(run.cfg, run.get(Quantize).program, run_vela=True)
-            metrics = info["vela"]
-        log.debug("Vela output:\n%s", console)
-        return Compiled(pte, files, metrics, memory.bill(pte, run.cfg.target))
+        cfg = run.cfg
+        if cfg.board is None:
+            return _compile(run, cfg, lowered)
+        # On a board: each memory mode to try (one, or the board's with auto), its program
+        # placed in the board's regions; the fastest that fits is kept, else the first tried,
+        # whose breach the build reports (budgets.py).
+        tried = []
+        for mode in boards.candidate_modes(cfg):
+            mode_cfg = dataclasses.replace(cfg, target=dataclasses.replace(cfg.target, memory_mode=mode))
+            compiled = _compile(run, mode_cfg, lowered)
+            compiled.fit = placement.place(compiled.memory, cfg.board, mode_cfg.target, mode)
+            tried.append(compiled)
+        kept = min([c for c in tried if c.fit["fits"]] or tried[:1], key=lambda c: c.metrics["total"]["cycles"])
+        # What the board's CPU adds to the NPU's time: an estimate (cpu_cost.py).
+        b = cfg.board
+        kept.fit["cpu"] = cpu_cost.estimate(kept.pte, b.cpu, b.cpu_clock_hz, kept.metrics["total"]["inference_ms"])
+        if len(tried) > 1:
+            kept.fit["tried"] = [
+                {"memory_mode": c.fit["memory_mode"], "cycles": c.metrics["total"]["cycles"], "fits": c.fit["fits"],
+                 "problems": c.fit["problems"]}
+                for c in tried
+            ]  # fmt: skip
+        return kept
+
+
+def _compile(run: Run, cfg: BuildConfig, lowered: Lowered) -> Compiled:
+    """The program for cfg.target: Vela on the shared lowering's partitions."""
+    if lowered.info.get("retargetable"):
+        pte, metrics, console, files = run_vela(cfg, lowered.template, lowered.tosa)
+    else:
+        # A program whose serialized form does not round-trip cannot have its payloads
+        # swapped: lower it again for this target, with Vela in place.
+        log.info("vela: the shared lowering cannot be retargeted; lowering for %s", cfg.target.accelerator)
+        pte, info, console, files = run_lower(cfg, run.get(Quantize).program, run_vela=True)
+        metrics = info["vela"]
+    log.debug("Vela output:\n%s", console)
+    return Compiled(pte, files, metrics, memory.bill(pte, cfg.target))
 
 
 def run_vela(

@@ -63,6 +63,8 @@ COLUMNS = [
     "accuracy_drop",
     "sqnr_db",
     "tosa_max_lsb",
+    "fits",  # on the board (board=NAME): where each pool goes, pipeline/placement.py
+    "headroom_kib",
     "objective",
     "recipe",  # an optimizing sweep's front: the recipe that rebuilds the row
     "stages_ran",
@@ -116,6 +118,8 @@ def _measured_columns(m: dict[str, Any]) -> dict[str, Any]:
         "accuracy_drop": acc.get("accuracy_drop"),
         "sqnr_db": acc.get("sqnr_db"),
         "tosa_max_lsb": tosa.get("max_lsb_diff"),
+        "fits": (m.get("board") or {}).get("fits"),
+        "headroom_kib": objective.board_headroom_kib(m),
     }
 
 
@@ -332,6 +336,9 @@ def _markdown(summary: Summary) -> str:
         "objective",
         "error",
     ]
+    boards = any(r.get("fits") is not None for r in rows)  # a sweep over boards: does each fit, with what room
+    if boards:
+        headers[-2:-2] = ["fits", "headroom KiB"]
     table = [
         [
             f"{r['job']}{' *' if id(r) in on_front else ''}",
@@ -345,6 +352,7 @@ def _markdown(summary: Summary) -> str:
             r.get("cpu_ops"),
             r.get("quantized_top1"),
             r.get("sqnr_db"),
+            *([r.get("fits"), r.get("headroom_kib")] if boards else []),
             r.get("objective"),
             _cell(r.get("error"))[:300],
         ]
