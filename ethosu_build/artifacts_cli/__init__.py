@@ -32,7 +32,7 @@ from .. import numerics, run_dirs
 from ..errors import IO_ERRNOS, ConfigError, ConfigIssue, UsageError, io_failure, report
 from ..store.artifacts import ArtifactStore
 from ..store.trust import store_key
-from . import diff, export, gc, lock, ls, show, summarize, track, verify
+from . import diff, export, gc, layers, lock, ls, show, summarize, track, verify
 from .common import Command
 
 PROG = "ethosu-artifacts"
@@ -43,6 +43,7 @@ COMMANDS: tuple[Command, ...] = (
     ls.COMMAND,
     show.COMMAND,
     diff.COMMAND,
+    layers.COMMAND,
     verify.COMMAND,
     lock.COMMAND,
     export.COMMAND,

@@ -1,0 +1,78 @@
+"""Where the accuracy goes (`ethosu-artifacts layers`, pipeline/layers.py): per quantized point,
+the quantized model against the float one, from the stage cache, on the build's evaluation
+samples."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+from conftest import build_in_process, run_cli
+
+PLANTED = [
+    "model.factory._target_=zoo_models.planted_outlier",
+    "model.name=planted",
+    "model.input_shape=[1,1,8,8]",
+    "calibration.num_samples=64",
+    "evaluation.num_samples=64",
+    "evaluation.tosa_samples=1",
+]
+
+
+def _layers(root, ref: str, tmp_path, *more: str) -> dict:
+    res = run_cli(["--root", str(root), "layers", ref, "--json", *more], tmp_path, tool="ethosu-artifacts",
+                  env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)})  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout)
+
+
+def _entries(root) -> set[str]:
+    return {p.name for p in (root / "cache").glob("*/*") if p.is_dir()}
+
+
+def test_the_output_point_is_the_builds_sqnr_and_nothing_is_rebuilt(digits_store, tmp_path):
+    """On the digits CNN: every quantized point compared; the last one, the model's output, has
+    the build's own SQNR on the same samples; the stage cache gains nothing."""
+    m = json.loads((digits_store / "artifacts" / "digits_cnn" / "v1" / "manifest.json").read_text())
+    before = _entries(digits_store)
+    d = _layers(digits_store, "digits_cnn/v1", tmp_path)
+    assert _entries(digits_store) == before
+    assert d["compared"] == d["points"] == len(d["layers"]) > 3
+    assert d["samples"] == m["metrics"]["accuracy"]["samples"]
+    assert d["layers"][-1]["accumulated_sqnr_db"] == m["metrics"]["accuracy"]["sqnr_db"]
+    for r in d["layers"]:
+        assert 0 < r["codes_used"] <= 1 and 0 <= r["clipped"] <= 1 and r["bits"] == 8
+        assert r["local_sqnr_db"] >= r["accumulated_sqnr_db"] - 1e-6 or r["point"] == "x"
+    convs = [r for r in d["layers"] if r["module"].startswith("blocks") and r["weight_worst_channel_sqnr_db"]]
+    assert convs and all(30 < r["weight_worst_channel_sqnr_db"] < 80 for r in convs)
+    # fewer samples: the first N
+    assert _layers(digits_store, "digits_cnn/v1", tmp_path, "--samples", "8")["samples"] == 8
+
+
+def test_a_planted_badly_conditioned_layer_is_named_first(tmp_path):
+    """c2's output channel 0 is 100 times the others: its activation's one int8 scale leaves the
+    other channels few codes. The layer's own error is the largest, and its point is c2's."""
+    root = tmp_path / "store"
+    build_in_process(PLANTED, root)
+    d = _layers(root, "planted", tmp_path, "--plot", str(tmp_path / "layers.png"))
+    first = d["largest_local_errors"][0]
+    assert first["module"] == "c2", d["largest_local_errors"]
+    healthy = [r for r in d["layers"] if r["module"] in ("c1", "c3")]
+    assert all(r["local_sqnr_db"] > first["local_sqnr_db"] + 5 for r in healthy), d["layers"]
+    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert math.isfinite(d["layers"][-1]["accumulated_sqnr_db"])
+
+
+def test_bad_arguments_and_a_missing_cache_are_refused(store_copy, tmp_path):
+    res = run_cli(["--root", str(store_copy), "layers", "digits_cnn/v1", "--samples", "0"], tmp_path,
+                  tool="ethosu-artifacts")  # fmt: skip
+    assert res.returncode == 2 and "--samples: 0 is not a count" in res.stderr
+    res = run_cli(["--root", str(store_copy), "layers", "nosuch/v1"], tmp_path, tool="ethosu-artifacts")
+    assert res.returncode == 2 and "nosuch" in res.stderr
+    m = json.loads((store_copy / "artifacts" / "digits_cnn" / "v1" / "manifest.json").read_text())
+    key = m["stage_keys"]["quantize"]
+    shutil.rmtree(store_copy / "cache" / key[:2] / key)  # what rebuilding would need: refused, not rebuilt
+    res = run_cli(["--root", str(store_copy), "layers", "digits_cnn/v1"], tmp_path, tool="ethosu-artifacts")
+    assert res.returncode == 2 and "holds no quantize entry" in res.stderr, res.stderr[-2000:]
+    assert not (store_copy / "cache" / key[:2] / key).exists()
