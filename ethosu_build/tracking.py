@@ -115,6 +115,8 @@ class Tracker:
                 self.client.log_artifact(rid, str(artifact_path / name))
         for csv in sorted((artifact_path / "vela").glob("*.csv")):
             self.client.log_artifact(rid, str(csv), "vela")
+        if (artifact_path / "layers.png").is_file():  # evaluation.per_layer: the plot along the network
+            self.client.log_artifact(rid, str(artifact_path / "layers.png"))
         if self.log_model:
             self.client.log_artifact(rid, str(artifact_path / "model.pte"))
         self.client.set_terminated(rid, "FINISHED")

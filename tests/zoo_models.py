@@ -317,23 +317,24 @@ def mobilenet_v2() -> nn.Module:
 
 
 class PlantedOutlier(nn.Module):
-    """A 1x8x8 image through three convolutions to 10 classes. The second convolution's output
-    channel 0 is 100 times the others (and the third reads it 100 times weaker, so the float
-    function stays well-conditioned): one per-tensor int8 scale for that activation leaves the
-    other channels a few codes. `c2` is the layer a diagnosis should name."""
+    """A 1x8x8 image through three conv + ReLU blocks to 10 classes. The second block's
+    convolution has an output channel 100 times the others (and the third reads it 100 times
+    weaker, so the float function stays well-conditioned): one per-tensor int8 scale for that
+    activation leaves the other channels a few codes. `b2` is the block a diagnosis should name."""
 
     def __init__(self):
         super().__init__()
-        self.c1, self.c2, self.c3 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3)
+        self.b1 = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.b2 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU())
         self.head = nn.Linear(8 * 6 * 6, 10)
         with torch.no_grad():
-            self.c2.weight[0] *= 100
-            self.c2.bias[0] = self.c2.bias[0].abs() * 100
-            self.c3.weight[:, 0] /= 100
+            self.b2[0].weight[0] *= 100
+            self.b2[0].bias[0] = self.b2[0].bias[0].abs() * 100
+            self.b3[0].weight[:, 0] /= 100
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.c2(torch.relu(self.c1(x))))
-        return self.head(torch.relu(self.c3(x)).flatten(1))
+        return self.head(self.b3(self.b2(self.b1(x))).flatten(1))
 
 
 def planted_outlier() -> nn.Module:

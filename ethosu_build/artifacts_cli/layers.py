@@ -5,6 +5,7 @@ point, from the stage cache (nothing is rebuilt) on the build's evaluation sampl
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ..errors import EXIT_NOT_ALL_WELL, EXIT_OK, ConfigIssue, UsageError
 from ..store.artifacts import ArtifactStore
@@ -19,14 +20,51 @@ def run(store: ArtifactStore, args) -> int:
     checked = _checked(a, "ID", "diagnosing")
     if args.samples is not None and args.samples < 1:
         raise UsageError(ConfigIssue("--samples", f"{args.samples} is not a count; accepted: 1 or more"))
-    d = layers.of_artifact(checked.manifest, store.root, args.samples)
+    if args.fixes < 0:
+        raise UsageError(ConfigIssue("--fixes", f"{args.fixes} is not a count; accepted: 0 (none) or more"))
+    if args.write_recipe and not args.fixes:
+        raise UsageError(ConfigIssue("--write-recipe", "needs --fixes N: the recipe is the best measured fix"))
+    m = checked.manifest
+    d = layers.of_artifact(m, store.root, args.samples)
+    out = {**d, **layers.worst(d)}
+    lines = layers.report_section(d)
+    if args.fixes:
+        from ..search import fixes
+
+        out["fixes"] = found = fixes.measure(m, store.root, d, args.fixes)
+        lines += fixes.markdown(found)
+        if args.write_recipe:
+            lines += ["", _write_recipe(m, found, args.write_recipe, Path(args.recipe_dir))]
     if args.plot:
         layers.plot(d, args.plot)
     if args.json:
-        print(json.dumps({**d, **layers.worst(d)}, indent=1))
+        print(json.dumps(out, indent=1))
     else:
-        _print_markdown("\n".join(layers.report_section(d)).lstrip("\n"))
+        _print_markdown("\n".join(lines).lstrip("\n"))
     return EXIT_OK if d["compared"] else EXIT_NOT_ALL_WELL
+
+
+def _write_recipe(m: dict, found: dict, name: str, folder: Path) -> str:
+    """The best fix within the artifact's budgets as a recipe (sweep/recipes.py's format)."""
+    import copy
+
+    from ..config.validate import validate
+    from ..search import fixes
+    from ..sweep import recipes
+
+    chosen = fixes.best(found)
+    if chosen is None:
+        return "No fix gained SQNR within the artifact's budgets: no recipe written."
+    container = copy.deepcopy(m["config"])
+    container["overrides"] = {**(container.get("overrides") or {}), **chosen["entries"]}
+    container["name"] = name
+    comments = [
+        f"{m['name']}/v{m['version']} with the best measured fix of `ethosu-artifacts layers --fixes`: {chosen['fix']} "
+        f"at {chosen['module']} ({chosen['what']}): SQNR {chosen['sqnr_db']} dB ({chosen['sqnr_gain_db']:+} dB), "
+        f"{chosen['cycles']} Vela cycles ({chosen['cycles_delta_pct']:+}%)",
+    ]
+    path = recipes.write(folder, name, validate(container), {}, comments)
+    return f"Wrote the best fix as a recipe: {path}"
 
 
 def _arguments(p) -> None:
@@ -36,12 +74,30 @@ def _arguments(p) -> None:
         "--samples", type=int, default=None, help="the first N evaluation samples (default: all the build's)"
     )
     p.add_argument("--plot", metavar="FILE", default=None, help="also draw accumulated and local SQNR to a PNG")
+    p.add_argument(
+        "--fixes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="build the quantizer's fixes for the N layers with the largest local error, measured and priced",
+    )
+    p.add_argument(
+        "--write-recipe",
+        metavar="NAME",
+        default=None,
+        help="write the best fix within the artifact's budgets as DIR/recipe/NAME.yaml",
+    )
+    p.add_argument("--recipe-dir", metavar="DIR", default=".", help="where --write-recipe writes (default: .)")
 
 
 COMMAND = Command(
     "layers",
     "where the accuracy goes: per-layer SQNR, range use and clipping of the quantized model against the float one",
-    ("ethosu-artifacts layers digits_cnn", "ethosu-artifacts layers digits_cnn/v2 --json --plot layers.png"),
+    (
+        "ethosu-artifacts layers digits_cnn",
+        "ethosu-artifacts layers digits_cnn/v2 --json --plot layers.png",
+        "ethosu-artifacts layers digits_cnn --fixes 2 --write-recipe digits_fixed --recipe-dir recipes",
+    ),
     _arguments,
     run,
 )

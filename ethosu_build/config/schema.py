@@ -162,6 +162,7 @@ class EvaluationConfig(DatasetConfig):
     num_samples: int | None = 256
     tosa_check: bool = True  # run the TOSA given to Vela on the TOSA reference model
     tosa_samples: int = 16  # evaluation samples the TOSA check runs
+    per_layer: bool = False  # the per-layer table (accuracy per quantized point) in the report, with its plot
 
 
 @dataclass

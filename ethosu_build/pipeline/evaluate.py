@@ -28,7 +28,8 @@ from ..data import preprocess
 from ..errors import first_line
 from ..files import format_cell, markdown_table
 from ..store.cache import Entry, KeyLock
-from .export import printed_to_log
+from . import layers
+from .export import Export, printed_to_log
 from .fused_qdq import runnable
 from .lower import Lower, run_lower
 from .outputs import flat_outputs
@@ -151,18 +152,23 @@ class Evaluated:
     tosa_check: dict[str, Any]
     tosa_io: bytes | None = None  # npz: the TOSA check's inputs and the deployed program's outputs
     data: dict[str, Any] | None = None  # the evaluation samples (data.summary)
+    layers: dict[str, Any] | None = None  # evaluation.per_layer: the per-layer table (layers.py)
+    layers_png: bytes | None = None  # and its plot
 
     def save(self, folder: Path) -> None:
         info = {"accuracy": self.accuracy, "tosa_check": self.tosa_check, "data": self.data}
+        if self.layers is not None:
+            info["layers"] = self.layers
         (folder / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-        if self.tosa_io is not None:
-            (folder / "tosa_io.npz").write_bytes(self.tosa_io)
+        for name, blob in (("tosa_io.npz", self.tosa_io), ("layers.png", self.layers_png)):
+            if blob is not None:
+                (folder / name).write_bytes(blob)
 
     @classmethod
     def load(cls, entry: Entry) -> Evaluated:
         info = entry.read_json("info.json")
-        tosa_io = entry.read("tosa_io.npz") if entry.has("tosa_io.npz") else None
-        return cls(info["accuracy"], info["tosa_check"], tosa_io, info.get("data"))
+        tosa_io, png = (entry.read(n) if entry.has(n) else None for n in ("tosa_io.npz", "layers.png"))
+        return cls(info["accuracy"], info["tosa_check"], tosa_io, info.get("data"), info.get("layers"), png)
 
 
 class Evaluate(Stage[Evaluated]):
@@ -182,26 +188,30 @@ class Evaluate(Stage[Evaluated]):
             "evaluation": dataset_key(cfg.evaluation, batch_size=False),
             "tosa_check": cfg.evaluation.tosa_check,
             "tosa_samples": cfg.evaluation.tosa_samples,
+            **({"per_layer": True, "layers_version": layers.VERSION} if cfg.evaluation.per_layer else {}),
         }
 
     @classmethod
     def manifest(cls, run: Run) -> dict[str, Any]:
         evaluated = run.get(Evaluate)
+        per_layer = {"layers": evaluated.layers} if evaluated.layers is not None else {}
         return {
-            "metrics": {"accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check},
+            "metrics": {"accuracy": evaluated.accuracy, "tosa_check": evaluated.tosa_check, **per_layer},
             "data": data_section(run.cfg, run.fetched("lower").quant_info, evaluated.data),
         }
 
     @classmethod
     def files(cls, run: Run) -> dict[str, bytes]:
-        tosa_io = run.get(Evaluate).tosa_io  # the TOSA check's inputs and the deployed outputs (pipeline/diff.py)
-        return {} if tosa_io is None else {"check/tosa_io.npz": tosa_io}
+        evaluated = run.get(Evaluate)  # the TOSA check's inputs and the deployed outputs (pipeline/diff.py)
+        files = {} if evaluated.tosa_io is None else {"check/tosa_io.npz": evaluated.tosa_io}
+        return {**files, **({"layers.png": evaluated.layers_png} if evaluated.layers_png is not None else {})}
 
     @staticmethod
     def report(m: dict[str, Any], vela_dir: Path) -> list[str]:
         metrics = m.get("metrics", {})
         return (
             _accuracy_section(metrics.get("accuracy"))
+            + layers.report_section(metrics.get("layers"), plotted=(vela_dir.parent / "layers.png").is_file())
             + _data_section(m.get("data"))
             + tosa_section(metrics.get("tosa_check"))
         )
@@ -234,12 +244,26 @@ class Evaluate(Stage[Evaluated]):
         quant_out = said.get("quantized") or _quantized_outputs(run, quantized, samples, with_float=False)["quantized"]
         accuracy = metrics(_decoded(float_out), _decoded(quant_out), samples.y)
         seen = {"source": "evaluation", **data.summary(samples, run.cfg.model.input_specs())}
+        table, png = _per_layer(run, quantized, samples) if run.cfg.evaluation.per_layer else (None, None)
         if check is None:
-            return Evaluated(accuracy, {"status": "off", "reason": "evaluation.tosa_check is false"}, None, seen)
+            off = {"status": "off", "reason": "evaluation.tosa_check is false"}
+            return Evaluated(accuracy, off, None, seen, table, png)
         if check.outcome() is None:  # the lowering came from the cache: lower again, in memory
             run_lower(run.cfg, quantized.program, check)
         result, npz = check.outcome()
-        return Evaluated(accuracy, result, npz, seen)
+        return Evaluated(accuracy, result, npz, seen, table, png)
+
+
+def _per_layer(run: Run, quantized: Quantized, samples) -> tuple[dict[str, Any], bytes]:
+    """evaluation.per_layer: the table (layers.py) on the evaluation samples, and its plot."""
+    import tempfile
+
+    exported = run.get(Export)
+    with numerics.numeric_stage():
+        table = layers.on_samples(exported, quantized, samples, run.cfg.evaluation.batch_size)
+    with tempfile.TemporaryDirectory(prefix="ethosu-layers-") as tmp:
+        layers.plot(table, Path(tmp) / "layers.png")
+        return table, (Path(tmp) / "layers.png").read_bytes()
 
 
 # --- the models' outputs, computed here or in a child --------------------------------------------

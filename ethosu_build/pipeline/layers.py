@@ -28,6 +28,7 @@ from typing import Any
 
 from ..files import markdown_table
 
+VERSION = 1  # of the table's method: part of the evaluate stage's key when evaluation.per_layer is on
 Q = "quantize_per_tensor"
 DQ = "dequantize_per_tensor"
 
@@ -174,10 +175,38 @@ def diagnose(float_program, quantized_program, batches, samples: int) -> dict[st
                 "codes_used": round(used / (qmax - qmin + 1), 4),
                 "clipped": round(clipped, 6),
                 "weight_worst_channel_sqnr_db": _weight_sqnr(source, fnodes, *weights_from),
+                # the modules whose ops compute the point and read it: what a fix selects (search/fixes.py)
+                "computed_in": _leaf_modules(_producers(source)),
+                "read_by": _leaf_modules(u for d in p.users if _is(d, DQ) for u in d.users),
             }
         )
         previous[source.name] = accumulated
     return {"samples": samples, "points": len(points), "compared": len(rows), "layers": rows}
+
+
+def _producers(node) -> list:
+    """The ops that compute a point: its node and, back through its inputs, every op up to the
+    dequantize nodes of the points it reads."""
+    out, todo, seen = [], [node], set()
+    while todo:
+        a = todo.pop()
+        if not hasattr(a, "op") or a.name in seen or a.op != "call_function" or _is(a, DQ) or _is(a, Q):
+            continue
+        seen.add(a.name)
+        out.append(a)
+        todo += [x for x in a.args if hasattr(x, "op")]
+    return out
+
+
+def _leaf_modules(nodes) -> list[str]:
+    """The innermost module of each node (nn_module_stack), in order, once each."""
+    out: list[str] = []
+    for n in nodes:
+        stack = n.meta.get("nn_module_stack") or {}
+        path = list(stack.values())[-1][0] if stack else ""
+        if path and path not in out:
+            out.append(path)
+    return out
 
 
 def _inputs_of(node) -> list:
@@ -211,7 +240,7 @@ def worst(d: dict[str, Any], n: int = 5) -> dict[str, list[dict[str, Any]]]:
 # --- shown ------------------------------------------------------------------------------
 
 
-def report_section(d: dict[str, Any] | None) -> list[str]:
+def report_section(d: dict[str, Any] | None, plotted: bool = False) -> list[str]:
     if not d:
         return []
     cols = ["point", "module", "bits", "accumulated SQNR dB", "drop dB", "local SQNR dB", "rmse/scale",
@@ -233,7 +262,9 @@ def report_section(d: dict[str, Any] | None) -> list[str]:
             f"`{r['point']}` ({r['module'] or '-'}, {r['local_sqnr_db']} dB)" for r in views["largest_local_errors"]
         ),
     ]
-    return out
+    if plotted:
+        out += ["", "![accumulated and local SQNR along the network](layers.png)"]
+    return out + ["", "`ethosu-artifacts layers ID --fixes N` measures the quantizer's fixes for the worst, priced."]
 
 
 def plot(d: dict[str, Any], path) -> None:
@@ -290,13 +321,17 @@ def of_artifact(m: dict[str, Any], root, limit: int | None = None) -> dict[str, 
     ev = cfg.evaluation
     n = min(limit or ev.num_samples or 1 << 30, ev.num_samples or 1 << 30)
     samples = data.take(data.instantiate(ev.dataset), n, cfg.model.input_specs(), "evaluation.dataset", ev.seed)
-    exported, quantized = results["export"], results["quantize"]
     with numerics.numeric_stage():
-        if exported.dynamic is not None and quantized.batched is not None:
-            try:  # in batches on the batch-dynamic programs; one at a time if a batch fails there
-                batched = [tuple(c) for c in samples.chunks(ev.batch_size)]
-                return diagnose(exported.dynamic, quantized.batched, batched, len(samples))
-            except Exception:  # noqa: BLE001
-                pass
-        singles = [tuple(c) for c in samples.chunks(1)]
-        return diagnose(exported.static, quantized.program, singles, len(samples))
+        return on_samples(results["export"], results["quantize"], samples, ev.batch_size)
+
+
+def on_samples(exported, quantized, samples, batch: int) -> dict[str, Any]:
+    """The table for an export and a quantize stage's results (export.py, quantize.py): in
+    batches on their batch-dynamic programs, or one sample at a time if a batch fails there."""
+    if exported.dynamic is not None and quantized.batched is not None:
+        try:
+            batched = [tuple(c) for c in samples.chunks(batch)]
+            return diagnose(exported.dynamic, quantized.batched, batched, len(samples))
+        except Exception:  # noqa: BLE001  (the batch-1 programs below are what the build itself falls back to)
+            pass
+    return diagnose(exported.static, quantized.program, [tuple(c) for c in samples.chunks(1)], len(samples))

@@ -29,7 +29,7 @@ def write(folder: Path, name: str, cfg: BuildConfig, choices: dict[str, Any], co
         *(f"# {c}" for c in comments),
         f"# Build it:   ethosu-build hydra.searchpath=[file://{folder}] recipe={name}",
         f"#             (or copy this file into your recipes/ and: ethosu-build recipe={name})",
-        "defaults:",
+        "defaults:" if defaults else "defaults: []  # every key is pinned below",
         *(f"  - {d}" for d in defaults),
         "",
     ]
