@@ -113,6 +113,21 @@ KEYS: dict[str, tuple[str | None, list]] = {
     "evaluation.seed": ("measured", ["evaluation.num_samples=100", "evaluation.seed=3"]),
     "evaluation.tosa_check": ("measured", ["evaluation.tosa_check=false"]),
     "evaluation.tosa_samples": ("measured", ["evaluation.tosa_samples=8"]),
+    "evaluation.per_layer": ("measured", ["evaluation.per_layer=true"]),
+    # a board: corstone-300 is the default target's NPU and Vela settings, so its bytes are the
+    # default build's; what it adds is the fit (the board section and the board_fit budget)
+    "board": ("measured", ["board=corstone-300"]),
+    "board.name": ("board", ["board=corstone-300", "board.name=mine"]),
+    "board.npu": ("bytes", ["board=corstone-300", ("board.npu=ethos-u55-256", "target=ethos-u55-256")]),
+    "board.cpu": ("board", ["board=corstone-300", "board.cpu=cortex-m85"]),
+    "board.cpu_clock_hz": ("board", ["board=corstone-300", "board.cpu_clock_hz=100000000"]),
+    "board.memory_mode": ("bytes", ["board=corstone-300", "board.memory_mode=Sram_Only"]),
+    "board.memory_modes": (
+        "board",
+        ["board=corstone-300", "board.memory_mode=auto", "board.memory_modes=[Sram_Only]"],
+    ),
+    "board.regions": ("board", ["board=corstone-300", "board.regions.SRAM.size=1000000"]),
+    "board.sources": (None, ["board=corstone-300", "board.sources=[elsewhere]"]),  # documentation
     "budget.max_cpu_ops": ("measured", ["budget.max_cpu_ops=10"]),
     "budget.max_sram_kib": ("measured", ["budget.max_sram_kib=1000"]),
     "budget.max_flash_kib": ("measured", ["budget.max_flash_kib=1000"]),
@@ -182,6 +197,7 @@ def _what_it_holds(m: dict) -> dict:
     return {
         "bytes": m["files"]["model.pte"]["sha256"],
         "measured": [m["metrics"], m["budget"]],
+        "board": m.get("board"),  # the fit on a board and its CPU estimate (placement.py, cpu_cost.py)
         "contract": m["data"]["preprocess"],
     }
 

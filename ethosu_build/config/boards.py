@@ -191,7 +191,7 @@ def writable(r: RegionConfig) -> bool:
 
 
 def describe(b: BoardConfig) -> dict:
-    """The board as the vela stage's key and the manifest record it."""
+    """The board as the vela stage's key holds it: everything but its sources (documentation)."""
     import dataclasses
 
-    return dataclasses.asdict(b)
+    return {k: v for k, v in dataclasses.asdict(b).items() if k != "sources"}

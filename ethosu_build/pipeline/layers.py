@@ -66,6 +66,17 @@ def _capture(module, args, feed: dict[str, Any] | None = None) -> dict[str, Any]
     return values
 
 
+def _same_origin(f, q) -> bool:
+    """The same op, traced from the same source line, module path and torch function: a name
+    alone may be reused by the quantizer's transforms."""
+
+    def origin(n) -> tuple:
+        stack = n.meta.get("nn_module_stack") or {}
+        return n.target, n.meta.get("stack_trace"), tuple(v[0] for v in stack.values()), n.meta.get("torch_fn")
+
+    return origin(f) == origin(q)
+
+
 def _float_twin(fnodes: dict[str, Any], name: str, qnames: set[str]) -> str | None:
     """The float node that stands for quantized node `name`: itself, followed through the
     single-user nodes the quantizer folded away (conv2d -> batch_norm)."""
@@ -129,19 +140,31 @@ def diagnose(float_program, quantized_program, batches, samples: int) -> dict[st
 
     fmod, qmod = float_program.module(), quantized_program.module()
     fnodes = {n.name: n for n in fmod.graph.nodes}
-    qnames = {n.name for n in qmod.graph.nodes}
+    qnodes = {n.name: n for n in qmod.graph.nodes}
+    qnames = set(qnodes)
     points = [n for n in qmod.graph.nodes if _is(n, Q) and hasattr(n.args[0], "name")]
     acc: dict[str, list] = {n.name: [[], [], []] for n in points}  # float, quantized, local values
     for args in batches:
         fvals = _capture(fmod, args)
         qvals = _capture(qmod, args)
         twins = {p.args[0].name: _float_twin(fnodes, p.args[0].name, qnames) for p in points}
-        feed = {name: fvals[t] for name, t in twins.items() if t is not None and t in fvals}
+        # A twin counts only where it is the same op with a tensor of the same shape: the
+        # quantizer's transforms may reuse a name for another node.
+        twins = {
+            name: t
+            for name, t in twins.items()
+            if t is not None
+            and _same_origin(fnodes[name], qnodes[name])
+            and isinstance(fvals.get(t), torch.Tensor)
+            and isinstance(qvals.get(name), torch.Tensor)
+            and fvals[t].shape == qvals[name].shape
+        }
+        feed = {name: fvals[t] for name, t in twins.items()}
         lvals = _capture(qmod, args, feed)
         for p in points:
-            twin = twins[p.args[0].name]
+            twin = twins.get(p.args[0].name)
             dq = next((u for u in p.users if _is(u, DQ)), None)
-            if twin not in fvals or dq is None:
+            if twin is None or dq is None:
                 continue
             acc[p.name][0].append(fvals[twin].detach().flatten())
             acc[p.name][1].append(qvals[dq.name].detach().flatten())
