@@ -43,7 +43,8 @@ def test_the_output_point_is_the_builds_sqnr_and_nothing_is_rebuilt(digits_store
     assert d["layers"][-1]["accumulated_sqnr_db"] == m["metrics"]["accuracy"]["sqnr_db"]
     for r in d["layers"]:
         assert 0 < r["codes_used"] <= 1 and 0 <= r["clipped"] <= 1 and r["bits"] == 8
-        assert r["local_sqnr_db"] >= r["accumulated_sqnr_db"] - 1e-6 or r["point"] == "x"
+        # rounding alone where nothing is clipped: rmse/scale near 1/sqrt(12); clipping adds to it
+        assert r["rmse_per_scale"] > 0.1 and (r["clipped"] > 0 or r["rmse_per_scale"] < 0.6), r
     convs = [r for r in d["layers"] if r["module"].startswith("blocks") and r["weight_worst_channel_sqnr_db"]]
     assert convs and all(30 < r["weight_worst_channel_sqnr_db"] < 80 for r in convs)
     # fewer samples: the first N

@@ -15,6 +15,8 @@ from typing import Any
 
 from ..files import markdown_table
 
+VERSION = 1  # of the costs below: part of a board build's vela key (vela.py), so new costs give new figures
+
 # Cycles per element (per MAC for "portable_mac"), and per kernel call, on each CPU.
 # - quantize: ExecuTorch's cortex_m::quantize_per_tensor (Helium, 16 elements per pass,
 #   backends/cortex_m/ops/op_quantize_per_tensor.cpp). Cortex-M55: 9.1, measured: 1,365,831
@@ -92,7 +94,8 @@ def _macs(op: str, shapes: list[list[int]]) -> int:
     if "convolution" in op:
         weight = shapes[1]
         return out * (_numel(weight) // max(weight[0], 1)) if weight else 0
-    return out * (shapes[0][-1] if shapes[0] else 1)
+    first = shapes[1] if "addmm" in op else shapes[0]  # addmm(bias, mat1, mat2): mat1's last dim
+    return out * (first[-1] if first else 1)
 
 
 def estimate(pte: bytes, cpu: str, clock_hz: int, npu_ms: float) -> dict[str, Any]:

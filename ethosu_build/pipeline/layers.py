@@ -6,10 +6,12 @@ graph) is a point. At each point, on the evaluation samples:
 
 - accumulated SQNR: the quantized model's value there against the float model's (the error
   of everything before it);
-- local SQNR: the layer's own error: the quantized graph run with the float model's values fed
-  into each of its quantize nodes, so each layer starts from float inputs;
-- rmse/scale: the local error's RMS in units of the point's scale (about 0.289 where rounding
-  alone is the error, as TFLite's QuantizationDebugger notes);
+- local SQNR: the point's own quantization: the float model's value there, quantized and
+  dequantized with the point's scale and zero point (rounding and clipping, nothing before it).
+  What the layer's weights add is the weights column; what the layer's arithmetic on quantized
+  inputs adds shows in the accumulated drop of the points after it;
+- rmse/scale: that error's RMS in units of the point's scale (about 0.289 where rounding alone
+  is the error, as TFLite's QuantizationDebugger notes; more: clipping);
 - the share of the 8- or 16-bit codes the float values use, and the share clipped by the
   calibrated range;
 - for a convolution or linear layer feeding it, its weights' worst per-channel SQNR (a batch
@@ -34,7 +36,9 @@ DQ = "dequantize_per_tensor"
 
 
 def _is(node, name: str) -> bool:
-    return node.op == "call_function" and getattr(node.target, "__name__", "").startswith(f"{name}.")
+    """A call of quantized_decomposed's `name` with its scale and zero point as numbers (the
+    .default overload, what PT2E's convert writes); other overloads are not points."""
+    return node.op == "call_function" and getattr(node.target, "__name__", "") == f"{name}.default"
 
 
 def _sqnr(ref, test) -> float:
@@ -46,7 +50,8 @@ def _sqnr(ref, test) -> float:
 
 def _capture(module, args, feed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every node's value of `module` on `args`; with `feed`, each quantize node whose input is
-    a node named in `feed` quantizes that value instead (the local run)."""
+    a node named in `feed` quantizes that value instead (the local run: at each point, the
+    float model's value quantized with that point's parameters)."""
     import torch
 
     values: dict[str, Any] = {}
@@ -126,7 +131,11 @@ def _weight_sqnr(qnode, fnodes: dict[str, Any], fvals: dict[str, Any], qvals: di
         return None
     user = next(iter(fop.users)) if len(fop.users) == 1 else None
     if user is not None and "batch_norm" in str(user.target):  # folded by the quantizer: fold it here too
-        gamma, var, eps = fvals.get(user.args[1].name), fvals.get(user.args[4].name), user.args[7]
+        args = user.args
+        gamma, var = (
+            (fvals.get(getattr(a, "name", None)) for a in (args[1], args[4])) if len(args) > 4 else (None, None)
+        )
+        eps = args[-1] if isinstance(args[-1], float) else 1e-5
         if gamma is not None and var is not None:
             w_f = w_f * (gamma / torch.sqrt(var + eps)).reshape(-1, *([1] * (w_f.dim() - 1)))
     worst = min(_sqnr(w_f[c], w_q[c]) for c in range(w_f.shape[0]))
@@ -327,7 +336,12 @@ def of_artifact(m: dict[str, Any], root, limit: int | None = None) -> dict[str, 
     from .export import Exported
     from .quantize import Quantized
 
-    cfg = convert(BuildConfig, m["config"], "", [])
+    issues: list = []
+    cfg = convert(BuildConfig, m["config"], "", issues)
+    if issues or not isinstance(m.get("stage_keys"), dict):
+        raise UsageError(
+            ConfigIssue("ID", f"{m['name']}/v{m['version']}: its manifest's config or stage keys do not read")
+        )
     cache = StageCache(root)
     results = {}
     for stage, result in (("export", Exported), ("quantize", Quantized)):
@@ -342,8 +356,9 @@ def of_artifact(m: dict[str, Any], root, limit: int | None = None) -> dict[str, 
             )
         results[stage] = result.load(entry)
     ev = cfg.evaluation
-    n = min(limit or ev.num_samples or 1 << 30, ev.num_samples or 1 << 30)
-    samples = data.take(data.instantiate(ev.dataset), n, cfg.model.input_specs(), "evaluation.dataset", ev.seed)
+    dataset = data.instantiate(ev.dataset)
+    total = ev.num_samples or len(dataset)  # null: the whole dataset, as the build took it (stage.py)
+    samples = data.take(dataset, min(limit or total, total), cfg.model.input_specs(), "evaluation.dataset", ev.seed)
     with numerics.numeric_stage():
         return on_samples(results["export"], results["quantize"], samples, ev.batch_size)
 

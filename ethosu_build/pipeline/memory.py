@@ -202,7 +202,7 @@ def bill(data: bytes, target: TargetConfig) -> dict[str, Any]:
     }
 
 
-def _round16(n: float) -> int:
+def round16(n: float) -> int:
     return int(-(-n // 16) * 16)
 
 
@@ -210,7 +210,7 @@ def _round16(n: float) -> int:
 # ET_ARM_BAREMETAL_* pool sizes and the input sections of its linker scripts.
 POOL_SECTIONS = {
     "pte": "network_model_sec",  # model_pte.h's array (firmware.model_pte_h)
-    "method_pool": ".bss.method_allocator_sec",
+    "method_pool": "method_allocator_sec",  # arm_executor_runner.cpp: section("method_allocator_sec")
     "temp_pool": ".bss.tensor_arena",
     "fast_scratch": ".bss.ethosu_scratch",
     "io": ".bss.ethosu_build_io",
@@ -229,11 +229,11 @@ def pools(bill: dict[str, Any]) -> dict[str, int]:
     parts = bill["parts"]
     method = parts["method_allocator"]["bytes"] * (1 + ESTIMATE_MARGIN)
     out = {
-        "pte": _round16(parts["pte"]["bytes"]),
-        "method_pool": _round16(parts["planned"]["bytes"] + method),
-        "temp_pool": max(16, _round16(parts["npu_scratch"]["bytes"])),
-        "fast_scratch": _round16(parts["npu_fast_scratch"]["bytes"]),
-        "io": _round16(parts["io"]["bytes"]) if "io" in parts else 0,
+        "pte": round16(parts["pte"]["bytes"]),
+        "method_pool": round16(parts["planned"]["bytes"] + method),
+        "temp_pool": max(16, round16(parts["npu_scratch"]["bytes"])),
+        "fast_scratch": round16(parts["npu_fast_scratch"]["bytes"]),
+        "io": round16(parts["io"]["bytes"]) if "io" in parts else 0,
     }
     return {k: v for k, v in out.items() if v}
 

@@ -23,9 +23,9 @@ from ..config import targets
 from ..config.boards import writable
 from ..config.schema import NPU_PORTS, BoardConfig, TargetConfig
 from ..files import markdown_table
-from .memory import POOL_AREAS, POOL_SECTIONS, pools
+from .memory import POOL_AREAS, POOL_SECTIONS, pools, round16
 
-VERSION = 1  # of the placement rules: part of a board build's vela key (vela.py)
+VERSION = 2  # of the placement rules: part of a board build's vela key (vela.py)
 
 # The region kinds of the memory Vela's system config puts on an AXI port (axiN_port): where
 # a pool sits in one of these, Vela's cycle estimate assumed its speed.
@@ -51,7 +51,9 @@ def place(bill: dict[str, Any], board: BoardConfig, target: TargetConfig, memory
     areas = targets.mode_areas(target, memory_mode)
     system = targets.ini_section(target.config_ini, f"System_Config.{targets.resolved_system_config(target)}")
     estimated = {port: ESTIMATED_AS.get(system.get(f"{port}_port", "Sram"), ()) for port in NPU_PORTS}
-    free = {name: r.size - sum(r.reserved.values()) for name, r in board.regions.items()}
+    # A reserve ends on a 16-byte boundary, where board.ld's first ALIGN(16) pool section starts.
+    reserve = {name: round16(sum(r.reserved.values())) for name, r in board.regions.items()}
+    free = {name: r.size - reserve[name] for name, r in board.regions.items()}
     placed: dict[str, list[str]] = {name: [] for name in board.regions}
     sizes = pools(bill)
     rows, problems, over = [], [], 0
@@ -93,7 +95,7 @@ def place(bill: dict[str, Any], board: BoardConfig, target: TargetConfig, memory
                 "kind": r.kind,
                 "size": r.size,
                 "cpu_address": r.cpu_address,
-                "reserved": sum(r.reserved.values()),
+                "reserved": reserve[name],
                 "pools": placed[name],
                 "used": r.size - free[name],
                 "headroom": free[name],

@@ -81,7 +81,11 @@ class Vela(Stage[Compiled]):
             "config_ini_sha256": file_sha256(targets.resolve_config_ini(t.config_ini)),
             "vela_flags": targets.vela_flags(t),
             # a board's regions decide the fit, and with memory_mode auto the program
-            **({"board": boards.describe(cfg.board), "placement": placement.VERSION} if cfg.board is not None else {}),
+            **(
+                {"board": boards.describe(cfg.board), "placement": placement.VERSION, "cpu_cost": cpu_cost.VERSION}
+                if cfg.board is not None
+                else {}
+            ),
         }
 
     @classmethod

@@ -144,7 +144,7 @@ class Search:
         uniform, uniform_error = None, None
         try:
             uniform = self.build_point(names, f"{cfg.name}_all_{s.scheme}", judged=False)
-        except BuildError as exc:  # e.g. Vela rejects a16w8 somewhere on U55
+        except (BuildError, BudgetBreached) as exc:  # e.g. Vela rejects a16w8 on U55; or it does not fit the board
             uniform_error = first_line(exc)
             log.warning(
                 "search: the build with every candidate at %s failed (%s); per-module costs are unknown, "
