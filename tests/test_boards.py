@@ -203,6 +203,7 @@ def _reserved(board: str, region: str) -> dict:
     return cfg.board.regions[region].reserved
 
 
+@pytest.mark.slow  # two builds, an export and two links per board
 @pytest.mark.skipif(ARM_CC is None and not os.environ.get("CI"), reason="arm-none-eabi-gcc is not installed")
 @pytest.mark.parametrize("board", ["corstone-300", "corstone-320"])
 def test_the_export_links_where_the_report_says_and_overflows_exactly_when_it_does_not_fit(board, store, tmp_path):
@@ -255,6 +256,7 @@ def test_the_export_links_where_the_report_says_and_overflows_exactly_when_it_do
     assert f"region `{where}' overflowed by {over} bytes" in failed.stderr, failed.stderr
 
 
+@pytest.mark.slow  # a real Hydra multirun of four builds
 def test_a_sweep_over_boards_says_which_fit_and_with_what_room(tmp_path, store):
     """-m over boards: the summary's fits and headroom_kib columns; a point that does not fit is
     a breached job with its negative headroom, as the optimizing sweep's constraint reads it."""

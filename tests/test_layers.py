@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 
+import pytest
 from conftest import build_in_process, run_cli
 
 PLANTED = [
@@ -80,6 +81,7 @@ def test_bad_arguments_and_a_missing_cache_are_refused(store_copy, tmp_path):
     assert not (store_copy / "cache" / key[:2] / key).exists()
 
 
+@pytest.mark.slow  # real builds of fixes / DS-CNN: CI runs them
 def test_the_proposed_fix_built_as_a_recipe_recovers_the_sqnr_at_the_cost_it_stated(tmp_path):
     """The planted layer's fixes, each a real build: 16 bits where its activation is computed
     and read recovers most of what the layer lost; the recipe written for it rebuilds exactly
@@ -106,6 +108,7 @@ def test_the_proposed_fix_built_as_a_recipe_recovers_the_sqnr_at_the_cost_it_sta
     assert m["metrics"]["vela"]["total"]["cycles"] == best["cycles"]
 
 
+@pytest.mark.slow  # real builds of fixes / DS-CNN: CI runs them
 def test_the_table_in_the_build_and_on_another_built_in_model(tmp_path):
     """evaluation.per_layer: the table in the manifest and the report, the plot in the artifact;
     on DS-CNN (a second built-in model), the output point's SQNR is the build's."""
