@@ -29,6 +29,7 @@ import math
 from typing import Any
 
 from ..files import markdown_table
+from .fused_qdq import quantize_dequantize
 
 VERSION = 1  # of the table's method: part of the evaluate stage's key when evaluation.per_layer is on
 Q = "quantize_per_tensor"
@@ -48,27 +49,26 @@ def _sqnr(ref, test) -> float:
     return math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
 
 
-def _capture(module, args, feed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every node's value of `module` on `args`; with `feed`, each quantize node whose input is
-    a node named in `feed` quantizes that value instead (the local run: at each point, the
-    float model's value quantized with that point's parameters)."""
+def _capture(module, args) -> dict[str, Any]:
+    """Every node's value of `module` on `args`."""
     import torch
 
     values: dict[str, Any] = {}
 
     class Capture(torch.fx.Interpreter):
         def run_node(self, n):
-            if feed is not None and _is(n, Q) and getattr(n.args[0], "name", None) in feed:
-                args, kwargs = self.fetch_args_kwargs_from_env(n)
-                out = n.target(feed[n.args[0].name], *args[1:], **kwargs)
-            else:
-                out = super().run_node(n)
-            values[n.name] = out
+            values[n.name] = out = super().run_node(n)
             return out
 
     with torch.no_grad():
         Capture(module).run(*args)
     return values
+
+
+def _path(node) -> str:
+    """The innermost module of a node (nn_module_stack), or ""."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
 
 
 def _same_origin(f, q) -> bool:
@@ -105,10 +105,8 @@ def _module(node) -> str:
         and node.op == "call_function"
         and not (_is(node, Q) or _is(node, DQ))
     ):
-        stack = node.meta.get("nn_module_stack") or {}
-        path = list(stack.values())[-1][0] if stack else ""
-        if path:
-            return path
+        if _path(node):
+            return _path(node)
         node = node.args[0] if node.args and hasattr(node.args[0], "op") else None
     return ""
 
@@ -152,7 +150,7 @@ def diagnose(float_program, quantized_program, batches, samples: int) -> dict[st
     qnodes = {n.name: n for n in qmod.graph.nodes}
     qnames = set(qnodes)
     points = [n for n in qmod.graph.nodes if _is(n, Q) and hasattr(n.args[0], "name")]
-    acc: dict[str, list] = {n.name: [[], [], []] for n in points}  # float, quantized, local values
+    acc: dict[str, list] = {n.name: [[], []] for n in points}  # float and quantized values
     for args in batches:
         fvals = _capture(fmod, args)
         qvals = _capture(qmod, args)
@@ -168,8 +166,6 @@ def diagnose(float_program, quantized_program, batches, samples: int) -> dict[st
             and isinstance(qvals.get(name), torch.Tensor)
             and fvals[t].shape == qvals[name].shape
         }
-        feed = {name: fvals[t] for name, t in twins.items()}
-        lvals = _capture(qmod, args, feed)
         for p in points:
             twin = twins.get(p.args[0].name)
             dq = next((u for u in p.users if _is(u, DQ)), None)
@@ -177,15 +173,15 @@ def diagnose(float_program, quantized_program, batches, samples: int) -> dict[st
                 continue
             acc[p.name][0].append(fvals[twin].detach().flatten())
             acc[p.name][1].append(qvals[dq.name].detach().flatten())
-            acc[p.name][2].append(lvals[dq.name].detach().flatten())
     weights_from = (fvals, qvals) if batches else ({}, {})
     rows, previous = [], {}
     for p in points:
-        f, q, local = (torch.cat(v) if v else None for v in acc[p.name])
+        f, q = (torch.cat(v) if v else None for v in acc[p.name])
         source = p.args[0]
         if f is None:
             continue
         scale, zp, qmin, qmax = (float(p.args[1]), int(p.args[2]), int(p.args[3]), int(p.args[4]))
+        local = quantize_dequantize(f, *p.args[1:6])  # the point's own quantization of the float value
         codes = torch.round(f * (1.0 / scale)) + zp
         clipped = float(((codes < qmin) | (codes > qmax)).double().mean())
         used = int(torch.unique(codes.clamp(qmin, qmax)).numel())
@@ -234,10 +230,8 @@ def _leaf_modules(nodes) -> list[str]:
     """The innermost module of each node (nn_module_stack), in order, once each."""
     out: list[str] = []
     for n in nodes:
-        stack = n.meta.get("nn_module_stack") or {}
-        path = list(stack.values())[-1][0] if stack else ""
-        if path and path not in out:
-            out.append(path)
+        if _path(n) and _path(n) not in out:
+            out.append(_path(n))
     return out
 
 
