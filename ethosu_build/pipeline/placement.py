@@ -72,12 +72,12 @@ def place(bill: dict[str, Any], board: BoardConfig, target: TargetConfig, memory
             free[region] -= n
             placed[region].append(pool)
         closest = None
-        if region is None:
-            problem, by = _problem(pool, n, port, fits_in, free, board)
+        if region is None:  # it counts in the region that came closest, as a linker would overflow it
+            closest = max(fits_in, key=lambda name: free[name]) if fits_in else None
+            problem, by = _problem(pool, n, port, closest, free, board)
             problems.append(problem)
             over += by
-            closest = max(fits_in, key=lambda name: free[name]) if fits_in else None
-            if closest is not None:  # it counts there, as a linker would overflow it
+            if closest is not None:
                 free[closest] -= n
                 placed[closest].append(pool)
         as_estimated = None if port is None or region is None else board.regions[region].kind in estimated[port]
@@ -106,26 +106,17 @@ def place(bill: dict[str, Any], board: BoardConfig, target: TargetConfig, memory
     }
 
 
-def _problem(pool: str, n: int, port: str | None, fits_in: list[str], free: dict[str, int], board) -> tuple[str, int]:
-    """Why `pool` fits nowhere, and by how many bytes it misses the region that came closest."""
+def _problem(pool: str, n: int, port: str | None, best: str | None, free: dict[str, int], board) -> tuple[str, int]:
+    """Why `pool` fits nowhere, and by how many bytes it misses `best`, the region that came closest."""
     what = f"{WHAT[pool]}, {n:,} B"
-    if not fits_in:
+    if best is None:
         where = f"on {port}" if port else "writable"
         return f"{what}: no region of the board is {where}", n
-    best = max(fits_in, key=lambda name: free[name])
     left, which = max(free[best], 0), f"region on {port}" if port else "writable region"
     return (
         f"{what}: over by {n - left:,} B in {best} (the largest {which}: {board.regions[best].size:,} B, {left:,} B "
         "left after the firmware's reserve and the pools placed first)"
     ), n - left
-
-
-def headroom(fit: dict[str, Any]) -> int:
-    """The least headroom of the regions a pool was placed in (bytes); minus the bytes over
-    when it does not fit."""
-    if not fit["fits"]:
-        return -fit["over"]
-    return min((r["headroom"] for r in fit["regions"] if r["pools"]), default=0)
 
 
 # --- in report.md ---------------------------------------------------------------------
