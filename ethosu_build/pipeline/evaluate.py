@@ -227,22 +227,25 @@ class Evaluate(Stage[Evaluated]):
         # its outputs are computed beside it; the quantized model's beside the lowering.
         float_ahead = None
         if run.will_run(Quantize):
-            float_ahead = _ahead(run, "running the float model", _float_outputs, samples)
+            float_ahead = _ahead(run, "running the float model", lambda: {"float": _float_outputs(run, samples)})
         quantized = run.get(Quantize)
         both = float_ahead is None
         what = "running the float and quantized models" if both else "running the quantized model"
-        quant_ahead = _ahead(run, what, lambda: _quantized_outputs(run, quantized, samples, with_float=both))
+
+        def quantized_and_maybe_float():
+            out = {"quantized": _quantized_outputs(run, quantized, samples)}
+            return {**out, "float": _float_outputs(run, samples)} if both else out
+
+        quant_ahead = _ahead(run, what, quantized_and_maybe_float)
         run.get(Lower)
-        return quantized, samples, check, float_ahead, quant_ahead
+        return quantized, samples, check, [float_ahead, quant_ahead]
 
     @classmethod
-    def compute(
-        cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None, float_ahead=None, quant_ahead=None
-    ) -> Evaluated:
-        said = _taken(run, quant_ahead) or {}
-        float_out = said.get("float") or _taken(run, float_ahead) or _float_outputs(run, samples)
-        quant_out = said.get("quantized") or _quantized_outputs(run, quantized, samples, with_float=False)["quantized"]
-        accuracy = metrics(_decoded(float_out), _decoded(quant_out), samples.y)
+    def compute(cls, run: Run, quantized: Quantized, samples, check: TosaCheck | None, ahead=()) -> Evaluated:
+        said = {k: v for child in ahead for k, v in (_taken(run, child) or {}).items()}  # what children computed
+        float_out = said.get("float") or _float_outputs(run, samples)
+        quant_out = said.get("quantized") or _quantized_outputs(run, quantized, samples)
+        accuracy = metrics(float_out, quant_out, samples.y)
         seen = {"source": "evaluation", **data.summary(samples, run.cfg.model.input_specs())}
         table, png = _per_layer(run, quantized, samples) if run.cfg.evaluation.per_layer else (None, None)
         if check is None:
@@ -269,40 +272,35 @@ def _per_layer(run: Run, quantized: Quantized, samples) -> tuple[dict[str, Any],
 # --- the models' outputs, computed here or in a child --------------------------------------------
 
 
-def _ahead(run: Run, what: str, fn, *args) -> background.Child | None:
-    """`fn(run, *args)` (or `fn()`) in a child where a core is idle (background.py), else None."""
+def _ahead(run: Run, what: str, fn) -> background.Child | None:
+    """`fn()`, a dict of outputs, in a child where a core is idle (background.py), else None."""
     if not background.possible():
         return None
     run.model()  # loaded here, so that the child's copy has it and the parent keeps it
-    call = (lambda: fn(run, *args)) if args else fn
-    child = background.Child(what, call, close_fds=KeyLock.held)
+    child = background.Child(what, lambda: {k: _encoded(v) for k, v in fn().items()}, close_fds=KeyLock.held)
     run.children.append(child)
     return child
 
 
-def _taken(run: Run, child: background.Child | None) -> Any:
-    """A child's result; None if it failed (the work is then done here, where its error is
+def _taken(run: Run, child: background.Child | None) -> dict[str, Any] | None:
+    """A child's outputs; None if it failed (the work is then done here, where its error is
     raised as ever)."""
     if child is None:
         return None
     run.children.remove(child)
     with contextlib.suppress(background.ChildFailed):
-        return child.result()
+        return {k: _decoded(v) for k, v in child.result().items()}
     return None
 
 
-def _float_outputs(run: Run, samples) -> dict[str, Any]:
+def _float_outputs(run: Run, samples) -> tuple[list[str], list[Any]]:
     with numerics.numeric_stage():  # in a child too: the stage's numeric platform
-        return _encoded(float_outputs(run.model(), samples, run.cfg.evaluation.batch_size))
+        return float_outputs(run.model(), samples, run.cfg.evaluation.batch_size)
 
 
-def _quantized_outputs(run: Run, quantized: Quantized, samples, with_float: bool) -> dict[str, Any]:
-    batch = run.cfg.evaluation.batch_size
+def _quantized_outputs(run: Run, quantized: Quantized, samples) -> tuple[list[str], list[Any]]:
     with numerics.numeric_stage():
-        out = {"quantized": _encoded(quantized_outputs(quantized.program, samples, quantized.batched, batch))}
-    if with_float:
-        out["float"] = _float_outputs(run, samples)
-    return out
+        return quantized_outputs(quantized.program, samples, quantized.batched, run.cfg.evaluation.batch_size)
 
 
 def _encoded(outputs: tuple[list[str], list[Any]]) -> dict[str, Any]:
