@@ -40,6 +40,15 @@ CONFIG_ONLY = [
         ["quantization=int8_qat", "+overrides.x={io: true, scheme: a8w4}"],
         ["overrides.x.scheme", "'a8w4' is not an IO scheme", "int8, float"],
     ),
+    (["quantization.observer=min_max"], ["quantization.observer", "'min_max'", "histogram, minmax"]),
+    (
+        ["+overrides.x={module_name: head, scheme: float, observer: minmax}"],
+        ["overrides.x.observer", "'minmax'", "scheme float", "null"],
+    ),
+    (
+        ["quantization=int8_qat", "+overrides.x={module_name: head, observer: minmax}"],
+        ["overrides.x.observer", "'minmax'", "quantization.qat is set", "histogram"],
+    ),
     (
         ["quantization=int8_qat", "quantization.qat.optimizer=adamw"],
         ["quantization.qat.optimizer", "'adamw'", "adam, sgd", "did you mean 'adam'"],

@@ -100,6 +100,11 @@ def test_the_proposed_fix_built_as_a_recipe_recovers_the_sqnr_at_the_cost_it_sta
     assert best["cycles"] > fixes["base"]["cycles"] and best["cycles_delta"] == best["cycles"] - fixes["base"]["cycles"]
     floated = next(r for r in fixes["fixes"] if r["fix"] == "float")
     assert floated["splits_partition"] is (floated["npu_partitions"] > fixes["base"]["npu_partitions"])
+    # the histogram observer clipped there, so a min/max observer is tried too: a real build,
+    # another range, so another SQNR (measured, whichever way it goes)
+    assert planted["clipped"] > 0
+    minmax = next(r for r in fixes["fixes"] if r["fix"] == "minmax")
+    assert minmax["status"] == "ok" and "observer: minmax" in minmax["override"] and minmax["sqnr_gain_db"] != 0
     res = run_cli([f"hydra.searchpath=[file://{tmp_path / 'rc'}]", "recipe=planted_fixed", f"store.root={root}"],
                   tmp_path, env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)})  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]

@@ -86,6 +86,7 @@ KEYS: dict[str, tuple[str | None, list]] = {
     "quantization.scheme": ("bytes", ["quantization.scheme=a16w8"]),
     "quantization.per_channel": ("bytes", ["quantization.per_channel=false"]),
     "quantization.io": ("bytes", ["quantization.io=uint8"]),
+    "quantization.observer": ("bytes", ["quantization.observer=minmax"]),
     # Each QAT key against the same short training (QAT below): the last override wins.
     "quantization.qat": ("bytes", [tuple(QAT)]),  # against post-training quantization
     "quantization.qat.dataset": (

@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigIssue, accepted
+
 # An artifact name is a folder name: `artifacts/<name>/v<N>/`. At most NAME_MAX characters
 # leaves room for `.staging-<id>` and the version inside a file system's 255-byte names.
 # ASCII only and matched whole (\Z, not $, which also matches before a final newline).
@@ -38,6 +40,11 @@ SCHEMES: tuple[str, ...] = ("int8", "a16w8", "a8w4")
 OVERRIDE_SCHEMES: tuple[str, ...] = ("int8", "a16w8", "a8w4", "float")
 # 4-bit weights only through quantization-aware training (the quantizer offers a8w4 for QAT).
 QAT_ONLY_SCHEMES: tuple[str, ...] = ("a8w4",)
+# How calibration sets an activation's range: histogram (EthosUQuantizer's own: the range with
+# the least squared quantization error, which may clip rare values) or minmax (the observed
+# minimum and maximum: nothing clipped, coarser codes). Post-training only.
+DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")  # a dotted Python path, e.g. torch.nn.Linear
+OBSERVERS: tuple[str, ...] = ("histogram", "minmax")
 QAT_OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 # auto: cross_entropy against the labels when the dataset has them, else distill (mean
 # squared error against the float model's outputs).
@@ -122,6 +129,7 @@ class QuantizationConfig:
     per_channel: bool = True  # a weight scale per output channel; false: one per tensor
     io: str | None = None  # null: the model's inputs and outputs follow the scheme; uint8: uint8 there
     qat: QatConfig | None = None  # quantization-aware training; null: post-training quantization (calibration)
+    observer: str = "histogram"  # activation ranges in calibration: histogram (EthosUQuantizer's) or minmax
 
 
 @dataclass
@@ -132,6 +140,7 @@ class OverrideEntry:
     module_type: str | None = None  # dotted class path, e.g. torch.nn.Linear
     io: bool | None = None  # true: the model inputs and outputs
     scheme: str = "int8"  # what the selected modules get (float: left unquantized, on the CPU)
+    observer: str | None = None  # the selected modules' activation observer; null: quantization.observer
 
     SELECTORS = ("module_name", "module_type", "io")
 
@@ -280,9 +289,21 @@ CHOICES: dict[str, tuple] = {
     "quantization.scheme": SCHEMES,
     "quantization.io": IO_DTYPES,
     "overrides.*.scheme": OVERRIDE_SCHEMES,
+    "quantization.observer": OBSERVERS,
+    "overrides.*.observer": OBSERVERS,
     "quantization.qat.optimizer": QAT_OPTIMIZERS,
     "quantization.qat.loss": QAT_LOSSES,
 }
+
+
+def choice(issues: list[ConfigIssue], key: str, value: Any, choices_key: str | None = None) -> bool:
+    """Whether `value` is one of the CHOICES for `key` (or `choices_key`, for a `*` pattern);
+    if not, an issue naming the key, the value and what is accepted."""
+    choices = CHOICES[choices_key or key]
+    if value not in choices:
+        issues.append(ConfigIssue(key, f"{value!r} is not supported; {accepted(choices, value)}"))
+        return False
+    return True
 
 
 def accepted_keys(dotted: str) -> list[str] | None:

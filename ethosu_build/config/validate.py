@@ -23,23 +23,20 @@ from typing import Any
 from .. import data
 from ..data import preprocess
 from ..errors import ConfigError, ConfigIssue, accepted, did_you_mean, first_line
-from . import boards, objective, targets
+from . import boards, objective, quantization, targets
 from .hydra_errors import RECIPE_HINT
 from .schema import (
-    CHOICES,
+    DOTTED,
     NAME,
     NAME_MAX,
-    QAT_ONLY_SCHEMES,
     SEARCH_SCHEMES,
     TRACKING_BACKENDS,
     BuildConfig,
-    OverrideEntry,
-    QatConfig,
     SearchConfig,
+    choice,
     type_name,
 )
 
-_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+")  # Hydra's grammar reads 0x400000 as text; YAML files read it as a number
 
@@ -166,14 +163,6 @@ def __convert_dataclass(tp: type, value: Any, key: str, issues: list[ConfigIssue
 # --- values ---------------------------------------------------------------------------------
 
 
-def _choice(issues: list[ConfigIssue], key: str, value: Any, choices_key: str | None = None) -> bool:
-    choices = CHOICES[choices_key or key]
-    if value not in choices:
-        issues.append(ConfigIssue(key, f"{value!r} is not supported; {accepted(choices, value)}"))
-        return False
-    return True
-
-
 def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     issues.extend(objective.parse(cfg.objective)[1])
     _check_tracking(cfg, issues)
@@ -194,11 +183,7 @@ def _check_values(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     _check_target(cfg, issues)
     boards.check(cfg, issues)
     _check_lowering(cfg, issues)
-    _choice(issues, "quantization.scheme", cfg.quantization.scheme)
-    _choice(issues, "quantization.io", cfg.quantization.io)
-    for name, entry in cfg.overrides.items():
-        _check_override(f"overrides.{name}", entry, issues)
-    _check_qat(cfg, issues)
+    quantization.check(cfg, issues)
     for key, ds in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
         issues += data.dataset_issues(key, ds.dataset, ds.num_samples, ds.batch_size, ds.seed, cfg.model.preprocess)
     if cfg.evaluation.tosa_samples <= 0:
@@ -234,7 +219,7 @@ def _check_tracking(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
 def _check_model(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     m = cfg.model
     target = m.factory.get("_target_")
-    if not isinstance(target, str) or not _DOTTED.match(target):
+    if not isinstance(target, str) or not DOTTED.match(target):
         issues.append(
             ConfigIssue(
                 "model.factory._target_",
@@ -284,7 +269,7 @@ def _check_inputs(m, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"{key}.name", f"{spec.name!r} {why}; accepted: a unique identifier, e.g. mask"))
         seen.add(spec.name)
         _check_shape(spec.shape, f"{key}.shape", issues, f" (input {spec.name!r})")
-        _choice(issues, f"{key}.dtype", spec.dtype, "model.inputs.*.dtype")
+        choice(issues, f"{key}.dtype", spec.dtype, "model.inputs.*.dtype")
     if not any(s.dtype == "float32" for s in m.inputs):
         issues.append(
             ConfigIssue(
@@ -316,10 +301,10 @@ def _check_shape(shape: list[int] | None, key: str, issues: list[ConfigIssue], w
 
 def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     t = cfg.target
-    if not _choice(issues, "target.accelerator", t.accelerator):
+    if not choice(issues, "target.accelerator", t.accelerator):
         return
-    _choice(issues, "target.cpu_qdq_kernels", t.cpu_qdq_kernels)
-    _choice(issues, "target.optimise", t.optimise)
+    choice(issues, "target.cpu_qdq_kernels", t.cpu_qdq_kernels)
+    choice(issues, "target.optimise", t.optimise)
     if t.arena_cache_size is not None and not 0 < t.arena_cache_size <= targets.ARENA_CACHE_MAX:
         issues.append(
             ConfigIssue(
@@ -384,7 +369,7 @@ def _check_target(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
 
 def _check_lowering(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
     low = cfg.lowering
-    if _choice(issues, "lowering.io_layout", low.io_layout) and low.io_layout == "nhwc":
+    if choice(issues, "lowering.io_layout", low.io_layout) and low.io_layout == "nhwc":
         for spec in cfg.model.input_specs():
             if spec.dtype == "float32" and len(spec.shape) != 4:
                 issues.append(
@@ -395,64 +380,10 @@ def _check_lowering(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
                     )
                 )
     for i, name in enumerate(low.rewrites):
-        if _choice(issues, f"lowering.rewrites.{i}", name, "lowering.rewrites.*") and name in low.rewrites[:i]:
+        if choice(issues, f"lowering.rewrites.{i}", name, "lowering.rewrites.*") and name in low.rewrites[:i]:
             issues.append(
                 ConfigIssue(f"lowering.rewrites.{i}", f"{name!r} is listed twice; accepted: each rewrite once")
             )
-
-
-def _check_override(key: str, entry: OverrideEntry, issues: list[ConfigIssue]) -> None:
-    selectors = [s for s in OverrideEntry.SELECTORS if getattr(entry, s) not in (None, False)]
-    if len(selectors) != 1:
-        found = ", ".join(f"{s}={getattr(entry, s)!r}" for s in selectors) or "none"
-        issues.append(
-            ConfigIssue(
-                key, f"needs exactly one selector, found {found}; accepted: one of module_name, module_type, io: true"
-            )
-        )
-    _choice(issues, f"{key}.scheme", entry.scheme, "overrides.*.scheme")
-    if entry.module_type is not None and not _DOTTED.match(entry.module_type):
-        issues.append(
-            ConfigIssue(
-                f"{key}.module_type",
-                f"{entry.module_type!r} is not a dotted class path; accepted: e.g. torch.nn.Linear",
-            )
-        )
-    if entry.io is not None and entry.scheme in ("a16w8", "a8w4"):
-        issues.append(
-            ConfigIssue(
-                f"{key}.scheme",
-                f"{entry.scheme!r} is not an IO scheme; accepted for io: int8, float (or quantization.io=uint8)",
-            )
-        )
-
-
-def _check_qat(cfg: BuildConfig, issues: list[ConfigIssue]) -> None:
-    """A QAT-only scheme needs quantization.qat; the qat settings themselves."""
-    q = cfg.quantization
-    uses = [("quantization.scheme", q.scheme)] + [(f"overrides.{n}.scheme", e.scheme) for n, e in cfg.overrides.items()]
-    if q.qat is None:
-        for key, scheme in uses:
-            if scheme in QAT_ONLY_SCHEMES:
-                issues.append(
-                    ConfigIssue(
-                        key,
-                        f"{scheme!r} needs quantization-aware training, and quantization.qat is null; accepted: set "
-                        "quantization.qat (e.g. quantization=a8w4_qat), or a post-training scheme: int8, a16w8",
-                    )
-                )
-        return
-    qat: QatConfig = q.qat
-    _choice(issues, "quantization.qat.optimizer", qat.optimizer)
-    _choice(issues, "quantization.qat.loss", qat.loss)
-    if qat.epochs < 1:
-        issues += [ConfigIssue("quantization.qat.epochs", f"{qat.epochs} is not positive; accepted: an integer >= 1")]
-    if not qat.lr > 0:
-        issues.append(
-            ConfigIssue("quantization.qat.lr", f"{qat.lr!r} is not positive; accepted: a learning rate > 0, e.g. 1e-4")
-        )
-    # qat.seed orders the training steps (a torch generator), it draws no samples: no seed here
-    issues.extend(data.dataset_issues("quantization.qat", qat.dataset, qat.num_samples, qat.batch_size))
 
 
 def store_root_issue(root: Any) -> str | None:

@@ -90,11 +90,13 @@ class Quantize(Stage[Quantized]):
                 "scheme": cfg.quantization.scheme,
                 "per_channel": cfg.quantization.per_channel,
                 "io": cfg.quantization.io,
+                "observer": cfg.quantization.observer if cfg.quantization.qat is None else None,
                 "overrides": [
                     {
                         "name": n,
                         "selector": e.describe(),
                         "scheme": e.scheme,
+                        "observer": e.observer,
                         "ops_selected": quant.get("override_matches", {}).get(n),
                     }
                     for n, e in cfg.overrides.items()

@@ -19,9 +19,34 @@ from .progress import bar
 log = logging.getLogger(__name__)
 
 
-def scheme_config(scheme: str, per_channel: bool, is_qat: bool = False):
+def scheme_config(scheme: str, per_channel: bool, is_qat: bool = False, observer: str = "histogram"):
     """The ExecuTorch QuantizationConfig for a scheme name; None means float (unquantized).
-    `is_qat` gives the fake-quantize (trainable) form of the same scheme."""
+    `is_qat` gives the fake-quantize (trainable) form of the same scheme; `observer` minmax,
+    the same scheme with its activations' ranges set by a min/max observer (with_observer)."""
+    config = _scheme_config(scheme, per_channel, is_qat)
+    return with_observer(config) if observer == "minmax" and config is not None else config
+
+
+def with_observer(config):
+    """`config` with a MinMaxObserver (the observed range, nothing clipped) for its activations
+    in place of EthosUQuantizer's HistogramObserver (the range of least squared error), with
+    the same arguments (its eps): the dtype, the code range and the weights stay as they are."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    def swapped(spec):
+        ctr = getattr(spec, "observer_or_fake_quant_ctr", None)
+        if ctr is None or "HistogramObserver" not in str(ctr):
+            return spec  # a shared, derived or fixed spec, or QAT's fake quantizer: as it is
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=MinMaxObserver.with_args(**ctr.p.keywords))
+
+    return dataclasses.replace(
+        config, input_activation=swapped(config.input_activation), output_activation=swapped(config.output_activation)
+    )
+
+
+def _scheme_config(scheme: str, per_channel: bool, is_qat: bool):
     from executorch.backends.arm.quantizer import (
         get_symmetric_a16w8_quantization_config,
         get_symmetric_quantization_config,
@@ -60,11 +85,11 @@ def build_quantizer(cfg: BuildConfig):
     qat = q.qat is not None
     quantizer = EthosUQuantizer(targets.compile_spec(cfg.target))
     quantizer.validate = _validate  # its own check, but over tensors only (see _validate)
-    quantizer.set_global(scheme_config(q.scheme, q.per_channel, qat))
+    quantizer.set_global(scheme_config(q.scheme, q.per_channel, qat, q.observer))
     if q.io is not None:
-        quantizer.set_io(scheme_config(q.io, q.per_channel, qat))
+        quantizer.set_io(scheme_config(q.io, q.per_channel, qat, q.observer))
     for entry in cfg.overrides.values():
-        config = scheme_config(entry.scheme, q.per_channel, qat)
+        config = scheme_config(entry.scheme, q.per_channel, qat, entry.observer or q.observer)
         kind, value = entry.selector()
         if kind == "module_name":
             quantizer.set_module_name(value, config)

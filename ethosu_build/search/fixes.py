@@ -10,11 +10,15 @@ and the search's rule holds: measured, never assumed):
   precision, so 16 bits at one end alone changes nothing (measured on tests/zoo_models.py
   planted_outlier: the producer alone 29.05 dB, the consumer alone 29.11, both 41.07, from 29.13);
 - `float`: the modules that compute the point left in float on the CPU; the NPU partition
-  splits around them (said, with the CPU ops and partitions it adds).
+  splits around them (said, with the CPU ops and partitions it adds);
+- `minmax`: where the point clipped evaluation values and the ranges come from calibration
+  (not QAT), the same scheme with a min/max activation observer where the point is computed,
+  in place of EthosUQuantizer's histogram observer (the range of least squared error, which may clip):
+  nothing clipped, coarser codes. Calibration's other settings (samples, batch size) are
+  global, not a layer's fix: they are not offered.
 
-The activation observer is not a choice here: EthosUQuantizer's configs fix it (min/max), so no
-observer fix is offered. Each fix reports its SQNR (and top-1) gain, Vela's cycles and the
-memory bill against the artifact's, and the override to paste.
+Each fix reports its SQNR (and top-1) gain, Vela's cycles and the memory bill against the
+artifact's, and the override to paste.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ log = logging.getLogger("ethosu_build.search")
 FIXES = {
     "a16w8": "16-bit activations where the point is computed and where it is read",
     "float": "in float on the CPU where the point is computed (the NPU partition splits)",
+    "minmax": "a min/max activation observer where the point is computed: nothing clipped",
 }
 
 
@@ -48,16 +53,27 @@ def _figures(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _applies(layer: dict[str, Any], fix: str, config: dict[str, Any]) -> bool:
+    """minmax only where the histogram observer clipped, and ranges come from calibration."""
+    return fix != "minmax" or (layer["clipped"] > 0 and config["quantization"].get("qat") is None)
+
+
 def _entries(layer: dict[str, Any], fix: str) -> dict[str, dict[str, str]]:
+    """The override entries of a fix: the modules where the point is computed, and for a16w8
+    those that read it too. The producer's observer alone sets the tensor's range (the reader
+    shares it: on tests/zoo_models.py planted_outlier, minmax at b2 alone swaps one observer,
+    and at b3.0 too a second one, b3's own output)."""
     modules = layer["computed_in"] + (layer["read_by"] if fix == "a16w8" else [])
-    return {f"fix_{m.replace('.', '_')}": {"module_name": m, "scheme": fix} for m in dict.fromkeys(modules)}
+    if fix == "minmax":  # the point's own scheme, with another observer
+        how = {"scheme": "a16w8" if layer["bits"] == 16 else "int8", "observer": "minmax"}
+    else:
+        how = {"scheme": fix}
+    return {f"fix_{m.replace('.', '_')}": {"module_name": m, **how} for m in dict.fromkeys(modules)}
 
 
 def override_text(entries: dict[str, dict[str, str]]) -> str:
     """The command-line overrides that add these entries."""
-    return " ".join(
-        f"'+overrides.{k}={{module_name: {v['module_name']}, scheme: {v['scheme']}}}'" for k, v in entries.items()
-    )
+    return " ".join(f"'+overrides.{k}={{{', '.join(f'{f}: {v}' for f, v in e.items())}}}'" for k, e in entries.items())
 
 
 def measure(m: dict[str, Any], root: Path, diagnosis: dict[str, Any], worst: int = 3) -> dict[str, Any]:
@@ -73,6 +89,8 @@ def measure(m: dict[str, Any], root: Path, diagnosis: dict[str, Any], worst: int
     rows = []
     for layer in chosen:
         for fix, what in FIXES.items():
+            if not _applies(layer, fix, m["config"]):
+                continue
             entries = _entries(layer, fix)
             container = copy.deepcopy(m["config"])
             container.update(name=f"{m['name']}-fix", budget={}, tracking={"backend": "none"})
