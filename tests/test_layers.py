@@ -52,6 +52,39 @@ def test_the_output_point_is_the_builds_sqnr_and_nothing_is_rebuilt(digits_store
     assert _layers(digits_store, "digits_cnn/v1", tmp_path, "--samples", "8")["samples"] == 8
 
 
+def test_inside_the_partition_each_point_is_the_pt2e_models(digits_store, tmp_path):
+    """--deployed: inside the digits CNN's NPU partition, each point's TOSA tensor (named by the
+    Arm backend's debug map, read from the reference model's dump) is within 1 LSB of the PT2E
+    model's codes, on the TOSA check's samples; the partition's last point differs by what the
+    TOSA check found at the output; every point is accounted for; the cache gains nothing."""
+    m = json.loads((digits_store / "artifacts" / "digits_cnn" / "v1" / "manifest.json").read_text())
+    before = _entries(digits_store)
+    d = _layers(digits_store, "digits_cnn/v1", tmp_path, "--deployed")["deployed"]
+    assert _entries(digits_store) == before
+    tosa = m["metrics"]["tosa_check"]
+    assert d["status"] == "done" and d["samples"] == tosa["samples"] and d["partitions"] == 1
+    compared = d["compared"]
+    assert len(compared) >= 5 and {r["op"] for r in compared} >= {"RESCALE", "MAX_POOL2D"}
+    assert all(r["max_lsb_diff"] <= 1 and 0 <= r["differing_share"] <= 1 for r in compared), compared
+    assert compared[-1]["module"] == "head" and compared[-1]["max_lsb_diff"] == tosa["max_lsb_diff"]
+    assert len(compared) + sum(map(len, d["not_compared"].values())) == d["points"]
+    assert d["not_compared"]["on_cpu"] == ["x"]  # the CPU quantizes the input
+
+
+def test_inside_a_partition_nothing_is_compared_unless_the_flatbuffers_are_the_artifacts(digits_store):
+    """The debug lowering names the operators of its own flatbuffers: where they are not the
+    artifact's, byte for byte, the comparison says so instead of comparing."""
+    from ethosu_build.pipeline import deployed_layers, layers
+
+    m = json.loads((digits_store / "artifacts" / "digits_cnn" / "v1" / "manifest.json").read_text())
+    cfg, stages = layers.stored_stages(m, digits_store)
+    tosa = bytearray((digits_store / "artifacts" / "digits_cnn" / "v1" / "vela" / "part0.tosa").read_bytes())
+    tosa[len(tosa) // 2] ^= 1  # one bit of another program
+    d = deployed_layers.compare(cfg, stages["quantize"].program, [bytes(tosa)], layers.evaluation_samples(cfg, 1), 1)
+    assert d["status"] == "not compared" and "differ from the artifact's" in d["reason"]
+    assert "Not compared: the debug lowering" in "\n".join(deployed_layers.report_section(d))
+
+
 def test_a_planted_badly_conditioned_layer_is_named_first(tmp_path):
     """b2's convolution has an output channel 100 times the others: its activation's one int8
     scale leaves the other channels few codes. The layer's own error is the largest, and its

@@ -1,6 +1,8 @@
 """`ethosu-artifacts layers ID`: where a stored artifact's accuracy goes, layer by layer
 (pipeline/layers.py): the PT2E quantized model against the float one at every quantized
-point, from the stage cache (nothing is rebuilt) on the build's evaluation samples."""
+point, from the stage cache (nothing is rebuilt) on the build's evaluation samples; with
+--deployed, the deployed program inside its NPU partitions against the PT2E model
+(pipeline/deployed_layers.py); with --fixes, the quantizer's fixes measured (search/fixes.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 from ..errors import EXIT_NOT_ALL_WELL, EXIT_OK, ConfigIssue, UsageError
 from ..store.artifacts import ArtifactStore
-from .common import ID_HELP, Command, _checked, _print_markdown, _quiet_imports, _resolve
+from .common import ID_HELP, Command, _changed_after_check, _checked, _print_markdown, _quiet_imports, _resolve
 
 
 def run(store: ArtifactStore, args) -> int:
@@ -28,6 +30,12 @@ def run(store: ArtifactStore, args) -> int:
     d = layers.of_artifact(m, store.root, args.samples)
     out = {**d, **layers.worst(d)}
     lines = layers.report_section(d)
+    if args.deployed:
+        from ..pipeline import deployed_layers
+
+        with _changed_after_check(a, "ID"):
+            out["deployed"] = inside = deployed_layers.of_artifact(m, store.root, a, args.samples)
+        lines += deployed_layers.report_section(inside)
     if args.fixes:
         from ..search import fixes
 
@@ -75,6 +83,12 @@ def _arguments(p) -> None:
     )
     p.add_argument("--plot", metavar="FILE", default=None, help="also draw accumulated and local SQNR to a PNG")
     p.add_argument(
+        "--deployed",
+        action="store_true",
+        help="also compare the deployed program inside its NPU partitions (TOSA reference model) with the PT2E "
+        "model, on the first evaluation.tosa_samples samples (a second lowering, in memory, names the operators)",
+    )
+    p.add_argument(
         "--fixes",
         type=int,
         default=0,
@@ -96,6 +110,7 @@ COMMAND = Command(
     (
         "ethosu-artifacts layers digits_cnn",
         "ethosu-artifacts layers digits_cnn/v2 --json --plot layers.png",
+        "ethosu-artifacts layers digits_cnn --deployed",
         "ethosu-artifacts layers digits_cnn --fixes 2 --write-recipe digits_fixed --recipe-dir recipes",
     ),
     _arguments,

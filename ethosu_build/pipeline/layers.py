@@ -322,7 +322,17 @@ def of_artifact(m: dict[str, Any], root, limit: int | None = None) -> dict[str, 
     """The per-layer table of a checked artifact's manifest `m`, from the stage cache under
     `root` (the export and quantize entries its stage keys name; nothing is rebuilt) on its
     evaluation samples (the first `limit` of them)."""
-    from .. import data, numerics
+    from .. import numerics
+
+    cfg, stages = stored_stages(m, root)
+    samples = evaluation_samples(cfg, limit)
+    with numerics.numeric_stage():
+        return on_samples(stages["export"], stages["quantize"], samples, cfg.evaluation.batch_size)
+
+
+def stored_stages(m: dict[str, Any], root) -> tuple[Any, dict[str, Any]]:
+    """A checked artifact's config and its export and quantize results, from the stage cache
+    under `root` (UsageError if the cache no longer holds them: nothing is rebuilt)."""
     from ..config.schema import BuildConfig
     from ..config.validate import convert
     from ..errors import ConfigIssue, UsageError
@@ -349,12 +359,17 @@ def of_artifact(m: dict[str, Any], root, limit: int | None = None) -> dict[str, 
                 )
             )
         results[stage] = result.load(entry)
+    return cfg, results
+
+
+def evaluation_samples(cfg, limit: int | None = None):
+    """The build's evaluation samples, or the first `limit` of them."""
+    from .. import data
+
     ev = cfg.evaluation
     dataset = data.instantiate(ev.dataset)
     total = ev.num_samples or len(dataset)  # null: the whole dataset, as the build took it (stage.py)
-    samples = data.take(dataset, min(limit or total, total), cfg.model.input_specs(), "evaluation.dataset", ev.seed)
-    with numerics.numeric_stage():
-        return on_samples(results["export"], results["quantize"], samples, ev.batch_size)
+    return data.take(dataset, min(limit or total, total), cfg.model.input_specs(), "evaluation.dataset", ev.seed)
 
 
 def on_samples(exported, quantized, samples, batch: int) -> dict[str, Any]:

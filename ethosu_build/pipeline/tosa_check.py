@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .. import background, numerics
@@ -37,7 +38,7 @@ def _inverse(perm: tuple[int, ...]) -> list[int]:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """The reference model prints a TOSA version warning from native code, below Python's
     sys.stdout/sys.stderr; keep it off the user's terminal for the duration of a run."""
     sys.stdout.flush()
@@ -54,14 +55,18 @@ def _quiet_stderr():
             os.close(copy)
 
 
-def _deployed_interpreter(tosa_by_payload: dict[str, bytes], failures: list[str]):
+def deployed_interpreter(tosa_by_payload: dict[str, bytes], failures: list[str], run: Callable | None = None):
     """A torch.fx Interpreter of the partitioned program that runs each NPU partition on the
-    TOSA reference model (its status appended to `failures` when not valid)."""
+    TOSA reference model (its status appended to `failures` when not valid): `run(flatbuffer,
+    inputs)` (by default the reference model's own run; deployed_layers.py's also reads the
+    tensors inside) returns (outputs, status)."""
     import hashlib
 
     import numpy as np
     import torch
     import tosa_reference_model as reference
+
+    run = run or reference.run
 
     def physical(tensor, node):
         """The tensor in its memory layout (dim order), as the runtime hands it over."""
@@ -83,8 +88,8 @@ def _deployed_interpreter(tosa_by_payload: dict[str, bytes], failures: list[str]
             graph = tosa_by_payload[hashlib.sha256(args[0].processed_bytes).hexdigest()]
             # A partition reads and writes channels-last tensors (lowering.io_layout=nhwc) as
             # NHWC in memory; the rest of the graph works in logical order.
-            with _quiet_stderr():
-                outputs, status = reference.run(graph, [physical(a, node) for a, node in zip(args[1:], n.args[1:])])
+            with quiet_stderr():
+                outputs, status = run(graph, [physical(a, node) for a, node in zip(args[1:], n.args[1:])])
             if str(status) != "GraphStatus.TOSA_VALID":
                 failures.append(str(status))
             vals = n.meta.get("val")
@@ -103,15 +108,18 @@ def _user_outputs(program, values: list) -> list:
     return [v for v, spec in zip(values, specs) if spec.kind.name == "USER_OUTPUT"]
 
 
-def deployed_outputs(edge_program, tosa_by_payload: dict[str, bytes], samples, indices) -> list[list[Any]] | str:
+def deployed_outputs(
+    edge_program, tosa_by_payload: dict[str, bytes], samples, indices, run: Callable | None = None
+) -> list[list[Any]] | str:
     """The lowered program as deployed, every NPU partition executed by the TOSA reference
     model on the exact flatbuffer Vela compiled and the CPU ops in PyTorch, on the samples at
     `indices`: per sample, its user outputs as numpy arrays; or the reference model's status
-    where a partition was not valid. The costly part of the check, which samples split."""
+    where a partition was not valid. The costly part of the check, which samples split. `run`:
+    as for deployed_interpreter."""
     failures: list[str] = []
     sig = edge_program.graph_signature
     state = {**edge_program.state_dict, **edge_program.constants}
-    interpreter = _deployed_interpreter(tosa_by_payload, failures)(edge_program.graph_module)
+    interpreter = deployed_interpreter(tosa_by_payload, failures, run)(edge_program.graph_module)
     outputs = []
     for i in indices:
         x = iter(samples.select(slice(i, i + 1)))  # the user inputs, in the signature's order
