@@ -282,21 +282,3 @@ def test_a_sweep_over_boards_says_which_fit_and_with_what_room(tmp_path, store):
         rows[("board=corstone-300", small)]["headroom_kib"]
     )
     assert "| fits | headroom KiB |" in (tmp_path / "sweep" / "summary.md").read_text()
-
-
-@pytest.mark.slow
-def test_a_full_size_network_does_not_fit_corstone_320_in_sram_only_and_auto_finds_a_mode(tmp_path):
-    """Issue 33's case: MobileNetV2 1.0 (224x224, tests/zoo_models.py) on corstone-320."""
-    full = ["model.factory._target_=zoo_models.mobilenet_v2", "model.name=mobilenet_v2",
-            "model.input_shape=[1,3,224,224]", "calibration=random", "evaluation=random", "calibration.num_samples=4",
-            "evaluation.num_samples=4", "evaluation.tosa_samples=1", "board=corstone-320"]  # fmt: skip
-    with pytest.raises(BudgetBreached) as breached:
-        build_in_process(full, tmp_path)
-    text = str(breached.value)
-    assert "Sram_Only" in text and "model.pte" in text and "in SRAM" in text and "memory_mode=auto" in text
-    m = build_in_process([*full, "target.memory_mode=auto"], tmp_path).artifact.manifest()
-    fit = m["board"]
-    assert fit["fits"] and fit["memory_mode"] in ("Shared_Sram", "Dedicated_Sram_384KB")
-    assert {t["memory_mode"]: t["fits"] for t in fit["tried"]}["Sram_Only"] is False
-    pte = next(p for p in fit["pools"] if p["pool"] == "pte")
-    assert pte["port"] == "axi1" and pte["region"] == "DDR"  # where Vela's Dram estimate holds

@@ -78,6 +78,7 @@ def test_a16w8_block_override_changes_the_program_and_is_reported(shared_root):
             "name": "b1",
             "selector": "module_name=blocks.1",
             "scheme": "a16w8",
+            "observer": None,  # the global one
             "ops_selected": q["overrides"][0]["ops_selected"],
         }
     ]

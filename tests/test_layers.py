@@ -32,12 +32,16 @@ def _entries(root) -> set[str]:
     return {p.name for p in (root / "cache").glob("*/*") if p.is_dir()}
 
 
-def test_the_output_point_is_the_builds_sqnr_and_nothing_is_rebuilt(digits_store, tmp_path):
+def test_the_output_point_is_the_builds_sqnr_and_inside_the_partition_the_pt2e_models(digits_store, tmp_path):
     """On the digits CNN: every quantized point compared; the last one, the model's output, has
-    the build's own SQNR on the same samples; the stage cache gains nothing."""
+    the build's own SQNR on the same samples. --deployed: inside the NPU partition, each point's
+    TOSA tensor (named by the Arm backend's debug map, read from the reference model's dump) is
+    within 1 LSB of the PT2E model's codes on the TOSA check's samples, the last one differs by
+    what the TOSA check found at the output, and every point is accounted for. The stage cache
+    gains nothing."""
     m = json.loads((digits_store / "artifacts" / "digits_cnn" / "v1" / "manifest.json").read_text())
     before = _entries(digits_store)
-    d = _layers(digits_store, "digits_cnn/v1", tmp_path)
+    d = _layers(digits_store, "digits_cnn/v1", tmp_path, "--deployed")
     assert _entries(digits_store) == before
     assert d["compared"] == d["points"] == len(d["layers"]) > 3
     assert d["samples"] == m["metrics"]["accuracy"]["samples"]
@@ -51,24 +55,14 @@ def test_the_output_point_is_the_builds_sqnr_and_nothing_is_rebuilt(digits_store
     # fewer samples: the first N
     assert _layers(digits_store, "digits_cnn/v1", tmp_path, "--samples", "8")["samples"] == 8
 
-
-def test_inside_the_partition_each_point_is_the_pt2e_models(digits_store, tmp_path):
-    """--deployed: inside the digits CNN's NPU partition, each point's TOSA tensor (named by the
-    Arm backend's debug map, read from the reference model's dump) is within 1 LSB of the PT2E
-    model's codes, on the TOSA check's samples; the partition's last point differs by what the
-    TOSA check found at the output; every point is accounted for; the cache gains nothing."""
-    m = json.loads((digits_store / "artifacts" / "digits_cnn" / "v1" / "manifest.json").read_text())
-    before = _entries(digits_store)
-    d = _layers(digits_store, "digits_cnn/v1", tmp_path, "--deployed")["deployed"]
-    assert _entries(digits_store) == before
-    tosa = m["metrics"]["tosa_check"]
-    assert d["status"] == "done" and d["samples"] == tosa["samples"] and d["partitions"] == 1
-    compared = d["compared"]
+    inside, tosa = d["deployed"], m["metrics"]["tosa_check"]
+    assert inside["status"] == "done" and inside["samples"] == tosa["samples"] and inside["partitions"] == 1
+    compared = inside["compared"]
     assert len(compared) >= 5 and {r["op"] for r in compared} >= {"RESCALE", "MAX_POOL2D"}
     assert all(r["max_lsb_diff"] <= 1 and 0 <= r["differing_share"] <= 1 for r in compared), compared
     assert compared[-1]["module"] == "head" and compared[-1]["max_lsb_diff"] == tosa["max_lsb_diff"]
-    assert len(compared) + sum(map(len, d["not_compared"].values())) == d["points"]
-    assert d["not_compared"]["on_cpu"] == ["x"]  # the CPU quantizes the input
+    assert len(compared) + sum(map(len, inside["not_compared"].values())) == inside["points"]
+    assert inside["not_compared"]["on_cpu"] == ["x"]  # the CPU quantizes the input
 
 
 def test_inside_a_partition_nothing_is_compared_unless_the_flatbuffers_are_the_artifacts(digits_store):
@@ -83,21 +77,6 @@ def test_inside_a_partition_nothing_is_compared_unless_the_flatbuffers_are_the_a
     d = deployed_layers.compare(cfg, stages["quantize"].program, [bytes(tosa)], layers.evaluation_samples(cfg, 1), 1)
     assert d["status"] == "not compared" and "differ from the artifact's" in d["reason"]
     assert "Not compared: the debug lowering" in "\n".join(deployed_layers.report_section(d))
-
-
-def test_a_planted_badly_conditioned_layer_is_named_first(tmp_path):
-    """b2's convolution has an output channel 100 times the others: its activation's one int8
-    scale leaves the other channels few codes. The layer's own error is the largest, and its
-    point is b2's."""
-    root = tmp_path / "store"
-    build_in_process(PLANTED, root)
-    d = _layers(root, "planted", tmp_path, "--plot", str(tmp_path / "layers.png"))
-    first = d["largest_local_errors"][0]
-    assert first["module"].startswith("b2."), d["largest_local_errors"]
-    healthy = [r for r in d["layers"] if r["module"] in ("b1.1", "b3.1")]
-    assert all(r["local_sqnr_db"] > first["local_sqnr_db"] + 5 for r in healthy), d["layers"]
-    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert math.isfinite(d["layers"][-1]["accumulated_sqnr_db"])
 
 
 def test_bad_arguments_and_a_missing_cache_are_refused(store_copy, tmp_path):
@@ -115,14 +94,22 @@ def test_bad_arguments_and_a_missing_cache_are_refused(store_copy, tmp_path):
 
 
 @pytest.mark.slow  # real builds of fixes / DS-CNN: CI runs them
-def test_the_proposed_fix_built_as_a_recipe_recovers_the_sqnr_at_the_cost_it_stated(tmp_path):
-    """The planted layer's fixes, each a real build: 16 bits where its activation is computed
-    and read recovers most of what the layer lost; the recipe written for it rebuilds exactly
-    the SQNR and the Vela cycles the table stated."""
+def test_a_planted_layer_is_named_first_and_its_fix_as_a_recipe_recovers_the_sqnr_at_the_cost_stated(tmp_path):
+    """b2's convolution has an output channel 100 times the others: its activation's one int8
+    scale leaves the other channels few codes. The layer's own error is the largest, and its
+    point is b2's. Its fixes, each a real build: 16 bits where its activation is computed and
+    read recovers most of what the layer lost; the recipe written for it rebuilds exactly the
+    SQNR and the Vela cycles the table stated. (One test: the fixes build on the diagnosis.)"""
     root = tmp_path / "store"
     build_in_process(PLANTED, root)
     d = _layers(root, "planted", tmp_path, "--fixes", "1", "--write-recipe", "planted_fixed", "--recipe-dir",
-                str(tmp_path / "rc"))  # fmt: skip
+                str(tmp_path / "rc"), "--plot", str(tmp_path / "layers.png"))  # fmt: skip
+    first = d["largest_local_errors"][0]
+    assert first["module"].startswith("b2."), d["largest_local_errors"]
+    healthy = [r for r in d["layers"] if r["module"] in ("b1.1", "b3.1")]
+    assert all(r["local_sqnr_db"] > first["local_sqnr_db"] + 5 for r in healthy), d["layers"]
+    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert math.isfinite(d["layers"][-1]["accumulated_sqnr_db"])
     fixes = d["fixes"]
     best = fixes["fixes"][0]
     assert best["fix"] == "a16w8" and best["status"] == "ok" and best["module"].startswith("b2")

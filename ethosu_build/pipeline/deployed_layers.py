@@ -13,11 +13,14 @@ the artifact's `vela/part<i>.tosa` byte for byte, or nothing inside is compared.
 For each quantized point of the PT2E program (its quantize nodes, as in layers.py), the TOSA
 tensor compared is the last one, in the partition's order, of an operator that came from the
 point's own op or from an op fused into it (the convolution under a ReLU), with the point's
-dtype and number of values; compute operators before data moves (transpose, reshape). Its
-codes, in the point's logical layout (a 4-D compute output is NHWC), against the PT2E model's
-codes at that point on the same inputs: the largest difference in LSBs and the share of
-values that differ. Points with no such tensor are counted by why: computed on the CPU, or not
-a tensor of their own in the partition. torch and the reference model load inside functions.
+dtype and number of values; compute operators before data moves (transpose, reshape). An
+operator the backend created without provenance (a TABLE) is attributed by what it reads.
+Its codes, in the point's logical layout (a 4-D compute output is NHWC), against the PT2E
+model's codes at that point on the same inputs: the largest difference in LSBs and the share
+of values that differ; `first_beyond_1_lsb`, where the deployed program first departs from
+the PT2E model by more than rounding. The other points are listed by why: computed on the CPU,
+a data move (its order is the partition's), a layout its shape does not tell, or no tensor of
+its own. torch, ExecuTorch and the reference model load inside functions.
 """
 
 from __future__ import annotations

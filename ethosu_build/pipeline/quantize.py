@@ -65,6 +65,14 @@ class Quantize(Stage[Quantized]):
     def key_inputs(cls, cfg: BuildConfig, keys: dict[str, str]) -> dict[str, Any]:
         quantization = dataclasses.asdict(cfg.quantization)
         qat = quantization.pop("qat")
+        # The observer keys the stage only where it is not EthosUQuantizer's own (histogram),
+        # so builds from before the key existed keep their cache entries.
+        if quantization["observer"] == "histogram":
+            del quantization["observer"]
+        overrides = [dataclasses.asdict(e) for e in cfg.overrides.values()]
+        for entry in overrides:
+            if entry["observer"] is None:
+                del entry["observer"]
         inputs = {
             "export": keys["export"],
             # The quantizer's passes depend on the target only through its TOSA specification,
@@ -73,7 +81,7 @@ class Quantize(Stage[Quantized]):
             "quantization": quantization,
             "rewrites": cfg.lowering.rewrites,  # applied to the float graph before the quantizer sees it
             # Order matters (a later override wins); the entries' names do not.
-            "overrides": [dataclasses.asdict(e) for e in cfg.overrides.values()],
+            "overrides": overrides,
         }
         if qat is not None:  # the ranges come from training, not from the calibration set
             return {**inputs, "qat": {**qat, "data": data.fingerprint(qat["dataset"])}}
