@@ -99,6 +99,7 @@ def test_children_store_and_check_exactly_what_the_build_would_in_place(tmp_path
     assert bad.returncode == 2 and "nosuch" in bad.stderr
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_a_store_that_fails_in_its_child_fails_the_build_and_publishes_nothing(tmp_path):
     """A full disk met by the child storing the quantize entry: the build fails as it would
     have in place (exit 1, the same message), and nothing is published."""

@@ -45,6 +45,7 @@ def test_default_build_from_the_cli_then_up_to_date(tmp_path):
     assert (v1 / "model.pte").read_bytes() == before
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_targets_of_one_tosa_spec_share_the_lowering_and_get_the_bytes_of_a_fresh_build(tmp_path):
     build_in_process(["target=ethos-u55-128"], tmp_path / "a")
     reused = build_in_process(["target=ethos-u55-256"], tmp_path / "a")
@@ -88,6 +89,7 @@ def test_a16w8_block_override_changes_the_program_and_is_reported(shared_root):
     assert plain.artifact.manifest()["quantization"]["applied"]["ops_by_scheme"].get("a16w8", 0) == 0
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_float_override_leaves_its_ops_on_the_cpu(shared_root):
     plain = build_in_process([], shared_root).artifact.manifest()
     m = build_in_process(["overrides=head_float"], shared_root).artifact.manifest()
@@ -109,6 +111,7 @@ def test_module_type_override_and_later_override_wins(shared_root):
     assert reverse["quantization"]["applied"]["modules"]["head"] == "a16w8"
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_uint8_io_and_per_tensor_are_distinct_programs(shared_root):
     shas = {
         q: pte_sha(build_in_process([f"quantization={q}"], shared_root))
@@ -156,6 +159,7 @@ def test_artifacts_cli_lists_and_shows(shared_root):
     assert missing.returncode == 2 and "no artifact 'nope/v9'" in missing.stderr
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_a_new_process_reuses_the_cached_calibration(tmp_path):
     """The quantized program written by one process loads in another (its quantized ops
     must be registered before the cache entry is read)."""

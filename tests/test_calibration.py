@@ -4,6 +4,7 @@ the two quantized models agree more closely than either agrees with the float mo
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import build_in_process, compose_config
 
@@ -19,6 +20,7 @@ def _quantized(root, overrides):
     return result.artifact.manifest(), quantized_model(cfg)[1].module(), cfg
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_batched_calibration_matches_sample_by_sample(shared_root):
     common = ["calibration.num_samples=64", "evaluation.tosa_check=false"]
     batched, q_batched, cfg = _quantized(shared_root, [*common, "calibration.batch_size=32"])

@@ -47,6 +47,7 @@ def test_int8_and_a16w8_are_different_and_the_cause_is_their_quantization(store)
     )
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_a_one_ulp_change_of_one_scale_is_equivalent_and_named(store, tmp_path, monkeypatch):
     """The first activation observer's scale is moved by one float32 ulp, as another machine's
     kernels could: the program differs in bytes, and the diff says by how much and where."""

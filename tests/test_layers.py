@@ -32,6 +32,7 @@ def _entries(root) -> set[str]:
     return {p.name for p in (root / "cache").glob("*/*") if p.is_dir()}
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_the_output_point_is_the_builds_sqnr_and_inside_the_partition_the_pt2e_models(digits_store, tmp_path):
     """On the digits CNN: every quantized point compared; the last one, the model's output, has
     the build's own SQNR on the same samples. --deployed: inside the NPU partition, each point's

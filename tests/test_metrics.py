@@ -25,6 +25,7 @@ def test_digits_int8_is_accurate_and_matches_the_tosa_reference(shared_root):
     assert tosa["max_lsb_diff"] <= 1 and tosa["top1_agreement"] == 100.0
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_a16w8_has_higher_sqnr_and_more_cycles_than_int8(shared_root):
     int8 = build_in_process(["quantization=int8"], shared_root).artifact.manifest()
     a16w8 = build_in_process(["quantization=a16w8"], shared_root).artifact.manifest()
@@ -32,6 +33,7 @@ def test_a16w8_has_higher_sqnr_and_more_cycles_than_int8(shared_root):
     assert a16w8["metrics"]["vela"]["total"]["cycles"] > int8["metrics"]["vela"]["total"]["cycles"]
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 @pytest.mark.parametrize("target", ["ethos-u55-128", "ethos-u65-256", "ethos-u85-256"])
 def test_our_pte_is_the_bytes_of_a_plain_executorch_build(shared_root, target):
     """The same quantized program lowered by plain ExecuTorch calls for the target gives our
@@ -110,6 +112,7 @@ def test_budget_passes_at_its_measured_value_and_breaks_below_it(budget, shared_
     assert sorted(p.name for p in (shared_root / "artifacts" / "digits_cnn").iterdir()) == before
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_budget_breach_exits_3_naming_value_and_limit(tmp_path):
     res = run_cli(["budget.max_inference_ms=0.000001", "budget.max_sram_kib=100000"], tmp_path)
     assert res.returncode == 3, res.stderr[-2000:]
@@ -132,6 +135,7 @@ def test_accuracy_budget_needs_labels(tmp_path):
     assert "budget.max_accuracy_drop" in res.stderr and "no labels" in res.stderr
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_tosa_check_runs_when_only_evaluation_changed(shared_root):
     """The lowering is cached, the check still needs the partitioned program: it lowers again
     in memory, and the stored artifact is unchanged."""

@@ -85,6 +85,7 @@ def test_the_report_has_a_row_per_output(built):
     assert len([line for line in runtime.splitlines() if line.startswith("| output |")]) == 2
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_the_firmware_bundle_declares_and_checks_both_outputs(built, tmp_path):
     dest = tmp_path / "bundle"
     res = run_cli(["--root", str(built.path.parents[2]), "export", built.id, str(dest), "--firmware"], tmp_path,
@@ -99,6 +100,7 @@ def test_the_firmware_bundle_declares_and_checks_both_outputs(built, tmp_path):
     assert check_bundle(built, dest) == 2
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_a_dict_of_outputs_is_named_by_its_keys(tmp_path):
     """The same detector returning {"scores": ..., "boxes": ...}: torch.export flattens it in
     the dict's order, and the keys name the outputs in the manifest, the report and model_io.h."""

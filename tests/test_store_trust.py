@@ -285,6 +285,7 @@ def test_store_root_is_checked_before_anything_is_written(tmp_path, bad):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["somefile"]
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_store_root_with_a_tilde_means_the_home_folder(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -402,6 +403,7 @@ def test_a_full_disk_is_a_failed_build_and_stores_nothing(tmp_path, monkeypatch)
     assert list(ArtifactStore(tmp_path / "store").all()) == []
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_a_rewrite_that_finds_nothing_is_reported(tmp_path):
     """digits_cnn has no average pool: avg_pool_crop has nothing to do, and says so."""
     res = run_cli(["store.root=store", "lowering.rewrites=[avg_pool_crop]", *QUICK], tmp_path)

@@ -3,9 +3,11 @@ code outside the package, and a store of their choosing."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import manifest, run_cli
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_recipe_and_model_from_a_user_repo(user_repo, tmp_path):
     store = tmp_path / "elsewhere"
     res = run_cli(["hydra.searchpath=[file://conf]", "recipe=tiny_u85", f"store.root={store}"], user_repo)
@@ -39,6 +41,7 @@ def test_user_recipe_lists_among_builtin_ones(user_repo):
     assert "tiny_u85" in res.stderr and "digits_u55" in res.stderr
 
 
+@pytest.mark.slow  # kept out of the iteration loop (-m "not slow"); CI runs it
 def test_models_with_batch_specific_shape_code_still_build(user_repo):
     """A mean whose decomposition by the quantizer names the batch's symbol calibrates in
     batches all the same (quantizer.bind_symbolic_sizes); a model with no dynamic batch at all

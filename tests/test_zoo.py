@@ -49,7 +49,7 @@ def zoo_root(tmp_path_factory):
 SLOW = pytest.mark.slow  # the ViT's lowering alone takes about 40 s here
 
 
-@pytest.mark.parametrize("model", [pytest.param("vit_tiny", marks=SLOW), "kws_conv1d"])
+@pytest.mark.parametrize("model", [pytest.param("vit_tiny", marks=SLOW), pytest.param("kws_conv1d", marks=SLOW)])
 def test_zoo_model_builds_for_u85(model, zoo_root, capfd):
     m = build_in_process(_config(model), zoo_root).artifact.manifest()
     _assert_quiet(capfd)
