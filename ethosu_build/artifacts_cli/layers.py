@@ -27,14 +27,16 @@ def run(store: ArtifactStore, args) -> int:
     if args.write_recipe and not args.fixes:
         raise UsageError(ConfigIssue("--write-recipe", "needs --fixes N: the recipe is the best measured fix"))
     m = checked.manifest
-    d = layers.of_artifact(m, store.root, args.samples)
+    cfg, stages = layers.stored_stages(m, store.root)  # loaded once: the table and --deployed share them
+    samples = layers.evaluation_samples(cfg, args.samples)
+    d = layers.of_stages(cfg, stages, samples)
     out = {**d, **layers.worst(d)}
     lines = layers.report_section(d)
     if args.deployed:
         from ..pipeline import deployed_layers
 
         with _changed_after_check(a, "ID"):
-            out["deployed"] = inside = deployed_layers.of_artifact(m, store.root, a, args.samples)
+            out["deployed"] = inside = deployed_layers.of_artifact(m, a, cfg, stages["quantize"], samples)
         lines += deployed_layers.report_section(inside)
     if args.fixes:
         from ..search import fixes

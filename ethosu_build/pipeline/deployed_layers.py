@@ -45,12 +45,8 @@ _HEADER = re.compile(r"^Name: (\S+) DType=(\w+) .*?Shape=\[([\d, ]*)\]", re.M)
 def _recorded_operators(graph):
     """Within the block, each TOSA operator the Arm backend serializes, one list per partition
     in lowering order: its output tensor, the operator, the nodes of `graph` (the lowered
-    program's) it came from, its dtype and size. ExecuTorch creates one DebugHook per
-    partition and calls add() per operator, so a subclass in its place records them.
-
-    A node's from_node ancestry goes on past `graph`, into the graphs the quantize stage
-    exported (whose node names are numbered otherwise: blocks.0's `add_3` there is blocks.1's
-    `add_9` here), so only its entries in `graph` itself count."""
+    program's) it came from, its dtype and shape. ExecuTorch creates one DebugHook per
+    partition and calls add() per operator, so a subclass in its place records them."""
     import executorch.backends.arm.tosa.backend as backend
 
     original = backend.DebugHook
@@ -62,18 +58,11 @@ def _recorded_operators(graph):
             partitions.append([])
 
         def add(self, node, tosa_op, tosa_op_id):
-            names, stack = set(), list(node.meta.get("from_node") or [])
-            while stack:
-                source = stack.pop()
-                if source.graph_id == id(graph):
-                    names.add(source.name)
-                else:
-                    stack.extend(source.from_node)
             val = node.meta.get("val")
             partitions[-1].append({
-                "tensor": str(tosa_op), "op": str(tosa_op_id).removeprefix("Op."), "origins": names,
-                "dtype": str(getattr(val, "dtype", "")), "numel": val.numel() if hasattr(val, "numel") else None,
-                "shape": list(getattr(val, "shape", [])), "inputs": [a.name for a in node.all_input_nodes],
+                "tensor": str(tosa_op), "op": str(tosa_op_id).removeprefix("Op."), "origins": _origins(node, graph),
+                "dtype": str(getattr(val, "dtype", "")), "shape": list(getattr(val, "shape", [])),
+                "inputs": [a.name for a in node.all_input_nodes],
             })  # fmt: skip
             return super().add(node, tosa_op, tosa_op_id)
 
@@ -82,6 +71,20 @@ def _recorded_operators(graph):
         yield partitions
     finally:
         backend.DebugHook = original
+
+
+def _origins(node, graph) -> set[str]:
+    """The nodes of `graph` that `node` came from, by name: its from_node ancestry, followed
+    until it reaches `graph`. Beyond, in the graphs the quantize stage exported, nodes are
+    numbered otherwise (blocks.0's `add_3` there is blocks.1's `add_9` in `graph`)."""
+    names, stack = set(), list(node.meta.get("from_node") or [])
+    while stack:
+        source = stack.pop()
+        if source.graph_id == id(graph):
+            names.add(source.name)
+        else:
+            stack.extend(source.from_node)
+    return names
 
 
 def debug_lowering(cfg, program) -> tuple[Any, list[bytes], list[list[dict[str, Any]]]]:
@@ -151,7 +154,7 @@ def _match(point: dict[str, Any], partitions: list[list[dict[str, Any]]]) -> tup
     gelu...) is the point's if it reads a tensor of an operator from the point's feeds."""
     numel = math.prod(point["shape"])
     fits = [(k, op) for k, ops in enumerate(partitions) for op in ops
-            if op["dtype"] == point["dtype"] and op["numel"] == numel]  # fmt: skip
+            if op["dtype"] == point["dtype"] and math.prod(op["shape"]) == numel]  # fmt: skip
     found = [(k, op) for k, op in fits if op["origins"] & point["origins"]]
     if not found:
         made_by = [{op["tensor"]: op["origins"] for op in ops} for ops in partitions]
@@ -161,14 +164,19 @@ def _match(point: dict[str, Any], partitions: list[list[dict[str, Any]]]) -> tup
     return (compute or found)[-1] if found else None
 
 
+def _layout(held: list[int], shape: list[int]) -> str | None:
+    """How a compute operator's output of shape `held` holds a point of logical `shape`: "nhwc"
+    (the backend's layout of a 4-D activation), "same" (up to dimensions of size 1), or None
+    where the shapes do not tell (the partition moved a transpose across it)."""
+    if len(held) == 4 and len(shape) == 4 and [held[i] for i in (0, 3, 1, 2)] == shape:
+        return "nhwc"
+    return "same" if [d for d in held if d != 1] == [d for d in shape if d != 1] else None
+
+
 def _logical(tensor, shape: list[int]):
-    """A compute operator's output (a numpy array) in the point's logical layout, or None where
-    its shape does not tell the layout (the partition moved a transpose across it)."""
-    if tensor.ndim == 4 and len(shape) == 4 and [tensor.shape[i] for i in (0, 3, 1, 2)] == shape:
-        return tensor.transpose(0, 3, 1, 2)  # NHWC, the backend's layout of a 4-D activation
-    if [d for d in tensor.shape if d != 1] == [d for d in shape if d != 1]:
-        return tensor.reshape(shape)
-    return None
+    """A compute operator's dumped output (a numpy array) in the point's logical layout."""
+    layout = _layout(list(tensor.shape), shape)
+    return tensor.transpose(0, 3, 1, 2) if layout == "nhwc" else tensor.reshape(shape)
 
 
 def _tensors(text: str, wanted: set[str]) -> dict[str, Any]:
@@ -187,18 +195,12 @@ def _tensors(text: str, wanted: set[str]) -> dict[str, Any]:
     return out
 
 
-def _placed(points, partitions, edge) -> tuple[dict[str, tuple[int, dict[str, Any]]], dict[str, list[str]]]:
+def _placed(points, partitions, edge, graph) -> tuple[dict[str, tuple[int, dict[str, Any]]], dict[str, list[str]]]:
     """The points compared (name -> partition, operator) and the others by why not."""
-    import numpy as np
-
-    cpu = set()  # the lowered program's nodes that the partitioned one still runs on the CPU
+    cpu = set()  # the nodes of `graph` (the lowered program's) the partitioned one still runs on the CPU
     for n in edge.graph.nodes:
         if n.op == "call_function" and "executorch_call_delegate" not in str(n.target):
-            stack = list(n.meta.get("from_node") or [])
-            while stack:
-                source = stack.pop()
-                cpu.add(source.name)
-                stack.extend(source.from_node)
+            cpu |= _origins(n, graph)
     compared, why = {}, {"on_cpu": [], "moved": [], "layout": [], "no_tensor": []}
     for q, p in points.items():
         m = _match(p, partitions)
@@ -206,7 +208,7 @@ def _placed(points, partitions, edge) -> tuple[dict[str, tuple[int, dict[str, An
             why["on_cpu" if p["origins"] & cpu else "no_tensor"].append(p["name"])
         elif m[1]["op"] in _MOVES:
             why["moved"].append(p["name"])
-        elif _logical(np.zeros(m[1]["shape"]), p["shape"]) is None:
+        elif _layout(m[1]["shape"], p["shape"]) is None:
             why["layout"].append(p["name"])
         else:
             compared[q] = m
@@ -232,7 +234,7 @@ def compare(cfg, program, stored: list[bytes], samples, n: int) -> dict[str, Any
         return {"status": "not compared", "reason": f"the debug lowering gave {len(tosa)} TOSA flatbuffer(s) that "
                 f"differ from the artifact's {len(stored)}: its operators cannot be named"}  # fmt: skip
     points = _points(program)
-    compared, why = _placed(points, operators, edge)
+    compared, why = _placed(points, operators, edge, program.graph)
     rows = {q: {"point": points[q]["name"], "module": points[q]["module"], "partition": k, "tensor": op["tensor"],
                 "op": op["op"], "max_lsb_diff": 0, "differing": 0, "values": 0}
             for q, (k, op) in compared.items()}  # fmt: skip
@@ -270,19 +272,16 @@ def compare(cfg, program, stored: list[bytes], samples, n: int) -> dict[str, Any
             "first_beyond_1_lsb": beyond and {k: beyond[k] for k in ("point", "module", "op")}}  # fmt: skip
 
 
-def of_artifact(m: dict[str, Any], root, artifact, limit: int | None = None) -> dict[str, Any]:
-    """`compare` for a checked artifact (its manifest `m`): the quantize stage's program from the
-    stage cache under `root`, the flatbuffers the artifact lists (read and checked), the first
-    evaluation.tosa_samples of its evaluation samples (or of the first `limit`)."""
+def of_artifact(m: dict[str, Any], artifact, cfg, quantized, samples) -> dict[str, Any]:
+    """`compare` for a checked artifact (its manifest `m`): its quantize stage's result, the
+    flatbuffers the artifact lists (read and checked), the first evaluation.tosa_samples of
+    `samples` (the table's: the TOSA check's when they are the build's)."""
     from .. import numerics
     from ..store.artifacts import verified_bytes
-    from .layers import evaluation_samples, stored_stages
 
-    cfg, stages = stored_stages(m, root)
     stored = [verified_bytes(artifact, m, f"vela/part{k}.tosa") for k in range(m["delegation"]["npu_partitions"])]
-    samples = evaluation_samples(cfg, min(limit or cfg.evaluation.tosa_samples, cfg.evaluation.tosa_samples))
     with numerics.numeric_stage():
-        return compare(cfg, stages["quantize"].program, stored, samples, len(samples))
+        return compare(cfg, quantized.program, stored, samples, min(len(samples), cfg.evaluation.tosa_samples))
 
 
 _WHY = {

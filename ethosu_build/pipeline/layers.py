@@ -318,14 +318,11 @@ def plot(d: dict[str, Any], path) -> None:
 # --- a stored artifact ------------------------------------------------------------------
 
 
-def of_artifact(m: dict[str, Any], root, limit: int | None = None) -> dict[str, Any]:
-    """The per-layer table of a checked artifact's manifest `m`, from the stage cache under
-    `root` (the export and quantize entries its stage keys name; nothing is rebuilt) on its
-    evaluation samples (the first `limit` of them)."""
+def of_stages(cfg, stages: dict[str, Any], samples) -> dict[str, Any]:
+    """The per-layer table of a stored artifact: its config, its export and quantize results
+    (stored_stages) and its evaluation samples (evaluation_samples)."""
     from .. import numerics
 
-    cfg, stages = stored_stages(m, root)
-    samples = evaluation_samples(cfg, limit)
     with numerics.numeric_stage():
         return on_samples(stages["export"], stages["quantize"], samples, cfg.evaluation.batch_size)
 
